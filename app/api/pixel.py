@@ -1,0 +1,75 @@
+"""GET /v1/pixel.gif: a 1×1 GIF that records an event; it never breaks a page."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Response, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from app.api.events import limits
+from app.api.guard import resolve_principal
+from app.db import db
+from app.errors import DomainError
+from app.services.events import parse_events, track_events
+
+log = logging.getLogger(__name__)
+blp = Blueprint("pixel", __name__, url_prefix="/v1", description="Tracking pixel")
+
+GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+
+def _gif(recorded: bool) -> Response:
+    response = Response(GIF, mimetype="image/gif")
+    response.headers["Cache-Control"] = "no-cache, no-store, must-revalidate, max-age=0"
+    response.headers["Pragma"] = "no-cache"
+    response.headers["Expires"] = "0"
+    # Lets a site's own tests see whether the hit counted without breaking the image.
+    response.headers["X-Cairn-Recorded"] = "1" if recorded else "0"
+    return response
+
+
+@blp.route("/pixel.gif")
+class Pixel(MethodView):
+    """Record `?event=` for `?userId=` or `?anonymousId=`, properties as `p.<name>=`."""
+
+    @blp.doc(
+        parameters=[
+            {"name": n, "in": "query", "schema": {"type": "string"}, "required": n == "key"}
+            for n in ("key", "event", "userId", "anonymousId", "messageId")
+        ]
+    )
+    def get(self):
+        """Always a 1×1 GIF with no-cache headers."""
+        try:
+            return _gif(self._record())
+        except Exception:  # a broken pixel must never break a page
+            log.exception("pixel hit not recorded")
+            db.session.rollback()
+            return _gif(False)
+
+    def _record(self) -> bool:
+        args = request.args
+        try:
+            principal = resolve_principal(args.get("key"))
+        except DomainError:
+            return False
+        item = {"name": args.get("event")}
+        for name in ("userId", "anonymousId", "messageId", "timestamp"):
+            if args.get(name):
+                item[name] = args[name]
+        properties = {k[2:]: v for k, v in args.items() if k.startswith("p.") and len(k) > 2}
+        if properties:
+            item["properties"] = properties
+        good, _errors = parse_events([item], limits=limits(), check_size=True)
+        if not good:
+            return False
+        event = good[0][1]
+        event.source = "pixel"
+        track_events(db.session, project_id=principal.project_id, events=[event])
+        db.session.commit()
+        return True

@@ -1,0 +1,152 @@
+"""/v1/users: upsert, read, list and erase profiles."""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from app.api.bodies import as_batch, read_json_body
+from app.api.guard import SECRET, current_project_id, require_key
+from app.api.pagination import page_args, paginate
+from app.db import db
+from app.errors import BadRequest, InvalidInput, TooLarge
+from app.models import Project
+from app.schemas.users import (
+    EraseRequestSchema,
+    EraseResponseSchema,
+    UpsertResponseSchema,
+    UserDetailSchema,
+    UserListSchema,
+    UserUpsertSchema,
+)
+from app.services import users as users_service
+
+blp = Blueprint("users", __name__, url_prefix="/v1/users", description="User profiles")
+
+
+def _project() -> Project:
+    project = db.session.get(Project, current_project_id())
+    assert project is not None
+    return project
+
+
+@blp.route("")
+class Users(MethodView):
+    """The project's profiles."""
+
+    @require_key(SECRET)
+    @blp.doc(requestBody={"content": {"application/json": {"schema": UserUpsertSchema}}})
+    @blp.response(200, UpsertResponseSchema)
+    def post(self):
+        """Upsert one profile or an array of up to 1000; invalid items do not sink the others."""
+        items, is_batch = as_batch(read_json_body(), limit=current_app.config["MAX_BATCH"])
+        results = users_service.upsert_users(db.session, project=_project(), items=items)
+        db.session.commit()
+        if not is_batch and not results[0].ok:
+            raise InvalidInput(
+                "Invalid user: " + ", ".join(sorted(results[0].errors or {})), results[0].errors
+            )
+        created = sum(1 for r in results if r.ok and r.created)
+        failed = sum(1 for r in results if not r.ok)
+        return {
+            "created": created,
+            "updated": len(results) - created - failed,
+            "failed": failed,
+            "results": results,
+        }
+
+    @require_key(SECRET)
+    @blp.response(200, UserListSchema)
+    def get(self):
+        """Profiles in creation order, cursor-paginated."""
+        limit, after = page_args()
+        rows, cursor = paginate(
+            db.session, users_service.list_users_query(current_project_id(), after_id=after), limit
+        )
+        return {"data": rows, "next_cursor": cursor}
+
+    @require_key(SECRET)
+    @blp.doc(requestBody={"content": {"application/json": {"schema": EraseRequestSchema}}})
+    @blp.response(200, EraseResponseSchema)
+    def delete(self):
+        """Erase up to 1000 profiles by userId, email or phone."""
+        return _erase_batch()
+
+
+@blp.route("/delete")
+class UsersDelete(MethodView):
+    """Batch erasure for clients that cannot send a DELETE body."""
+
+    @require_key(SECRET)
+    @blp.doc(requestBody={"content": {"application/json": {"schema": EraseRequestSchema}}})
+    @blp.response(200, EraseResponseSchema)
+    def post(self):
+        """Erase up to 1000 profiles by userId, email or phone."""
+        return _erase_batch()
+
+
+def _erase_batch() -> dict:
+    request_ = parse_erase_request(read_json_body(), limit=current_app.config["MAX_BATCH"])
+    deleted = users_service.erase_users(db.session, project=_project(), request=request_)
+    db.session.commit()
+    return {"deleted": deleted}
+
+
+def parse_erase_request(body, *, limit: int) -> users_service.EraseRequest:
+    """`{userIds, emails, phones}` or `[{userId|email|phone}, ...]`, at most `limit` in all."""
+    req = users_service.EraseRequest()
+    buckets = {"userId": req.user_ids, "email": req.emails, "phone": req.phones}
+    if isinstance(body, list):
+        for index, item in enumerate(body):
+            if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in buckets:
+                raise InvalidInput(
+                    f"item {index}: expected exactly one of userId, email, phone",
+                    {str(index): {"_schema": ["expected one of userId, email, phone"]}},
+                )
+            key, value = next(iter(item.items()))
+            if not isinstance(value, str) or not value:
+                raise InvalidInput(f"item {index}: {key} must be a string",
+                                   {str(index): {key: ["must be a non-empty string"]}})
+            buckets[key].append(value)
+    elif isinstance(body, dict):
+        names = {"userIds": req.user_ids, "emails": req.emails, "phones": req.phones}
+        unknown = set(body) - set(names)
+        if unknown:
+            raise InvalidInput("unknown fields", {k: ["unknown field"] for k in sorted(unknown)})
+        for name, target in names.items():
+            values = body.get(name, [])
+            if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+                raise InvalidInput(f"{name} must be a list of strings",
+                                   {name: ["must be a list of non-empty strings"]})
+            target.extend(values)
+    else:
+        raise BadRequest("Expected an object or an array", {"body": ["wrong type"]})
+    if len(req) == 0:
+        raise InvalidInput("nobody to erase", {"userIds": ["give userIds, emails or phones"]})
+    if len(req) > limit:
+        raise TooLarge(f"at most {limit} users per erase", {"body": [f"at most {limit} items"]})
+    return req
+
+
+@blp.route("/<user_id>")
+class UserItem(MethodView):
+    """One profile by userId."""
+
+    @require_key(SECRET)
+    @blp.response(200, UserDetailSchema)
+    def get(self, user_id: str):
+        """The profile and the anonymous ids merged into it."""
+        user = users_service.get_user(db.session, project_id=current_project_id(), user_id=user_id)
+        user.anonymous_ids = users_service.anonymous_ids_of(db.session, user.id)
+        return user
+
+    @require_key(SECRET)
+    @blp.response(200, EraseResponseSchema)
+    def delete(self, user_id: str):
+        """Erase the profile, its PII in events, and everything hanging off it."""
+        deleted = users_service.erase_users(
+            db.session, project=_project(), request=users_service.EraseRequest(user_ids=[user_id])
+        )
+        db.session.commit()
+        return {"deleted": deleted}

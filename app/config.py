@@ -1,0 +1,126 @@
+"""Configuration read from the environment, validated once at start."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _instance_file_secret(instance_dir: Path, name: str) -> str:
+    """Read a secret kept under the instance folder, generating it on first use."""
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    path = instance_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(48)
+    # Created with 0600 so the secret is not world-readable.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+@dataclass
+class Settings:
+    """Every setting Cairn reads; `from_env` fills and validates it."""
+
+    INSTANCE_DIR: str = "./instance"
+    DATABASE_URL: str = ""
+    BROKER_URL: str = ""
+    REDIS_URL: str = ""
+    PUBLIC_URL: str = "http://localhost:8000"
+    SECRET_KEY: str = ""
+    PORT: int = 8000
+    # Request limits (API.md: 413 beyond).
+    MAX_CONTENT_LENGTH: int = 500 * 1024
+    MAX_EVENT_BYTES: int = 32 * 1024
+    MAX_BATCH: int = 1000
+    # How far in the future / past a client timestamp may be before it is rejected.
+    MAX_FUTURE_SKEW_SECONDS: int = 24 * 3600
+    MAX_PAST_SKEW_SECONDS: int = 5 * 365 * 24 * 3600
+    TOKEN_TTL_SECONDS: int = 3600
+    ALLOW_PRIVATE_ENDPOINTS: bool = False
+    TESTING: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, overrides: dict[str, Any] | None = None) -> Settings:
+        """Build settings from `CAIRN_`-less environment variables plus explicit overrides."""
+        overrides = dict(overrides or {})
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            if f.name in overrides:
+                values[f.name] = overrides.pop(f.name)
+                continue
+            raw = os.environ.get(f.name)
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.name, raw, f.type)
+        settings = cls(**values, extra=overrides)
+        settings._finish()
+        return settings
+
+    def _finish(self) -> None:
+        instance = Path(self.INSTANCE_DIR).resolve()
+        self.INSTANCE_DIR = str(instance)
+        if not self.DATABASE_URL:
+            instance.mkdir(parents=True, exist_ok=True)
+            self.DATABASE_URL = f"sqlite:///{instance / 'cairn.db'}"
+        self.DATABASE_URL = normalize_database_url(self.DATABASE_URL)
+        for name in ("BROKER_URL", "REDIS_URL"):
+            value = getattr(self, name)
+            if value and urlparse(value).scheme not in ("redis", "rediss", "amqp", "amqps"):
+                raise ConfigError(f"{name}: expected a redis:// or amqp:// URL, got {value!r}")
+        parsed = urlparse(self.PUBLIC_URL)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"PUBLIC_URL: expected an http(s) URL, got {self.PUBLIC_URL!r}")
+        self.PUBLIC_URL = self.PUBLIC_URL.rstrip("/")
+        if not 0 < self.PORT < 65536:
+            raise ConfigError(f"PORT: expected 1-65535, got {self.PORT}")
+        if not self.SECRET_KEY:
+            self.SECRET_KEY = _instance_file_secret(instance, "secret_key")
+        elif len(self.SECRET_KEY) < 16:
+            raise ConfigError("SECRET_KEY: must be at least 16 characters")
+
+    def as_flask(self) -> dict[str, Any]:
+        """The settings as a Flask config mapping."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept `postgres://` and `postgresql://` and use the psycopg 3 driver."""
+    scheme = url.split(":", 1)[0]
+    if scheme in ("postgres", "postgresql"):
+        return "postgresql+psycopg:" + url.split(":", 1)[1]
+    if scheme.startswith("postgresql+") or scheme.startswith("sqlite"):
+        return url
+    raise ConfigError(f"DATABASE_URL: expected sqlite:/// or postgresql:// URL, got {url!r}")
+
+
+def _coerce(name: str, raw: str, type_: Any) -> Any:
+    kind = str(type_)
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    if kind == "bool":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected 1/0/true/false, got {raw!r}")
+    return raw

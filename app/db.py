@@ -1,0 +1,109 @@
+"""Engine and session handling: one session per request, owned by the request teardown."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask, g
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine with the per-dialect settings Cairn relies on."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            **kwargs,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets readers proceed during writes; busy_timeout makes concurrent writers wait
+            # instead of failing with "database is locked".
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
+            # writes can hit SQLITE_BUSY on lock upgrade without the busy handler ever waiting.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    if kwargs.get("poolclass") is NullPool:
+        kwargs.pop("pool_size")
+        kwargs.pop("max_overflow")
+    return create_engine(url, **kwargs)
+
+
+class Database:
+    """Flask extension holding the engine and the session factory."""
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self.engine: Engine | None = None
+        self.sessionmaker: sessionmaker[Session] | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Create the engine from DATABASE_URL and close the request session on teardown."""
+        self.engine = make_engine(app.config["DATABASE_URL"])
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        app.extensions["cairn_db"] = self
+
+        @app.teardown_appcontext
+        def _close_session(exc: BaseException | None) -> None:
+            session: Session | None = g.pop("db_session", None)
+            if session is not None:
+                if exc is not None:
+                    session.rollback()
+                session.close()
+
+    @property
+    def session(self) -> Session:
+        """The current request's session, created on first use."""
+        session = g.get("db_session")
+        if session is None:
+            assert self.sessionmaker is not None
+            session = self.sessionmaker()
+            g.db_session = session
+        return session
+
+    @contextmanager
+    def begin(self) -> Iterator[Session]:
+        """A session for code outside a request (CLI, jobs): commit on success."""
+        assert self.sessionmaker is not None
+        with self.sessionmaker() as session, session.begin():
+            yield session
+
+    @property
+    def dialect(self) -> str:
+        assert self.engine is not None
+        return self.engine.dialect.name
+
+
+db = Database()
+
+
+def insert_ignore(session: Session, model: Any, index_elements: list[str]) -> Any:
+    """`INSERT ... ON CONFLICT (index_elements) DO NOTHING` for the session's dialect."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(model).on_conflict_do_nothing(index_elements=index_elements)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(model).on_conflict_do_nothing(index_elements=index_elements)

@@ -1,0 +1,145 @@
+"""Domain errors and the one handler that gives every error the API.md JSON shape."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, jsonify
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """Root of Cairn's errors that map onto an HTTP answer."""
+
+    code = 400
+
+    def __init__(self, message: str, errors: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or {}
+
+
+class InvalidInput(DomainError):
+    """The input is well-formed JSON but a field is wrong; `errors` names the field."""
+
+    code = 422
+
+
+class BadRequest(DomainError):
+    """The request itself is malformed."""
+
+    code = 400
+
+
+class Unauthorized(DomainError):
+    """Missing, unknown, revoked or expired credentials."""
+
+    code = 401
+
+
+class Forbidden(DomainError):
+    """The credentials are valid but lack the scope."""
+
+    code = 403
+
+
+class NotFound(DomainError):
+    """The resource does not exist in this project."""
+
+    code = 404
+
+
+class Conflict(DomainError):
+    """The resource already exists (`id/exists`)."""
+
+    code = 409
+
+
+class TooLarge(DomainError):
+    """A body, an item or a batch is over its limit."""
+
+    code = 413
+
+
+def error_body(code: int, message: str, errors: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON error shape of API.md."""
+    body: dict[str, Any] = {
+        "code": code,
+        "status": HTTPStatus(code).phrase,
+        "message": message,
+    }
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def _respond(code: int, message: str, errors: dict[str, Any] | None = None, headers=None):
+    response = jsonify(error_body(code, message, errors))
+    response.status_code = code
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _flatten_marshmallow(messages: Any) -> dict[str, Any]:
+    """flask-smorest nests errors by location (`json`, `query`); keep the field names on top."""
+    if isinstance(messages, dict) and set(messages) <= {"json", "query", "form", "headers"}:
+        merged: dict[str, Any] = {}
+        for value in messages.values():
+            if isinstance(value, dict):
+                merged.update(value)
+            else:
+                merged["_schema"] = value
+        return merged
+    return messages if isinstance(messages, dict) else {"_schema": messages}
+
+
+def _first_field(errors: dict[str, Any], path: str = "") -> str:
+    for key, value in errors.items():
+        here = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else key)
+        if isinstance(value, dict):
+            return _first_field(value, here)
+        return here
+    return path
+
+
+def init_app(app: Flask) -> None:
+    """Register the single error handler for HTTP, validation, domain and unexpected errors."""
+
+    @app.errorhandler(DomainError)
+    def _domain(err: DomainError):
+        return _respond(err.code, err.message, err.errors)
+
+    @app.errorhandler(HTTPException)
+    def _http(err: HTTPException):
+        code = err.code or 500
+        data = getattr(err, "data", None) or {}
+        messages = data.get("messages")
+        if messages is not None:
+            errors = _flatten_marshmallow(messages)
+            field = _first_field(errors)
+            message = f"Invalid input: {field}" if field else "Invalid input"
+            return _respond(code, message, errors, data.get("headers"))
+        if code == 413:
+            message = "Request body too large"
+        else:
+            message = err.description or HTTPStatus(code).phrase
+        headers = dict(err.get_headers()) if code in (405, 429) else None
+        if headers:
+            headers.pop("Content-Type", None)
+        return _respond(code, message, None, headers)
+
+    @app.errorhandler(OperationalError)
+    def _db_down(err: OperationalError):
+        log.error("database unavailable: %s", err)
+        return _respond(503, "Database unavailable, retry later", None, {"Retry-After": "5"})
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception):
+        log.exception("unhandled error")
+        return _respond(500, "Internal server error")

@@ -1,0 +1,1 @@
+"""Marshmallow schemas, mirroring app/api file names."""

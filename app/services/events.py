@@ -1,0 +1,214 @@
+"""Event ingestion: validate, resolve users, store once per messageId, answer counts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, literal, update
+from sqlalchemy.orm import Session
+
+from app.db import insert_ignore
+from app.errors import InvalidInput
+from app.models import Event, User
+from app.models.base import UTCDateTime, utcnow
+from app.services.users import ensure_anonymous_ids, ensure_user_ids
+
+MAX_NAME = 255
+MAX_ID = 255
+EVENT_FIELDS = frozenset(
+    {"name", "userId", "anonymousId", "properties", "timestamp", "messageId"}
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-event limits taken from the configuration."""
+
+    max_event_bytes: int = 32 * 1024
+    max_future: timedelta = timedelta(hours=24)
+    max_past: timedelta = timedelta(days=5 * 365)
+
+
+@dataclass
+class EventIn:
+    """One validated event, ready to store."""
+
+    name: str
+    user_id: str | None
+    anonymous_id: str | None
+    properties: dict[str, Any]
+    timestamp: datetime
+    message_id: str | None
+    source: str = "api"
+
+
+@dataclass
+class TrackResult:
+    """What happened to a batch: stored, already seen, rejected (with errors by index)."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    errors: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def parse_timestamp(raw: Any, now: datetime, limits: Limits) -> datetime:
+    """ISO 8601 (naive = UTC) within the allowed skew; raises ValueError with the reason."""
+    if not isinstance(raw, str):
+        raise ValueError("must be an ISO 8601 string")
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError("not an ISO 8601 timestamp") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if value > now + limits.max_future:
+        raise ValueError("too far in the future")
+    if value < now - limits.max_past:
+        raise ValueError("too far in the past")
+    return value
+
+
+def parse_event(item: Any, now: datetime, limits: Limits, *, check_size: bool) -> EventIn:
+    """Validate one event object by hand (this is the hot path); InvalidInput names fields."""
+    if not isinstance(item, dict):
+        raise InvalidInput("expected an object", {"_schema": ["expected an object"]})
+    errors: dict[str, list[str]] = {}
+    name = item.get("name")
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+        errors["name"] = ["required, a string of 1-255 characters"]
+    ids: dict[str, str | None] = {}
+    for key in ("userId", "anonymousId", "messageId"):
+        value = item.get(key)
+        if value is None:
+            ids[key] = None
+        elif isinstance(value, str) and value and len(value) <= MAX_ID:
+            ids[key] = value
+        elif isinstance(value, int) and not isinstance(value, bool) and key != "messageId":
+            ids[key] = str(value)  # numeric ids are common in backends; store their text
+        else:
+            errors[key] = ["must be a string of 1-255 characters"]
+    properties = item.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
+        errors["properties"] = ["must be an object"]
+    ts = now
+    if item.get("timestamp") is not None:
+        try:
+            ts = parse_timestamp(item["timestamp"], now, limits)
+        except ValueError as err:
+            errors["timestamp"] = [str(err)]
+    if len(item) > len(EVENT_FIELDS) or not EVENT_FIELDS.issuperset(item):
+        for key in sorted(set(item) - EVENT_FIELDS):
+            errors[key] = ["unknown field"]
+    if check_size and not errors:
+        size = len(json.dumps(item, separators=(",", ":")).encode())
+        if size > limits.max_event_bytes:
+            errors["_schema"] = [f"event is {size} bytes, over the {limits.max_event_bytes} limit"]
+    if errors:
+        raise InvalidInput("Invalid event: " + ", ".join(sorted(errors)), errors)
+    return EventIn(
+        name=name,  # type: ignore[arg-type]
+        user_id=ids["userId"],
+        anonymous_id=ids["anonymousId"],
+        properties=properties,
+        timestamp=ts,
+        message_id=ids["messageId"],
+    )
+
+
+def parse_events(
+    items: Sequence[Any], *, limits: Limits, check_size: bool
+) -> tuple[list[tuple[int, EventIn]], dict[int, dict[str, Any]]]:
+    """Validate a batch: the good events with their index, and errors by index."""
+    now = utcnow()
+    good: list[tuple[int, EventIn]] = []
+    errors: dict[int, dict[str, Any]] = {}
+    for index, item in enumerate(items):
+        try:
+            good.append((index, parse_event(item, now, limits, check_size=check_size)))
+        except InvalidInput as err:
+            errors[index] = err.errors
+    return good, errors
+
+
+def track_events(session: Session, *, project_id: int, events: Sequence[EventIn]) -> TrackResult:
+    """Store events (one row each, a messageId at most once per project) and create users."""
+    result = TrackResult()
+    if not events:
+        return result
+    now = utcnow()
+    # Within one batch a repeated messageId is a duplicate too.
+    seen: set[str] = set()
+    unique: list[EventIn] = []
+    for ev in events:
+        if ev.message_id is not None:
+            if ev.message_id in seen:
+                result.duplicates += 1
+                continue
+            seen.add(ev.message_id)
+        unique.append(ev)
+    user_rows = ensure_user_ids(
+        session, project_id, [e.user_id for e in unique if e.user_id is not None], now
+    )
+    anon = [e.anonymous_id for e in unique if e.user_id is None and e.anonymous_id is not None]
+    anon_rows = ensure_anonymous_ids(session, project_id, anon, now) if anon else {}
+    rows = []
+    last_seen: dict[int, datetime] = {}
+    for ev in unique:
+        uid: int | None = None
+        if ev.user_id is not None:
+            uid = user_rows[ev.user_id]
+        elif ev.anonymous_id is not None:
+            uid = anon_rows[ev.anonymous_id]
+        if uid is not None and (uid not in last_seen or ev.timestamp > last_seen[uid]):
+            last_seen[uid] = ev.timestamp
+        rows.append(
+            {
+                "project_id": project_id,
+                "user_id": uid,
+                "name": ev.name,
+                "properties": ev.properties,
+                "message_id": ev.message_id,
+                "source": ev.source,
+                "timestamp": ev.timestamp,
+                "received_at": now,
+                "erased": False,
+            }
+        )
+    with_ids = [r for r in rows if r["message_id"] is not None]
+    without = [r for r in rows if r["message_id"] is None]
+    if without:
+        session.execute(Event.__table__.insert(), without)
+        result.accepted += len(without)
+    if with_ids:
+        stmt = insert_ignore(session, Event, ["project_id", "message_id"]).returning(Event.id)
+        inserted = 0
+        for start in range(0, len(with_ids), 500):
+            chunk = with_ids[start : start + 500]
+            inserted += len(session.execute(stmt.values(chunk)).all())
+        result.accepted += inserted
+        result.duplicates += len(with_ids) - inserted
+    _touch_last_seen(session, last_seen)
+    return result
+
+
+def _touch_last_seen(session: Session, last_seen: dict[int, datetime]) -> None:
+    """Move lastSeenAt forward for the users in a batch, in one statement per 500 users."""
+    items = list(last_seen.items())
+    for start in range(0, len(items), 500):
+        chunk = dict(items[start : start + 500])
+        newest = case(
+            *[(User.id == uid, literal(ts, UTCDateTime())) for uid, ts in chunk.items()]
+        )
+        session.execute(
+            update(User)
+            .where(User.id.in_(list(chunk)))
+            .where((User.last_seen_at.is_(None)) | (User.last_seen_at < newest))
+            .values(last_seen_at=newest),
+            execution_options={"synchronize_session": False},
+        )

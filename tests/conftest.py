@@ -1,0 +1,143 @@
+"""Shared fixtures: the app on SQLite and, when TEST_DATABASE_URL is set, on PostgreSQL too."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from app.db import make_engine
+from app.migrate import upgrade
+from app.models import Base
+
+PG_URL = os.environ.get("TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating per test is slow)."""
+    path = tmp_path_factory.mktemp("template") / "cairn.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_migrated() -> str:
+    """The PostgreSQL test database, reset and migrated once per session.
+
+    A set TEST_DATABASE_URL that cannot be reached fails the run: it never skips.
+    """
+    assert PG_URL is not None
+    engine = create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    engine = make_engine(PG_URL)
+    upgrade(engine)
+    engine.dispose()
+    return PG_URL
+
+
+def _truncate_pg(url: str) -> None:
+    engine = create_engine(url)
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database for one test, on each configured backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "cairn.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+    else:
+        url = request.getfixturevalue("pg_migrated")
+        _truncate_pg(url)
+        yield url
+
+
+@pytest.fixture
+def app(database_url: str, tmp_path: Path):
+    """The Flask app bound to this test's database."""
+    application = create_app(
+        {
+            "DATABASE_URL": database_url,
+            "INSTANCE_DIR": str(tmp_path / "instance"),
+            "SECRET_KEY": "test-secret-key-0123456789",
+            "TESTING": True,
+            "ALLOW_PRIVATE_ENDPOINTS": True,
+        }
+    )
+    yield application
+    from app.db import db
+
+    if db.engine is not None:
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    """A test client."""
+    return app.test_client()
+
+
+@dataclass
+class ProjectKeys:
+    """A project and its credentials, as `cairn project create` prints them."""
+
+    id: int
+    secret: str
+    publishable: str
+    access_key: str
+    identity_secret: str
+
+    def auth(self, kind: str = "secret") -> dict[str, str]:
+        """Authorization header for the secret (default) or publishable key."""
+        key = self.secret if kind == "secret" else self.publishable
+        return {"Authorization": f"Bearer {key}"}
+
+
+def make_project(app, name: str = "Acme", region: str | None = "US") -> ProjectKeys:
+    """Create a project through the service, as the CLI does."""
+    from app.db import db
+    from app.services.projects import create_project
+
+    with app.app_context(), db.begin() as session:
+        project, sk, pk = create_project(session, name=name, default_region=region)
+        return ProjectKeys(project.id, sk.key, pk.key, sk.access_key, project.identity_secret)
+
+
+@pytest.fixture
+def project(app) -> ProjectKeys:
+    """A project with keys."""
+    return make_project(app)
+
+
+@pytest.fixture
+def api(client, project):
+    """Call the API with the project's secret key: api.post(path, json=...)."""
+
+    class Api:
+        def __getattr__(self, method: str):
+            def call(path: str, kind: str = "secret", headers: dict[str, Any] | None = None,
+                     **kwargs: Any):
+                merged = {**project.auth(kind), **(headers or {})}
+                return getattr(client, method)(path, headers=merged, **kwargs)
+
+            return call
+
+    return Api()
