@@ -34,6 +34,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.db import db
 
     db.init_app(app)
-    errors.init_app(app)
     register_api(app)
+    # After the API: flask-smorest registers its own HTTPException handler, ours must win.
+    errors.init_app(app)
     return app

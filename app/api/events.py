@@ -12,9 +12,9 @@ from flask_smorest import Blueprint
 from app.api.bodies import as_batch, index_errors, read_json_body
 from app.api.guard import PUBLISHABLE, SECRET, current_project_id, require_key
 from app.db import db
-from app.errors import InvalidInput
+from app.errors import InvalidInput, TooLarge
 from app.schemas.events import EventSchema, TrackResponseSchema
-from app.services.events import Limits, TrackResult, parse_events, track_events
+from app.services.events import Limits, ParsedBatch, TrackResult, parse_events, track_events
 
 blp = Blueprint("events", __name__, url_prefix="/v1", description="Event ingestion")
 
@@ -43,16 +43,18 @@ def limits() -> Limits:
     )
 
 
-def track_response(result: TrackResult, rejected_all: bool) -> tuple[dict, int]:
-    """202 with counts; 422 when nothing in the request was valid."""
+def track_response(result: TrackResult, batch: ParsedBatch) -> tuple[dict, int]:
+    """202 with counts; 422 (413 if oversize) when nothing in the request was valid."""
     body = {
         "accepted": result.accepted,
         "duplicates": result.duplicates,
         "rejected": len(result.errors),
         "errors": index_errors(result.errors),
     }
-    if rejected_all:
+    if not batch.good:
         first = min(result.errors)
+        if batch.oversize == set(result.errors):
+            raise TooLarge("Event over the size limit", body["errors"])
         raise InvalidInput(
             f"Invalid event at index {first}: " + ", ".join(sorted(result.errors[first])),
             body["errors"],
@@ -75,9 +77,8 @@ class Events(MethodView):
         check_size = (request.content_length or 0) > lim.max_event_bytes or bool(
             request.headers.get("Content-Encoding")
         )
-        good, errors = parse_events(items, limits=lim, check_size=check_size)
-        result = track_events(db.session, project_id=current_project_id(),
-                              events=[e for _, e in good])
+        batch = parse_events(items, limits=lim, check_size=check_size)
+        result = track_events(db.session, project_id=current_project_id(), events=batch.events)
         db.session.commit()
-        result.errors = errors
-        return track_response(result, rejected_all=not good)
+        result.errors = batch.errors
+        return track_response(result, batch)

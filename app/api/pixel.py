@@ -65,10 +65,10 @@ class Pixel(MethodView):
         properties = {k[2:]: v for k, v in args.items() if k.startswith("p.") and len(k) > 2}
         if properties:
             item["properties"] = properties
-        good, _errors = parse_events([item], limits=limits(), check_size=True)
-        if not good:
+        batch = parse_events([item], limits=limits(), check_size=True)
+        if not batch.good:
             return False
-        event = good[0][1]
+        event = batch.events[0]
         event.source = "pixel"
         track_events(db.session, project_id=principal.project_id, events=[event])
         db.session.commit()

@@ -12,7 +12,7 @@ from sqlalchemy import case, literal, update
 from sqlalchemy.orm import Session
 
 from app.db import insert_ignore
-from app.errors import InvalidInput
+from app.errors import InvalidInput, TooLarge
 from app.models import Event, User
 from app.models.base import UTCDateTime, utcnow
 from app.services.users import ensure_anonymous_ids, ensure_user_ids
@@ -108,7 +108,8 @@ def parse_event(item: Any, now: datetime, limits: Limits, *, check_size: bool) -
     if check_size and not errors:
         size = len(json.dumps(item, separators=(",", ":")).encode())
         if size > limits.max_event_bytes:
-            errors["_schema"] = [f"event is {size} bytes, over the {limits.max_event_bytes} limit"]
+            message = f"event is {size} bytes, over the {limits.max_event_bytes} limit"
+            raise TooLarge(message, {"_schema": [message]})
     if errors:
         raise InvalidInput("Invalid event: " + ", ".join(sorted(errors)), errors)
     return EventIn(
@@ -121,19 +122,33 @@ def parse_event(item: Any, now: datetime, limits: Limits, *, check_size: bool) -
     )
 
 
-def parse_events(
-    items: Sequence[Any], *, limits: Limits, check_size: bool
-) -> tuple[list[tuple[int, EventIn]], dict[int, dict[str, Any]]]:
-    """Validate a batch: the good events with their index, and errors by index."""
+@dataclass
+class ParsedBatch:
+    """A validated batch: good events with their index, errors by index, oversize indexes."""
+
+    good: list[tuple[int, EventIn]] = field(default_factory=list)
+    errors: dict[int, dict[str, Any]] = field(default_factory=dict)
+    oversize: set[int] = field(default_factory=set)
+
+    @property
+    def events(self) -> list[EventIn]:
+        """The valid events, in request order."""
+        return [event for _, event in self.good]
+
+
+def parse_events(items: Sequence[Any], *, limits: Limits, check_size: bool) -> ParsedBatch:
+    """Validate a batch; one bad item does not reject the others."""
     now = utcnow()
-    good: list[tuple[int, EventIn]] = []
-    errors: dict[int, dict[str, Any]] = {}
+    batch = ParsedBatch()
     for index, item in enumerate(items):
         try:
-            good.append((index, parse_event(item, now, limits, check_size=check_size)))
+            batch.good.append((index, parse_event(item, now, limits, check_size=check_size)))
+        except TooLarge as err:
+            batch.errors[index] = err.errors
+            batch.oversize.add(index)
         except InvalidInput as err:
-            errors[index] = err.errors
-    return good, errors
+            batch.errors[index] = err.errors
+    return batch
 
 
 def track_events(session: Session, *, project_id: int, events: Sequence[EventIn]) -> TrackResult:
@@ -180,19 +195,12 @@ def track_events(session: Session, *, project_id: int, events: Sequence[EventIn]
                 "erased": False,
             }
         )
-    with_ids = [r for r in rows if r["message_id"] is not None]
-    without = [r for r in rows if r["message_id"] is None]
-    if without:
-        session.execute(Event.__table__.insert(), without)
-        result.accepted += len(without)
-    if with_ids:
-        stmt = insert_ignore(session, Event, ["project_id", "message_id"]).returning(Event.id)
-        inserted = 0
-        for start in range(0, len(with_ids), 500):
-            chunk = with_ids[start : start + 500]
-            inserted += len(session.execute(stmt.values(chunk)).all())
-        result.accepted += inserted
-        result.duplicates += len(with_ids) - inserted
+    # One statement for the whole batch keeps ids in request order; ON CONFLICT only ever fires
+    # for a messageId seen before (NULLs never conflict), and those rows are not returned.
+    stmt = insert_ignore(session, Event, ["project_id", "message_id"]).returning(Event.id)
+    inserted = len(session.execute(stmt, rows).all())
+    result.accepted += inserted
+    result.duplicates += len(rows) - inserted
     _touch_last_seen(session, last_seen)
     return result
 

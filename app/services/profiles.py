@@ -15,9 +15,13 @@ class FieldError(ValueError):
 
 
 def normalize_email(raw: str) -> str:
-    """A syntactically valid address, domain lower-cased (no DNS lookup)."""
+    """A syntactically valid address, lower-cased whole (no DNS lookup).
+
+    The local part is case-sensitive by the RFC but not in practice; lower-casing it makes
+    `Ann@x.com` and `ann@x.com` one recipient for deduplication, erasure and suppression.
+    """
     try:
-        return validate_email(raw, check_deliverability=False).normalized
+        return validate_email(raw, check_deliverability=False).normalized.lower()
     except EmailNotValidError as err:
         raise FieldError(str(err)) from None
 

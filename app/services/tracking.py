@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, TooLarge
 from app.models import Project, User
 from app.services.events import EventIn, Limits, TrackResult, parse_event, track_events
 from app.models.base import utcnow
@@ -73,7 +73,7 @@ def apply_calls(
             elif kind == "alias":
                 _alias(session, project, call)
             # group: accepted and ignored until accounts/groups exist.
-        except InvalidInput as err:
+        except (InvalidInput, TooLarge) as err:
             result.errors[index] = err.errors
     stored = track_events(session, project_id=project.id, events=events)
     result.accepted = stored.accepted + sum(

@@ -1,0 +1,668 @@
+"""Ingestion benchmark: events/s through `cairn serve` against a raw PostgreSQL COPY baseline.
+
+Run with `make bench` or `.venv/bin/python bench/ingest.py [--database-url URL]`.
+
+It resets its own database (default `cairn_bench`; never point it at data you keep), starts the
+server exactly as `cairn serve` does (gunicorn gthread workers), and measures:
+
+  batched   POST /v1/events, 1000 events a request, by a few concurrent keep-alive senders
+  single    POST /v1/track (Segment spec), one event a request, closed loop, for a few seconds
+  paced     POST /v1/track at a fixed target rate (latency counted from the scheduled send time)
+  copy      psycopg 3 `COPY events (...) FROM STDIN` of as many equivalent rows, then deleted
+
+The last line printed is one JSON object with every figure. The whole run stops by itself
+(--max-seconds, default 170) and always stops the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import multiprocessing as mp
+import os
+import queue
+import random
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from sqlalchemy.engine import make_url
+
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/cairn_bench"
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+HOST = "127.0.0.1"
+
+# The goals from the ingestion issue.
+GOAL_BATCHED_EPS = 20_000
+GOAL_BATCHED_RATIO = 0.1
+GOAL_SINGLE_EPS = 2_000
+GOAL_SINGLE_P99_MS = 25.0
+
+PROPERTIES = {"path": "/p/123", "ref": "x", "n": 42}
+COPY_COLUMNS = (
+    "project_id, user_id, name, properties, message_id, source, timestamp, received_at, erased"
+)
+
+
+class BenchTimeout(Exception):
+    """The whole run went over --max-seconds."""
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (values in seconds, answer in ms); NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1] * 1000
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def conn_kwargs(url: str) -> dict[str, Any]:
+    """psycopg connect() keywords from a SQLAlchemy-style URL."""
+    u = make_url(url)
+    out: dict[str, Any] = {"dbname": u.database, "user": u.username, "host": u.host,
+                           "port": u.port, "password": u.password}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+class Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def budget(self, wanted: float, reserve: float = 15.0) -> float:
+        """`wanted` seconds, or less so that `reserve` remains for the rest."""
+        return max(0.0, min(wanted, self.left() - reserve))
+
+
+# --------------------------------------------------------------------------------------------
+# Database
+
+
+def reset_database(url: str) -> None:
+    """Create the bench database if missing, then drop and recreate schema public."""
+    kw = conn_kwargs(url)
+    name = kw["dbname"]
+    if name in ("test", "postgres", "template0", "template1"):
+        sys.exit(f"refusing to reset database {name!r}: use a database of its own (cairn_bench)")
+    admin = dict(kw, dbname="postgres")
+    with psycopg.connect(**admin, autocommit=True, connect_timeout=10) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+            log(f"created database {name}")
+    with psycopg.connect(**kw, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    log(f"reset schema public of {name}")
+
+
+# --------------------------------------------------------------------------------------------
+# Server
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    secret_key: str
+    stderr_path: Path
+    lines: list[str] = field(default_factory=list)
+
+    def worker_pids(self) -> list[int]:
+        """gunicorn worker processes: the children of the `cairn serve` master."""
+        out = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.proc.pid:
+                out.append(int(entry.name))
+        return sorted(out)
+
+
+def start_server(url: str, instance_dir: str, workers: int | None, threads: int | None,
+                 timeout: float) -> Server:
+    cairn = Path(sys.executable).parent / "cairn"
+    exe = str(cairn) if cairn.exists() else shutil.which("cairn")
+    if exe is None:
+        sys.exit("cannot find the `cairn` command: run `pip install -e .` in the venv first")
+    port = free_port()
+    cmd = [exe, "serve", "--host", HOST, "--port", str(port)]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    env = dict(os.environ, DATABASE_URL=url, INSTANCE_DIR=instance_dir, PYTHONUNBUFFERED="1")
+    stderr_path = Path(instance_dir) / "server.stderr"
+    log("starting: " + " ".join(cmd))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                            stderr=stderr_path.open("wb"), start_new_session=True)
+    lines: list[str] = []
+    found: queue.Queue[str] = queue.Queue()
+
+    def read_stdout() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            if line.strip().startswith("secret key"):
+                found.put(line.split()[-1])
+
+    threading.Thread(target=read_stdout, daemon=True).start()
+    server = Server(proc, port, "", stderr_path, lines)
+    end = time.monotonic() + timeout
+    try:
+        server.secret_key = found.get(timeout=timeout)
+    except queue.Empty:
+        stop_server(server)
+        sys.exit("server printed no secret key:\n" + "\n".join(lines) + tail(stderr_path))
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            sys.exit(f"server exited with {proc.returncode}" + tail(stderr_path))
+        try:
+            c = http.client.HTTPConnection(HOST, port, timeout=2)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                c.close()
+                return server
+        except OSError:
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    sys.exit("server did not answer /healthz in time" + tail(stderr_path))
+
+
+def tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n--- server stderr ---\n" + "\n".join(path.read_text().splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def stop_server(server: Server) -> None:
+    """SIGTERM the server's process group, SIGKILL it if still there after 10 s."""
+    proc = server.proc
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    # Workers left behind by a killed master are in the same group.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP clients
+
+
+def event(uid: int) -> dict[str, Any]:
+    return {"name": "page_view", "userId": f"u{uid}", "properties": PROPERTIES,
+            "messageId": str(uuid.uuid4())}
+
+
+def make_batches(count: int, size: int) -> list[bytes]:
+    rnd = random.Random()
+    return [json.dumps([event(rnd.randrange(100_000)) for _ in range(size)]).encode()
+            for _ in range(count)]
+
+
+def post(conn: http.client.HTTPConnection, path: str, body: bytes,
+         headers: dict[str, str]) -> tuple[int, bytes]:
+    conn.request("POST", path, body=body, headers=headers)
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+@dataclass
+class RunResult:
+    name: str
+    clients: int
+    seconds: float
+    requests: int
+    events: int
+    errors: int
+    latencies: list[float]
+    client_cpu: float = 0.0
+    target_rate: float | None = None
+    first_error: str | None = None
+
+    @property
+    def eps(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        out = {
+            "clients": self.clients, "seconds": round(self.seconds, 2),
+            "requests": self.requests, "events": self.events, "errors": self.errors,
+            "events_per_s": round(self.eps, 1),
+            "requests_per_s": round(self.requests / self.seconds, 1) if self.seconds else 0,
+            "p50_ms": round(pct(self.latencies, 50), 2),
+            "p99_ms": round(pct(self.latencies, 99), 2),
+            "client_cpu_share": round(self.client_cpu / self.seconds, 2) if self.seconds else 0,
+        }
+        if self.target_rate:
+            out["target_rate"] = self.target_rate
+        if self.first_error:
+            out["first_error"] = self.first_error[:300]
+        return out
+
+
+def run_batched(port: int, key: str, bodies: list[bytes], senders: int,
+                budget: float) -> RunResult:
+    """Send every body once through `senders` keep-alive connections; stop at `budget` s."""
+    work: queue.Queue[bytes] = queue.Queue()
+    for b in bodies:
+        work.put(b)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    lat: list[float] = []
+    stats = {"requests": 0, "events": 0, "errors": 0}
+    first_error: list[str] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + budget
+
+    def sender() -> None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=60)
+        while time.monotonic() < stop_at:
+            try:
+                body = work.get_nowait()
+            except queue.Empty:
+                break
+            t0 = time.perf_counter()
+            try:
+                status, data = post(conn, "/v1/events", body, headers)
+            except (OSError, http.client.HTTPException) as err:
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=60)
+                with lock:
+                    stats["errors"] += 1
+                    first_error.append(repr(err))
+                continue
+            dt = time.perf_counter() - t0
+            with lock:
+                stats["requests"] += 1
+                if status == 202:
+                    lat.append(dt)
+                    stats["events"] += json.loads(data)["accepted"]
+                else:
+                    stats["errors"] += 1
+                    first_error.append(f"{status} {data[:200]!r}")
+        conn.close()
+
+    cpu0 = sum(os.times()[:2])
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=sender, daemon=True) for _ in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, stop_at - time.monotonic() + 65))
+    seconds = time.perf_counter() - t0
+    cpu = sum(os.times()[:2]) - cpu0
+    return RunResult(f"batched x{senders}", senders, seconds, stats["requests"], stats["events"],
+                     stats["errors"], lat, cpu, None, first_error[0] if first_error else None)
+
+
+def _single_client_proc(port: int, key: str, threads: int, duration: float,
+                        rate_per_thread: float | None, start_at: float,
+                        out: mp.Queue) -> None:  # type: ignore[type-arg]
+    """One client process: `threads` keep-alive connections sending /v1/track calls."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    results: list[tuple[list[float], int, int, str | None]] = []
+    lock = threading.Lock()
+
+    def loop() -> None:
+        rnd = random.Random()
+        conn = http.client.HTTPConnection(HOST, port, timeout=30)
+        lat: list[float] = []
+        ok = errors = 0
+        err_text: str | None = None
+        interval = 1.0 / rate_per_thread if rate_per_thread else 0.0
+        # Spread the threads' schedules over one interval.
+        next_at = start_at + rnd.random() * interval
+        end = start_at + duration
+        while True:
+            if interval:
+                now = time.monotonic()
+                if next_at >= end:
+                    break
+                if next_at > now:
+                    time.sleep(next_at - now)
+                scheduled = next_at
+                next_at += interval
+            else:
+                scheduled = time.monotonic()
+                if scheduled >= end:
+                    break
+            body = json.dumps({"event": "page_view", "userId": f"u{rnd.randrange(100_000)}",
+                               "properties": PROPERTIES, "messageId": str(uuid.uuid4())}).encode()
+            t0 = time.perf_counter()
+            try:
+                status, data = post(conn, "/v1/track", body, headers)
+            except (OSError, http.client.HTTPException) as err:
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=30)
+                errors += 1
+                err_text = err_text or repr(err)
+                continue
+            # Paced: from the scheduled send time, so a stalled server is not hidden.
+            done = time.monotonic()
+            dt = done - scheduled if interval else time.perf_counter() - t0
+            if status == 200:
+                ok += 1
+                lat.append(dt)
+            else:
+                errors += 1
+                err_text = err_text or f"{status} {data[:200]!r}"
+        conn.close()
+        with lock:
+            results.append((lat, ok, errors, err_text))
+
+    while time.monotonic() < start_at - 0.05:
+        time.sleep(0.01)
+    ts = [threading.Thread(target=loop, daemon=True) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=duration + 40)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    lat_all = [x for r in results for x in r[0]]
+    errs = [r[3] for r in results if r[3]]
+    out.put({"lat": lat_all, "ok": sum(r[1] for r in results),
+             "errors": sum(r[2] for r in results), "cpu": usage.ru_utime + usage.ru_stime,
+             "error": errs[0] if errs else None})
+
+
+def run_single(port: int, key: str, procs: int, threads: int, duration: float,
+               rate: float | None) -> RunResult:
+    ctx = mp.get_context("fork")
+    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    start_at = time.monotonic() + 0.5
+    per_thread = rate / (procs * threads) if rate else None
+    ps = [ctx.Process(target=_single_client_proc, daemon=True,
+                      args=(port, key, threads, duration, per_thread, start_at, out))
+          for _ in range(procs)]
+    for p in ps:
+        p.start()
+    parts = []
+    try:
+        for _ in ps:
+            parts.append(out.get(timeout=duration + 45))
+    except queue.Empty:
+        pass
+    finally:
+        for p in ps:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+    ok = sum(p["ok"] for p in parts)
+    errors = sum(p["errors"] for p in parts)
+    errs = [p["error"] for p in parts if p["error"]]
+    name = f"paced {rate:.0f}/s" if rate else "single max"
+    return RunResult(name, procs * threads, duration, ok + errors, ok, errors,
+                     [x for p in parts for x in p["lat"]], sum(p["cpu"] for p in parts), rate,
+                     errs[0] if errs else None)
+
+
+# --------------------------------------------------------------------------------------------
+# COPY baseline
+
+
+def run_copy(url: str, rows: int) -> dict[str, Any]:
+    """COPY `rows` events like the app's into the events table, time it, then delete them."""
+    with psycopg.connect(**conn_kwargs(url)) as conn:
+        project_id = conn.execute("SELECT min(id) FROM projects").fetchone()[0]  # type: ignore[index]
+        users = [r[0] for r in conn.execute(
+            "SELECT id FROM users WHERE project_id = %s", (project_id,))]
+        if not users:  # the batched run normally created them
+            conn.execute(
+                "INSERT INTO users (project_id, external_id, attributes, created_at, updated_at)"
+                " SELECT %s, 'c' || g, '{}', now(), now() FROM generate_series(1, 1000) g",
+                (project_id,))
+            users = [r[0] for r in conn.execute("SELECT id FROM users")]
+        max_id = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]  # type: ignore[index]
+        conn.commit()
+        now = datetime.now(UTC)
+        rnd = random.Random()
+        data = [(project_id, rnd.choice(users), "page_view", Jsonb(PROPERTIES), str(uuid.uuid4()),
+                 "api", now, now, False) for _ in range(rows)]
+        t0 = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(f"COPY events ({COPY_COLUMNS}) FROM STDIN") as cp:
+            for row in data:
+                cp.write_row(row)
+        conn.commit()
+        seconds = time.perf_counter() - t0
+        deleted = conn.execute("DELETE FROM events WHERE id > %s", (max_id,)).rowcount
+        conn.commit()
+    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds, 1),
+            "deleted": deleted}
+
+
+def count_events(url: str) -> int:
+    with psycopg.connect(**conn_kwargs(url)) as conn:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL),
+                   help="SQLAlchemy URL of a database this run may wipe (default %(default)s)")
+    p.add_argument("--batches", type=int, default=100, help="batches per batched run")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--senders", default="2,4",
+                   help="concurrent batch senders, one run per comma-separated value")
+    p.add_argument("--single-seconds", type=float, default=12.0)
+    p.add_argument("--single-procs", type=int, default=2, help="client processes (single/paced)")
+    p.add_argument("--single-threads", type=int, default=4, help="connections per client process")
+    p.add_argument("--paced-rate", type=float, default=2000.0, help="0 skips the paced run")
+    p.add_argument("--paced-seconds", type=float, default=8.0)
+    p.add_argument("--paced-threads", type=int, default=8, help="connections per process (paced)")
+    p.add_argument("--workers", type=int, default=None, help="passed to cairn serve")
+    p.add_argument("--threads", type=int, default=None, help="passed to cairn serve")
+    p.add_argument("--max-seconds", type=float, default=170.0, help="hard limit of the run")
+    p.add_argument("--json-out", default=None, help="also write the JSON result to this file")
+    return p.parse_args(argv)
+
+
+def goal(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
+
+
+def fmt_run(r: dict[str, Any]) -> str:
+    return (f"{r['events_per_s']:>10,.0f} events/s  p50 {r['p50_ms']:7.2f} ms  "
+            f"p99 {r['p99_ms']:7.2f} ms  ({r['clients']} clients, {r['requests']} req, "
+            f"{r['errors']} errors, client cpu {r['client_cpu_share']:.2f} core)")
+
+
+@contextlib.contextmanager
+def alarm(seconds: float) -> Iterator[None]:
+    def on_alarm(_sig: int, _frame: Any) -> None:
+        raise BenchTimeout(f"bench went over {seconds:.0f} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(int(seconds) + 1)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    url = args.database_url
+    host = make_url(url).host
+    if host is not None and host not in LOOPBACK:
+        sys.exit(f"refusing a non-loopback database host {host!r}: the bench wipes its database")
+    deadline = Deadline(args.max_seconds)
+    senders = [int(s) for s in str(args.senders).split(",") if s.strip()]
+    result: dict[str, Any] = {"bench": "ingest", "database": make_url(url).database,
+                              "cpus": os.cpu_count(), "batch_size": args.batch_size}
+    instance_dir = tempfile.mkdtemp(prefix="cairn-bench-")
+    server: Server | None = None
+    with alarm(args.max_seconds):
+        try:
+            reset_database(url)
+            server = start_server(url, instance_dir, args.workers, args.threads, timeout=45)
+            key = server.secret_key
+            # Warm every worker's connection pool and code paths (not counted).
+            run_batched(server.port, key, make_batches(8, args.batch_size), max(senders), 20)
+            workers = server.worker_pids()
+            result["server"] = {"workers": len(workers),
+                                "threads": args.threads or 32, "port": server.port}
+            log(f"server up on {HOST}:{server.port}: {len(workers)} gunicorn workers "
+                f"x {args.threads or 32} threads (pids {workers})")
+
+            result["batched"] = []
+            for n in senders:
+                budget = deadline.budget(35, reserve=60)
+                if budget < 5:
+                    log(f"skipping batched x{n}: out of time")
+                    continue
+                bodies = make_batches(args.batches, args.batch_size)
+                log(f"batched: {args.batches} x {args.batch_size} events, {n} senders "
+                    f"(at most {budget:.0f} s)")
+                r = run_batched(server.port, key, bodies, n, budget).summary()
+                r["complete"] = r["requests"] == args.batches
+                result["batched"].append(r)
+                log("  " + fmt_run(r))
+
+            copy_rows = max((r["events"] for r in result["batched"]), default=0) or (
+                args.batches * args.batch_size)
+            log(f"copy: {copy_rows} rows with psycopg COPY")
+            result["copy"] = run_copy(url, copy_rows)
+            log(f"  {result['copy']['rows_per_s']:,.0f} rows/s")
+
+            budget = deadline.budget(args.single_seconds, reserve=25)
+            if budget >= 3:
+                log(f"single: /v1/track, {args.single_procs}x{args.single_threads} keep-alive "
+                    f"clients, {budget:.0f} s")
+                r = run_single(server.port, key, args.single_procs, args.single_threads,
+                               budget, None).summary()
+                result["single"] = r
+                log("  " + fmt_run(r))
+            budget = deadline.budget(args.paced_seconds, reserve=12)
+            if args.paced_rate and budget >= 3:
+                log(f"paced: /v1/track at {args.paced_rate:.0f}/s, "
+                    f"{args.single_procs}x{args.paced_threads} clients, {budget:.0f} s")
+                r = run_single(server.port, key, args.single_procs, args.paced_threads,
+                               budget, args.paced_rate).summary()
+                r["achieved"] = r["events_per_s"] >= 0.95 * args.paced_rate
+                result["paced"] = r
+                log("  " + fmt_run(r))
+            result["events_in_table"] = count_events(url)
+        finally:
+            if server is not None:
+                errors = sum(1 for line in server.stderr_path.read_text(errors="replace")
+                             .splitlines() if "Traceback" in line or " ERROR " in line)
+                result["server_errors_logged"] = errors
+                stop_server(server)
+                log(f"server stopped (exit {server.proc.returncode}); "
+                    f"{errors} error lines in its log")
+                if errors:
+                    print(tail(server.stderr_path), flush=True)
+            shutil.rmtree(instance_dir, ignore_errors=True)
+
+    report(result)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result) + "\n")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def report(result: dict[str, Any]) -> None:
+    copy_rps = result.get("copy", {}).get("rows_per_s") or float("nan")
+    batched = max(result.get("batched", []), key=lambda r: r["events_per_s"], default=None)
+    single = result.get("single")
+    paced = result.get("paced")
+    srv = result.get("server", {})
+    goals: dict[str, Any] = {}
+    print("\n" + "=" * 78)
+    print(f"INGEST BENCH SUMMARY  ({result.get('cpus')} CPUs, server: {srv.get('workers')} "
+          f"gunicorn gthread workers x {srv.get('threads')} threads)")
+    print("-" * 78)
+    print(f"COPY baseline (psycopg COPY FROM STDIN): {copy_rps:>10,.0f} rows/s")
+    for r in result.get("batched", []):
+        print(f"batched /v1/events x{r['clients']} senders:  {fmt_run(r)}")
+    if batched:
+        ratio = batched["events_per_s"] / copy_rps
+        ok = batched["events_per_s"] >= GOAL_BATCHED_EPS and ratio >= GOAL_BATCHED_RATIO
+        goals["batched"] = ok
+        batched["ratio_to_copy"] = round(ratio, 3)
+        print(f"  best {batched['events_per_s']:,.0f} events/s, ratio to COPY {ratio:.3f}   "
+              f"goal >= {GOAL_BATCHED_EPS:,} events/s and ratio >= {GOAL_BATCHED_RATIO}: "
+              f"{goal(ok)}")
+    if single:
+        ratio = single["events_per_s"] / copy_rps
+        single["ratio_to_copy"] = round(ratio, 4)
+        ok = single["events_per_s"] >= GOAL_SINGLE_EPS and single["p99_ms"] <= GOAL_SINGLE_P99_MS
+        goals["single"] = ok
+        print(f"single /v1/track (max rate):  {fmt_run(single)}")
+        print(f"  ratio to COPY {ratio:.4f}   goal >= {GOAL_SINGLE_EPS:,} events/s with p99 <= "
+              f"{GOAL_SINGLE_P99_MS:.0f} ms: {goal(ok)}")
+    if paced:
+        ok = paced["achieved"] and paced["p99_ms"] <= GOAL_SINGLE_P99_MS
+        goals["paced"] = ok
+        print(f"paced /v1/track @ {paced['target_rate']:.0f}/s: {fmt_run(paced)}")
+        print(f"  target rate {'achieved' if paced['achieved'] else 'NOT achieved'}; latency from "
+              f"scheduled send; goal p99 <= {GOAL_SINGLE_P99_MS:.0f} ms at "
+              f"{GOAL_SINGLE_EPS:,}/s: {goal(ok)}")
+    print("=" * 78, flush=True)
+    result["goals"] = {
+        "batched_events_per_s": GOAL_BATCHED_EPS, "batched_ratio": GOAL_BATCHED_RATIO,
+        "single_events_per_s": GOAL_SINGLE_EPS, "single_p99_ms": GOAL_SINGLE_P99_MS,
+        "met": goals,
+    }
+    if batched:
+        result["batched_best"] = batched
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchTimeout as err:
+        sys.exit(f"aborted: {err}")

@@ -1,0 +1,124 @@
+"""The Segment tracking spec: identify, track, page, screen, alias, batch; profile merges."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from app.db import db
+from app.models import AnonymousId, Event, User
+
+
+def _user_events(app, user_id: str) -> list[str]:
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.external_id == user_id))
+        if user is None:
+            return []
+        return list(db.session.scalars(
+            select(Event.name).where(Event.user_id == user.id).order_by(Event.id)))
+
+
+def _anonymous_profiles(app) -> int:
+    with app.app_context():
+        return len(db.session.scalars(select(User).where(User.external_id.is_(None))).all())
+
+
+def test_identify_with_both_ids_merges_the_anonymous_profile(app, api):
+    api.post("/v1/page", kind="publishable",
+             json={"anonymousId": "anon-1", "name": "Pricing", "properties": {"path": "/pricing"}})
+    api.post("/v1/identify", kind="publishable",
+             json={"anonymousId": "anon-1", "traits": {"utm": "spring", "plan": "free"}})
+    api.post("/v1/track", kind="publishable",
+             json={"anonymousId": "anon-1", "event": "Added to Cart"})
+    assert _anonymous_profiles(app) == 1
+    r = api.post("/v1/identify", kind="publishable", json={
+        "userId": "u-42", "anonymousId": "anon-1",
+        "traits": {"email": "Ann@Example.com", "plan": "pro"}})
+    assert r.status_code == 200 and r.json["success"] is True
+    assert _anonymous_profiles(app) == 0
+    assert _user_events(app, "u-42") == ["$page", "Added to Cart"]
+    user = api.get("/v1/users/u-42").json
+    # The known user's values win; what only the anonymous profile knew is kept.
+    assert user["attributes"] == {"utm": "spring", "plan": "pro"}
+    assert user["email"] == "ann@example.com"
+    assert user["anonymousIds"] == ["anon-1"]
+    # Later events with only the anonymous id land on the known user.
+    api.post("/v1/track", kind="publishable", json={"anonymousId": "anon-1", "event": "Checkout"})
+    assert _user_events(app, "u-42")[-1] == "Checkout"
+
+
+def test_alias_merges_many_anonymous_ids_any_number_of_times(app, api):
+    for anon in ("phone", "laptop", "tablet"):
+        api.post("/v1/track", kind="publishable", json={"anonymousId": anon, "event": f"seen-{anon}"})
+    for anon in ("phone", "laptop", "tablet", "laptop"):
+        r = api.post("/v1/alias", kind="publishable", json={"previousId": anon, "userId": "bob"})
+        assert r.status_code == 200, r.json
+    assert sorted(_user_events(app, "bob")) == ["seen-laptop", "seen-phone", "seen-tablet"]
+    assert sorted(api.get("/v1/users/bob").json["anonymousIds"]) == ["laptop", "phone", "tablet"]
+    assert _anonymous_profiles(app) == 0
+
+
+def test_alias_from_a_previous_user_id(app, api):
+    api.post("/v1/users", json={"userId": "old-id", "attributes": {"a": 1}})
+    api.post("/v1/events", json={"name": "legacy", "userId": "old-id"})
+    api.post("/v1/alias", json={"previousId": "old-id", "userId": "new-id"})
+    assert api.get("/v1/users/old-id").status_code == 404
+    assert api.get("/v1/users/new-id").json["attributes"] == {"a": 1}
+    assert _user_events(app, "new-id") == ["legacy"]
+
+
+def test_batch_applies_calls_in_order_and_reports_bad_ones(app, api):
+    r = api.post("/v1/batch", kind="publishable", json={"batch": [
+        {"type": "track", "anonymousId": "z", "event": "one", "messageId": "1"},
+        {"type": "identify", "userId": "zed", "anonymousId": "z", "traits": {"k": "v"}},
+        {"type": "screen", "userId": "zed", "name": "Home"},
+        {"type": "track", "userId": "zed"},
+        {"type": "explode"},
+        {"type": "group", "userId": "zed", "groupId": "g1"},
+    ]})
+    assert r.status_code == 200, r.json
+    assert set(r.json["errors"]) == {"3", "4"}
+    assert "name" in r.json["errors"]["3"] and "type" in r.json["errors"]["4"]
+    assert _user_events(app, "zed") == ["one", "$screen"]
+    with app.app_context():
+        screen = db.session.scalar(select(Event).where(Event.name == "$screen"))
+        assert screen.properties == {"name": "Home"}
+        assert db.session.scalar(select(AnonymousId.anonymous_id)) == "z"
+
+
+def test_bad_segment_calls_are_4xx(api):
+    assert api.post("/v1/track", json={"userId": "u"}).status_code == 422
+    assert api.post("/v1/identify", json={"traits": {}}).status_code == 422
+    assert api.post("/v1/alias", json={"userId": "u"}).status_code == 422
+    assert api.post("/v1/batch", json={"nope": []}).status_code == 400
+    assert api.post("/v1/track", json=[{"event": "x"}]).status_code == 400
+    r = api.post("/v1/identify", json={"userId": "u", "traits": {"email": "bad"}})
+    assert r.status_code == 422 and "traits.email" in r.json["errors"]["0"]
+
+
+def test_official_segment_client_against_a_live_server(app, live_server, project):
+    """segment-analytics-python, unmodified, pointed at Cairn."""
+    import segment.analytics as analytics
+
+    errors: list = []
+    client = analytics.Client(
+        write_key=project.publishable, host=live_server, on_error=lambda e, b: errors.append(e),
+        gzip=True,
+    )
+    logging.getLogger("segment").setLevel(logging.CRITICAL)
+    client.page(anonymous_id="sdk-anon", name="Landing", properties={"path": "/"})
+    client.track(anonymous_id="sdk-anon", event="Viewed Plan", properties={"plan": "pro"})
+    client.identify(user_id="sdk-user", anonymous_id="sdk-anon",
+                    traits={"email": "sdk@example.com", "company": "Acme Corp"})
+    client.track(user_id="sdk-user", event="Subscribed", properties={"amount": 49})
+    client.alias(previous_id="sdk-anon-2", user_id="sdk-user")
+    client.flush()
+    client.shutdown()
+    assert errors == []
+    assert _user_events(app, "sdk-user") == ["$page", "Viewed Plan", "Subscribed"]
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.external_id == "sdk-user"))
+        assert user.email == "sdk@example.com" and user.attributes == {"company": "Acme Corp"}
+        sources = set(db.session.scalars(select(Event.source)))
+        assert sources == {"segment"}
