@@ -167,10 +167,19 @@ def ensure_default_project() -> dict[str, Any] | None:
 @cli.command("serve")
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", type=int, default=None, help="default: $PORT or 8000")
-@click.option("--workers", type=int, default=None,
-              help="server processes (default 1 on SQLite, 2×CPUs on PostgreSQL)")
-@click.option("--threads", type=int, default=32, show_default=True,
-              help="threads per process (each open SSE stream holds one)")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="server processes (default 1 on SQLite, 2×CPUs on PostgreSQL)",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=32,
+    show_default=True,
+    help="threads per process (each open SSE stream holds one)",
+)
 @with_appcontext
 def serve(host: str, port: int | None, workers: int | None, threads: int) -> None:
     """Run Cairn with gunicorn: migrations applied, a default project on first start."""

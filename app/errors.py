@@ -7,7 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, jsonify
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,12 @@ def init_app(app: Flask) -> None:
     def _db_down(err: OperationalError):
         log.error("database unavailable: %s", err)
         return _respond(503, "Database unavailable, retry later", None, {"Retry-After": "5"})
+
+    @app.errorhandler(DataError)
+    def _bad_value(err: DataError):
+        # The database refused a value the validators let through (e.g. NUL in a path id).
+        log.warning("database refused a value: %s", err.orig)
+        return _respond(400, "A value in the request cannot be stored")
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):

@@ -267,6 +267,7 @@ class RunResult:
     client_cpu: float = 0.0
     target_rate: float | None = None
     first_error: str | None = None
+    missed: int = 0
 
     @property
     def eps(self) -> float:
@@ -284,6 +285,7 @@ class RunResult:
         }
         if self.target_rate:
             out["target_rate"] = self.target_rate
+            out["missed"] = self.missed
         if self.first_error:
             out["first_error"] = self.first_error[:300]
         return out
@@ -348,14 +350,14 @@ def _single_client_proc(port: int, key: str, threads: int, duration: float,
                         out: mp.Queue) -> None:  # type: ignore[type-arg]
     """One client process: `threads` keep-alive connections sending /v1/track calls."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    results: list[tuple[list[float], int, int, str | None]] = []
+    results: list[tuple[list[float], int, int, int, str | None]] = []
     lock = threading.Lock()
 
     def loop() -> None:
         rnd = random.Random()
         conn = http.client.HTTPConnection(HOST, port, timeout=30)
         lat: list[float] = []
-        ok = errors = 0
+        ok = errors = missed = 0
         err_text: str | None = None
         interval = 1.0 / rate_per_thread if rate_per_thread else 0.0
         # Spread the threads' schedules over one interval.
@@ -364,7 +366,10 @@ def _single_client_proc(port: int, key: str, threads: int, duration: float,
         while True:
             if interval:
                 now = time.monotonic()
-                if next_at >= end:
+                if next_at >= end or now >= end:
+                    # Sends still due when time is up are counted as missed, not sent late.
+                    if next_at < end:
+                        missed += int((end - next_at) / interval) + 1
                     break
                 if next_at > now:
                     time.sleep(next_at - now)
@@ -396,7 +401,7 @@ def _single_client_proc(port: int, key: str, threads: int, duration: float,
                 err_text = err_text or f"{status} {data[:200]!r}"
         conn.close()
         with lock:
-            results.append((lat, ok, errors, err_text))
+            results.append((lat, ok, errors, missed, err_text))
 
     while time.monotonic() < start_at - 0.05:
         time.sleep(0.01)
@@ -407,9 +412,10 @@ def _single_client_proc(port: int, key: str, threads: int, duration: float,
         t.join(timeout=duration + 40)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     lat_all = [x for r in results for x in r[0]]
-    errs = [r[3] for r in results if r[3]]
+    errs = [r[4] for r in results if r[4]]
     out.put({"lat": lat_all, "ok": sum(r[1] for r in results),
-             "errors": sum(r[2] for r in results), "cpu": usage.ru_utime + usage.ru_stime,
+             "errors": sum(r[2] for r in results), "missed": sum(r[3] for r in results),
+             "cpu": usage.ru_utime + usage.ru_stime,
              "error": errs[0] if errs else None})
 
 
@@ -425,9 +431,10 @@ def run_single(port: int, key: str, procs: int, threads: int, duration: float,
     for p in ps:
         p.start()
     parts = []
+    give_up = time.monotonic() + duration + 45
     try:
         for _ in ps:
-            parts.append(out.get(timeout=duration + 45))
+            parts.append(out.get(timeout=max(0.1, give_up - time.monotonic())))
     except queue.Empty:
         pass
     finally:
@@ -441,7 +448,7 @@ def run_single(port: int, key: str, procs: int, threads: int, duration: float,
     name = f"paced {rate:.0f}/s" if rate else "single max"
     return RunResult(name, procs * threads, duration, ok + errors, ok, errors,
                      [x for p in parts for x in p["lat"]], sum(p["cpu"] for p in parts), rate,
-                     errs[0] if errs else None)
+                     errs[0] if errs else None, sum(p["missed"] for p in parts))
 
 
 # --------------------------------------------------------------------------------------------

@@ -133,8 +133,12 @@ def api(client, project):
 
     class Api:
         def __getattr__(self, method: str):
-            def call(path: str, kind: str = "secret", headers: dict[str, Any] | None = None,
-                     **kwargs: Any):
+            def call(
+                path: str,
+                kind: str = "secret",
+                headers: dict[str, Any] | None = None,
+                **kwargs: Any,
+            ):
                 merged = {**project.auth(kind), **(headers or {})}
                 return getattr(client, method)(path, headers=merged, **kwargs)
 

@@ -30,9 +30,37 @@ def read_json_body() -> Any:
     if not raw:
         raise BadRequest("A JSON body is required", {"body": ["missing"]})
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise BadRequest(f"Malformed JSON: {err}", {"body": ["malformed JSON"]}) from None
+    # PostgreSQL cannot store NUL in text or JSONB; a cheap byte check guards the slow walk.
+    if b"\\u0000" in raw or b"\x00" in raw:
+        path = find_nul(body, "")
+        if path is not None:
+            raise BadRequest(
+                f"NUL character in {path or 'body'}", {path or "body": ["contains NUL"]}
+            )
+    return body
+
+
+def find_nul(value: Any, path: str = "") -> str | None:
+    """The path of the first string (or key) holding a NUL character, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in key:
+                return here
+            found = find_nul(item, here)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = find_nul(item, f"{path}[{index}]" if path else str(index))
+            if found is not None:
+                return found
+    return None
 
 
 def as_batch(body: Any, *, limit: int, name: str = "body") -> tuple[list[Any], bool]:

@@ -8,6 +8,7 @@ from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from app.api.bodies import find_nul
 from app.api.events import limits
 from app.api.guard import resolve_principal
 from app.db import db
@@ -65,6 +66,8 @@ class Pixel(MethodView):
         properties = {k[2:]: v for k, v in args.items() if k.startswith("p.") and len(k) > 2}
         if properties:
             item["properties"] = properties
+        if find_nul(item) is not None:
+            return False
         batch = parse_events([item], limits=limits(), check_size=True)
         if not batch.good:
             return False

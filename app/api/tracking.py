@@ -76,8 +76,10 @@ class Batch(MethodView):
             raise BadRequest("Expected {batch: [...]}", {"batch": ["required, an array"]})
         limit = current_app.config["MAX_BATCH"]
         if len(calls) > limit:
-            raise TooLarge(f"Batch of {len(calls)} calls is over {limit}",
-                           {"batch": [f"at most {limit} items"]})
+            raise TooLarge(
+                f"Batch of {len(calls)} calls is over {limit}",
+                {"batch": [f"at most {limit} items"]},
+            )
         context = body.get("context")
         if isinstance(context, dict):
             calls = [{"context": context, **c} if isinstance(c, dict) else c for c in calls]

@@ -106,8 +106,10 @@ def parse_erase_request(body, *, limit: int) -> users_service.EraseRequest:
                 )
             key, value = next(iter(item.items()))
             if not isinstance(value, str) or not value:
-                raise InvalidInput(f"item {index}: {key} must be a string",
-                                   {str(index): {key: ["must be a non-empty string"]}})
+                raise InvalidInput(
+                    f"item {index}: {key} must be a string",
+                    {str(index): {key: ["must be a non-empty string"]}},
+                )
             buckets[key].append(value)
     elif isinstance(body, dict):
         names = {"userIds": req.user_ids, "emails": req.emails, "phones": req.phones}
@@ -117,8 +119,10 @@ def parse_erase_request(body, *, limit: int) -> users_service.EraseRequest:
         for name, target in names.items():
             values = body.get(name, [])
             if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-                raise InvalidInput(f"{name} must be a list of strings",
-                                   {name: ["must be a list of non-empty strings"]})
+                raise InvalidInput(
+                    f"{name} must be a list of strings",
+                    {name: ["must be a list of non-empty strings"]},
+                )
             target.extend(values)
     else:
         raise BadRequest("Expected an object or an array", {"body": ["wrong type"]})

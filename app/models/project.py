@@ -35,7 +35,9 @@ class ApiKey(Base):
     __table_args__ = (UniqueConstraint("key_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
     kind: Mapped[str] = mapped_column(String(20))
     # The public part of the key (`sk_<key_id>_...`), also the access key id for token exchange.
     key_id: Mapped[str] = mapped_column(String(40))

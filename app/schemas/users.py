@@ -11,7 +11,9 @@ class UserUpsertSchema(Schema):
     phone = fields.Str(allow_none=True, metadata={"description": "normalized to E.164"})
     language = fields.Str(allow_none=True, metadata={"description": "BCP 47 tag"})
     timezone = fields.Str(allow_none=True, metadata={"description": "IANA zone name"})
-    attributes = fields.Dict(metadata={"description": "merged into the stored ones; null removes a key"})
+    attributes = fields.Dict(
+        metadata={"description": "merged into the stored ones; null removes a key"}
+    )
 
 
 class UpsertItemSchema(Schema):

@@ -19,9 +19,7 @@ from app.services.users import ensure_anonymous_ids, ensure_user_ids
 
 MAX_NAME = 255
 MAX_ID = 255
-EVENT_FIELDS = frozenset(
-    {"name", "userId", "anonymousId", "properties", "timestamp", "messageId"}
-)
+EVENT_FIELDS = frozenset({"name", "userId", "anonymousId", "properties", "timestamp", "messageId"})
 
 
 @dataclass(frozen=True)
@@ -210,9 +208,7 @@ def _touch_last_seen(session: Session, last_seen: dict[int, datetime]) -> None:
     items = list(last_seen.items())
     for start in range(0, len(items), 500):
         chunk = dict(items[start : start + 500])
-        newest = case(
-            *[(User.id == uid, literal(ts, UTCDateTime())) for uid, ts in chunk.items()]
-        )
+        newest = case(*[(User.id == uid, literal(ts, UTCDateTime())) for uid, ts in chunk.items()])
         session.execute(
             update(User)
             .where(User.id.in_(list(chunk)))

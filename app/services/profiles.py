@@ -1,4 +1,4 @@
-"""Validation and normalization of the reserved profile fields (email, phone, language, timezone)."""
+"""Validation and normalization of the reserved profile fields."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput, TooLarge
 from app.models import Project, User
-from app.services.events import EventIn, Limits, TrackResult, parse_event, track_events
 from app.models.base import utcnow
+from app.services.events import EventIn, Limits, TrackResult, parse_event, track_events
 from app.services.users import (
     ProfileChange,
     apply_change,
@@ -77,9 +77,11 @@ def apply_calls(
             result.errors[index] = err.errors
     stored = track_events(session, project_id=project.id, events=events)
     result.accepted = stored.accepted + sum(
-        1 for i, c in enumerate(calls)
-        if i not in result.errors and isinstance(c, dict) and c.get("type") in
-        ("identify", "alias", "group")
+        1
+        for i, c in enumerate(calls)
+        if i not in result.errors
+        and isinstance(c, dict)
+        and c.get("type") in ("identify", "alias", "group")
     )
     result.duplicates = stored.duplicates
     return result
@@ -99,8 +101,11 @@ def _identify(session: Session, project: Project, call: dict[str, Any]) -> None:
         change = _change_from_traits(project, "anonymous", traits)
         user = session.get(User, uid)
         assert user is not None
-        apply_change(user, ProfileChange(user_id="", fields=change.fields,
-                                         attributes=change.attributes), utcnow())
+        apply_change(
+            user,
+            ProfileChange(user_id="", fields=change.fields, attributes=change.attributes),
+            utcnow(),
+        )
         return
     change = _change_from_traits(project, user_id, traits)
     identify(session, project=project, user_id=user_id, anonymous_id=anonymous_id, change=change)
@@ -118,8 +123,9 @@ def _change_from_traits(project: Project, user_id: str, traits: dict[str, Any]):
     try:
         return parse_profile_change(item, default_region=project.default_region)
     except InvalidInput as err:
-        errors = {f"traits.{k}" if k in TRAIT_FIELDS.values() else k: v
-                  for k, v in err.errors.items()}
+        errors = {
+            f"traits.{k}" if k in TRAIT_FIELDS.values() else k: v for k, v in err.errors.items()
+        }
         raise InvalidInput(err.message, errors) from None
 
 
@@ -127,6 +133,8 @@ def _alias(session: Session, project: Project, call: dict[str, Any]) -> None:
     user_id = _str_id(call.get("userId"))
     previous_id = _str_id(call.get("previousId"))
     if user_id is None or previous_id is None:
-        raise InvalidInput("alias needs userId and previousId",
-                           {"userId" if user_id is None else "previousId": ["required"]})
+        raise InvalidInput(
+            "alias needs userId and previousId",
+            {"userId" if user_id is None else "previousId": ["required"]},
+        )
     identify(session, project=project, user_id=user_id, previous_id=previous_id)

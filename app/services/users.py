@@ -132,9 +132,7 @@ def apply_change(user: User, change: ProfileChange, now: datetime) -> None:
     user.updated_at = now
 
 
-def upsert_users(
-    session: Session, *, project: Project, items: Sequence[Any]
-) -> list[UpsertResult]:
+def upsert_users(session: Session, *, project: Project, items: Sequence[Any]) -> list[UpsertResult]:
     """Create or update each item's profile; invalid items are reported, the rest applied."""
     results: list[UpsertResult] = []
     changes: list[tuple[int, ProfileChange]] = []
@@ -143,8 +141,9 @@ def upsert_users(
             change = parse_profile_change(item, default_region=project.default_region)
         except InvalidInput as err:
             uid = item.get("userId") if isinstance(item, dict) else None
-            results.append(UpsertResult(index, uid if isinstance(uid, str) else None, False,
-                                        errors=err.errors))
+            results.append(
+                UpsertResult(index, uid if isinstance(uid, str) else None, False, errors=err.errors)
+            )
             continue
         changes.append((index, change))
         results.append(UpsertResult(index, change.user_id, True))
@@ -167,7 +166,10 @@ def upsert_users(
 def _create_user(session: Session, project_id: int, external_id: str, now: datetime) -> User:
     """Insert a profile, or load it if a concurrent request created it first."""
     stmt = insert_ignore(session, User, ["project_id", "external_id"]).values(
-        project_id=project_id, external_id=external_id, attributes={}, created_at=now,
+        project_id=project_id,
+        external_id=external_id,
+        attributes={},
+        created_at=now,
         updated_at=now,
     )
     session.execute(stmt)
@@ -215,8 +217,13 @@ def ensure_user_ids(
         session.execute(
             insert_ignore(session, User, ["project_id", "external_id"]),
             [
-                {"project_id": project_id, "external_id": e, "attributes": {},
-                 "created_at": now, "updated_at": now}
+                {
+                    "project_id": project_id,
+                    "external_id": e,
+                    "attributes": {},
+                    "created_at": now,
+                    "updated_at": now,
+                }
                 for e in missing
             ],
         )
@@ -232,8 +239,9 @@ def ensure_anonymous_ids(
     for anon in wanted:
         if anon in found:
             continue
-        user = User(project_id=project_id, external_id=None, attributes={}, created_at=now,
-                    updated_at=now)
+        user = User(
+            project_id=project_id, external_id=None, attributes={}, created_at=now, updated_at=now
+        )
         session.add(user)
         session.flush()
         result = session.execute(
@@ -271,7 +279,9 @@ def merge_users(session: Session, *, source: User, target: User) -> None:
         if getattr(target, name) is None and getattr(source, name) is not None:
             setattr(target, name, getattr(source, name))
     target.created_at = min(target.created_at, source.created_at)
-    if source.last_seen_at and (not target.last_seen_at or source.last_seen_at > target.last_seen_at):
+    if source.last_seen_at and (
+        not target.last_seen_at or source.last_seen_at > target.last_seen_at
+    ):
         target.last_seen_at = source.last_seen_at
     target.updated_at = utcnow()
     for model, column in USER_OWNED:
@@ -351,7 +361,8 @@ def anonymous_ids_of(session: Session, user_id: int) -> list[str]:
     """The anonymous ids merged into a profile."""
     return list(
         session.scalars(
-            select(AnonymousId.anonymous_id).where(AnonymousId.user_id == user_id)
+            select(AnonymousId.anonymous_id)
+            .where(AnonymousId.user_id == user_id)
             .order_by(AnonymousId.id)
         )
     )

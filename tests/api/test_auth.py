@@ -51,8 +51,9 @@ def test_revoked_key_is_refused(app, api, project):
 
 
 def test_token_exchange(app, client, project):
-    r = client.post("/v1/auth/token",
-                    json={"accessKey": project.access_key, "secretKey": project.secret})
+    r = client.post(
+        "/v1/auth/token", json={"accessKey": project.access_key, "secretKey": project.secret}
+    )
     assert r.status_code == 200, r.json
     assert r.json["expiresIn"] == 3600
     token = r.json["data"]
@@ -66,11 +67,13 @@ def test_token_exchange(app, client, project):
 
 def test_token_exchange_rejects_mismatched_or_bad_credentials(client, project, app):
     other = make_project(app, "Other")
-    r = client.post("/v1/auth/token",
-                    json={"accessKey": other.access_key, "secretKey": project.secret})
+    r = client.post(
+        "/v1/auth/token", json={"accessKey": other.access_key, "secretKey": project.secret}
+    )
     _assert_error(r, 401)
-    r = client.post("/v1/auth/token",
-                    json={"accessKey": project.access_key, "secretKey": project.publishable})
+    r = client.post(
+        "/v1/auth/token", json={"accessKey": project.access_key, "secretKey": project.publishable}
+    )
     _assert_error(r, 401)
     body = _assert_error(client.post("/v1/auth/token", json={"accessKey": 1}), 422)
     assert "secretKey" in body["errors"] and "accessKey" in body["errors"]
@@ -86,7 +89,9 @@ def test_token_of_revoked_key_is_refused(app, client, project):
 
 
 def test_projects_are_isolated(app, api, client):
-    assert api.post("/v1/users", json={"userId": "alice", "email": "a@example.com"}).status_code == 200
+    assert (
+        api.post("/v1/users", json={"userId": "alice", "email": "a@example.com"}).status_code == 200
+    )
     other = make_project(app, "Other")
     r = client.get("/v1/users/alice", headers=other.auth())
     _assert_error(r, 404)
@@ -116,6 +121,9 @@ def test_basic_auth_user_is_the_key(client, project):
     import base64
 
     cred = base64.b64encode(f"{project.publishable}:".encode()).decode()
-    r = client.post("/v1/track", headers={"Authorization": f"Basic {cred}"},
-                    json={"event": "x", "anonymousId": "a"})
+    r = client.post(
+        "/v1/track",
+        headers={"Authorization": f"Basic {cred}"},
+        json={"event": "x", "anonymousId": "a"},
+    )
     assert r.status_code == 200, r.json

@@ -16,7 +16,9 @@ def _events(app) -> list[Event]:
 
 
 def test_single_event_is_a_committed_row_before_the_answer(app, api):
-    r = api.post("/v1/events", json={"name": "signup", "userId": "u1", "properties": {"plan": "pro"}})
+    r = api.post(
+        "/v1/events", json={"name": "signup", "userId": "u1", "properties": {"plan": "pro"}}
+    )
     assert r.status_code == 202
     assert (r.json["accepted"], r.json["duplicates"]) == (1, 0)
     [event] = _events(app)
@@ -59,12 +61,15 @@ def test_message_ids_are_per_project(app, api, client):
 
 def test_timestamps(app, api):
     past = "2025-01-02T03:04:05Z"
-    r = api.post("/v1/events", json=[
-        {"name": "a", "timestamp": past},
-        {"name": "b", "timestamp": "2025-01-02T03:04:05"},  # naive is UTC
-        {"name": "c", "timestamp": (datetime.now(UTC) + timedelta(days=3)).isoformat()},
-        {"name": "d", "timestamp": "yesterday"},
-    ])
+    r = api.post(
+        "/v1/events",
+        json=[
+            {"name": "a", "timestamp": past},
+            {"name": "b", "timestamp": "2025-01-02T03:04:05"},  # naive is UTC
+            {"name": "c", "timestamp": (datetime.now(UTC) + timedelta(days=3)).isoformat()},
+            {"name": "d", "timestamp": "yesterday"},
+        ],
+    )
     assert r.status_code == 202
     assert r.json["accepted"] == 2 and r.json["rejected"] == 2
     assert "future" in r.json["errors"]["2"]["timestamp"][0]
@@ -76,8 +81,15 @@ def test_timestamps(app, api):
 def test_invalid_events_name_the_field_and_index(app, api):
     r = api.post("/v1/events", json={"userId": "u"})
     assert r.status_code == 422 and "name" in r.json["errors"]["0"]
-    r = api.post("/v1/events", json=[{"name": "ok"}, {"name": "x", "properties": "nope"},
-                                     {"name": "x", "userId": {"a": 1}}, {"name": "x", "bogus": 1}])
+    r = api.post(
+        "/v1/events",
+        json=[
+            {"name": "ok"},
+            {"name": "x", "properties": "nope"},
+            {"name": "x", "userId": {"a": 1}},
+            {"name": "x", "bogus": 1},
+        ],
+    )
     assert r.status_code == 202
     assert set(r.json["errors"]) == {"1", "2", "3"}
     assert "properties" in r.json["errors"]["1"]
@@ -104,27 +116,41 @@ def test_gzip_body(app, api):
     import json
 
     raw = gzip.compress(json.dumps([{"name": "zipped", "userId": "u"}]).encode())
-    r = api.post("/v1/events", data=raw, content_type="application/json",
-                 headers={"Content-Encoding": "gzip"})
+    r = api.post(
+        "/v1/events",
+        data=raw,
+        content_type="application/json",
+        headers={"Content-Encoding": "gzip"},
+    )
     assert r.status_code == 202, r.json
     assert [e.name for e in _events(app)] == ["zipped"]
     bomb = gzip.compress(b"[" + b" " * (2 * 1024 * 1024) + b"]")
-    r = api.post("/v1/events", data=bomb, content_type="application/json",
-                 headers={"Content-Encoding": "gzip"})
+    r = api.post(
+        "/v1/events",
+        data=bomb,
+        content_type="application/json",
+        headers={"Content-Encoding": "gzip"},
+    )
     assert r.status_code == 413
 
 
 def test_pixel_records_and_always_answers_a_gif(app, client, project):
-    r = client.get(f"/v1/pixel.gif?key={project.publishable}&event=open&userId=u1"
-                   "&p.campaign=spring&p.variant=b&messageId=px1")
+    r = client.get(
+        f"/v1/pixel.gif?key={project.publishable}&event=open&userId=u1"
+        "&p.campaign=spring&p.variant=b&messageId=px1"
+    )
     assert r.status_code == 200 and r.mimetype == "image/gif"
     assert r.data.startswith(b"GIF89a")
     assert "no-cache" in r.headers["Cache-Control"]
     [event] = _events(app)
     assert event.name == "open" and event.properties == {"campaign": "spring", "variant": "b"}
     assert event.source == "pixel"
-    for bad in ("?key=pk_bad_bad&event=open&userId=u", f"?key={project.publishable}",
-                "", f"?key={project.publishable}&event=" + "x" * 300):
+    for bad in (
+        "?key=pk_bad_bad&event=open&userId=u",
+        f"?key={project.publishable}",
+        "",
+        f"?key={project.publishable}&event=" + "x" * 300,
+    ):
         r = client.get("/v1/pixel.gif" + bad)
         assert r.status_code == 200 and r.mimetype == "image/gif"
         assert r.headers["X-Cairn-Recorded"] == "0"

@@ -15,8 +15,11 @@ def _user_events(app, user_id: str) -> list[str]:
         user = db.session.scalar(select(User).where(User.external_id == user_id))
         if user is None:
             return []
-        return list(db.session.scalars(
-            select(Event.name).where(Event.user_id == user.id).order_by(Event.id)))
+        return list(
+            db.session.scalars(
+                select(Event.name).where(Event.user_id == user.id).order_by(Event.id)
+            )
+        )
 
 
 def _anonymous_profiles(app) -> int:
@@ -25,16 +28,29 @@ def _anonymous_profiles(app) -> int:
 
 
 def test_identify_with_both_ids_merges_the_anonymous_profile(app, api):
-    api.post("/v1/page", kind="publishable",
-             json={"anonymousId": "anon-1", "name": "Pricing", "properties": {"path": "/pricing"}})
-    api.post("/v1/identify", kind="publishable",
-             json={"anonymousId": "anon-1", "traits": {"utm": "spring", "plan": "free"}})
-    api.post("/v1/track", kind="publishable",
-             json={"anonymousId": "anon-1", "event": "Added to Cart"})
+    api.post(
+        "/v1/page",
+        kind="publishable",
+        json={"anonymousId": "anon-1", "name": "Pricing", "properties": {"path": "/pricing"}},
+    )
+    api.post(
+        "/v1/identify",
+        kind="publishable",
+        json={"anonymousId": "anon-1", "traits": {"utm": "spring", "plan": "free"}},
+    )
+    api.post(
+        "/v1/track", kind="publishable", json={"anonymousId": "anon-1", "event": "Added to Cart"}
+    )
     assert _anonymous_profiles(app) == 1
-    r = api.post("/v1/identify", kind="publishable", json={
-        "userId": "u-42", "anonymousId": "anon-1",
-        "traits": {"email": "Ann@Example.com", "plan": "pro"}})
+    r = api.post(
+        "/v1/identify",
+        kind="publishable",
+        json={
+            "userId": "u-42",
+            "anonymousId": "anon-1",
+            "traits": {"email": "Ann@Example.com", "plan": "pro"},
+        },
+    )
     assert r.status_code == 200 and r.json["success"] is True
     assert _anonymous_profiles(app) == 0
     assert _user_events(app, "u-42") == ["$page", "Added to Cart"]
@@ -50,7 +66,9 @@ def test_identify_with_both_ids_merges_the_anonymous_profile(app, api):
 
 def test_alias_merges_many_anonymous_ids_any_number_of_times(app, api):
     for anon in ("phone", "laptop", "tablet"):
-        api.post("/v1/track", kind="publishable", json={"anonymousId": anon, "event": f"seen-{anon}"})
+        api.post(
+            "/v1/track", kind="publishable", json={"anonymousId": anon, "event": f"seen-{anon}"}
+        )
     for anon in ("phone", "laptop", "tablet", "laptop"):
         r = api.post("/v1/alias", kind="publishable", json={"previousId": anon, "userId": "bob"})
         assert r.status_code == 200, r.json
@@ -69,14 +87,20 @@ def test_alias_from_a_previous_user_id(app, api):
 
 
 def test_batch_applies_calls_in_order_and_reports_bad_ones(app, api):
-    r = api.post("/v1/batch", kind="publishable", json={"batch": [
-        {"type": "track", "anonymousId": "z", "event": "one", "messageId": "1"},
-        {"type": "identify", "userId": "zed", "anonymousId": "z", "traits": {"k": "v"}},
-        {"type": "screen", "userId": "zed", "name": "Home"},
-        {"type": "track", "userId": "zed"},
-        {"type": "explode"},
-        {"type": "group", "userId": "zed", "groupId": "g1"},
-    ]})
+    r = api.post(
+        "/v1/batch",
+        kind="publishable",
+        json={
+            "batch": [
+                {"type": "track", "anonymousId": "z", "event": "one", "messageId": "1"},
+                {"type": "identify", "userId": "zed", "anonymousId": "z", "traits": {"k": "v"}},
+                {"type": "screen", "userId": "zed", "name": "Home"},
+                {"type": "track", "userId": "zed"},
+                {"type": "explode"},
+                {"type": "group", "userId": "zed", "groupId": "g1"},
+            ]
+        },
+    )
     assert r.status_code == 200, r.json
     assert set(r.json["errors"]) == {"3", "4"}
     assert "name" in r.json["errors"]["3"] and "type" in r.json["errors"]["4"]
@@ -103,14 +127,19 @@ def test_official_segment_client_against_a_live_server(app, live_server, project
 
     errors: list = []
     client = analytics.Client(
-        write_key=project.publishable, host=live_server, on_error=lambda e, b: errors.append(e),
+        write_key=project.publishable,
+        host=live_server,
+        on_error=lambda e, b: errors.append(e),
         gzip=True,
     )
     logging.getLogger("segment").setLevel(logging.CRITICAL)
     client.page(anonymous_id="sdk-anon", name="Landing", properties={"path": "/"})
     client.track(anonymous_id="sdk-anon", event="Viewed Plan", properties={"plan": "pro"})
-    client.identify(user_id="sdk-user", anonymous_id="sdk-anon",
-                    traits={"email": "sdk@example.com", "company": "Acme Corp"})
+    client.identify(
+        user_id="sdk-user",
+        anonymous_id="sdk-anon",
+        traits={"email": "sdk@example.com", "company": "Acme Corp"},
+    )
     client.track(user_id="sdk-user", event="Subscribed", properties={"amount": 49})
     client.alias(previous_id="sdk-anon-2", user_id="sdk-user")
     client.flush()

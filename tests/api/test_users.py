@@ -22,8 +22,13 @@ def test_upsert_creates_then_updates_with_attribute_merge(api):
 def test_reserved_fields_are_normalized(api):
     r = api.post(
         "/v1/users",
-        json={"userId": "u1", "email": "Ann@Example.COM", "phone": "(202) 555-0143",
-              "language": "pt-br", "timezone": "America/Sao_Paulo"},
+        json={
+            "userId": "u1",
+            "email": "Ann@Example.COM",
+            "phone": "(202) 555-0143",
+            "language": "pt-br",
+            "timezone": "America/Sao_Paulo",
+        },
     )
     assert r.status_code == 200, r.json
     user = api.get("/v1/users/u1").json
@@ -50,8 +55,13 @@ def test_default_region_makes_local_formats_the_same_person(app, client):
 
 
 def test_dollar_aliases_inside_attributes(api):
-    api.post("/v1/users", json={"userId": "u1", "attributes": {
-        "$email": "x@example.com", "$phone_number": "+14155550100", "tier": 2}})
+    api.post(
+        "/v1/users",
+        json={
+            "userId": "u1",
+            "attributes": {"$email": "x@example.com", "$phone_number": "+14155550100", "tier": 2},
+        },
+    )
     user = api.get("/v1/users/u1").json
     assert user["email"] == "x@example.com"
     assert user["phone"] == "+14155550100"
@@ -59,8 +69,16 @@ def test_dollar_aliases_inside_attributes(api):
 
 
 def test_single_invalid_user_is_422_naming_the_fields(api):
-    r = api.post("/v1/users", json={"userId": "u1", "email": "nope", "timezone": "Mars/Olympus",
-                                    "language": "not a tag!!", "phone": "12"})
+    r = api.post(
+        "/v1/users",
+        json={
+            "userId": "u1",
+            "email": "nope",
+            "timezone": "Mars/Olympus",
+            "language": "not a tag!!",
+            "phone": "12",
+        },
+    )
     assert r.status_code == 422
     assert set(r.json["errors"]) == {"email", "timezone", "language", "phone"}
     assert r.json["message"]
@@ -68,13 +86,16 @@ def test_single_invalid_user_is_422_naming_the_fields(api):
 
 
 def test_batch_reports_bad_items_by_index_and_keeps_the_rest(api):
-    r = api.post("/v1/users", json=[
-        {"userId": "good1"},
-        {"userId": "bad", "email": "not-an-email"},
-        {"email": "missing@example.com"},
-        "not an object",
-        {"userId": "good2", "attributes": {"x": 1}},
-    ])
+    r = api.post(
+        "/v1/users",
+        json=[
+            {"userId": "good1"},
+            {"userId": "bad", "email": "not-an-email"},
+            {"email": "missing@example.com"},
+            "not an object",
+            {"userId": "good2", "attributes": {"x": 1}},
+        ],
+    )
     assert r.status_code == 200, r.json
     assert (r.json["created"], r.json["failed"]) == (2, 3)
     results = r.json["results"]
@@ -86,10 +107,13 @@ def test_batch_reports_bad_items_by_index_and_keeps_the_rest(api):
 
 
 def test_same_user_twice_in_a_batch_applies_in_order(api):
-    r = api.post("/v1/users", json=[
-        {"userId": "u", "attributes": {"a": 1}},
-        {"userId": "u", "attributes": {"a": 2, "b": 1}},
-    ])
+    r = api.post(
+        "/v1/users",
+        json=[
+            {"userId": "u", "attributes": {"a": 1}},
+            {"userId": "u", "attributes": {"a": 2, "b": 1}},
+        ],
+    )
     assert r.json["created"] == 1 and r.json["updated"] == 1
     assert api.get("/v1/users/u").json["attributes"] == {"a": 2, "b": 1}
 
@@ -126,8 +150,15 @@ def test_list_is_cursor_paginated(api):
 
 def test_erase_one_user_removes_profile_and_event_pii(app, api):
     api.post("/v1/users", json={"userId": "gone", "email": "gone@example.com"})
-    api.post("/v1/events", json={"name": "purchase", "userId": "gone",
-                                 "properties": {"card": "4242"}, "messageId": "m-1"})
+    api.post(
+        "/v1/events",
+        json={
+            "name": "purchase",
+            "userId": "gone",
+            "properties": {"card": "4242"},
+            "messageId": "m-1",
+        },
+    )
     api.post("/v1/events", json={"name": "purchase", "userId": "kept", "properties": {"k": 1}})
     r = api.delete("/v1/users/gone")
     assert r.status_code == 200 and r.json == {"deleted": 1}
@@ -145,10 +176,15 @@ def test_erase_one_user_removes_profile_and_event_pii(app, api):
 
 
 def test_batch_erase_by_user_id_email_and_phone(api):
-    api.post("/v1/users", json=[
-        {"userId": "a"}, {"userId": "b", "email": "b@example.com"},
-        {"userId": "c", "phone": "+14155550101"}, {"userId": "d"},
-    ])
+    api.post(
+        "/v1/users",
+        json=[
+            {"userId": "a"},
+            {"userId": "b", "email": "b@example.com"},
+            {"userId": "c", "phone": "+14155550101"},
+            {"userId": "d"},
+        ],
+    )
     r = api.delete("/v1/users", json={"userIds": ["a"], "emails": ["B@example.com"]})
     assert r.status_code == 200 and r.json == {"deleted": 2}
     r = api.post("/v1/users/delete", json=[{"phone": "+1 415 555 0101"}, {"userId": "zzz"}])

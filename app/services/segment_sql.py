@@ -1,0 +1,584 @@
+"""Compile a segment filter (`journeys.filters`) to a WHERE clause over the `users` table.
+
+`select(users.c.id).where(users.c.project_id == project_id, compile_filter(...))` selects
+exactly the users for whom `journeys.filters.evaluate` is true; the type rules live in that
+module's docstring and tests/journeys/test_filter_sql_agreement.py holds both sides to them.
+
+Two habits keep SQL honest against Python:
+- Every leaf compiles to a definite TRUE/FALSE, never NULL, so that `not` (SQL `NOT`) means
+  what Python's `not` means. Guards are `CASE WHEN <type check> THEN <test> ELSE false END`.
+- Casts sit behind a CASE, never behind AND: PostgreSQL does not promise to evaluate AND
+  left to right, and a failing cast would abort the whole query.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Numeric,
+    Table,
+    and_,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    true,
+    type_coerce,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
+
+from app.models.audience import Audience, AudienceMember
+from app.models.event import Event
+from app.models.user import User
+from journeys.durations import parse_duration
+from journeys.filters import (
+    ATTRIBUTE_OPS,
+    STRING_FIELDS,
+    TIMESTAMP_FIELDS,
+    AllOf,
+    AnyOf,
+    AttributeCondition,
+    AudienceCondition,
+    ChannelCondition,
+    Condition,
+    EventCondition,
+    Not,
+    Scalar,
+    number_literal,
+)
+from journeys.timestamps import (
+    EPOCH,
+    MAX_EPOCH_US,
+    MIN_EPOCH_US,
+    TIMESTAMP_PATTERN,
+    epoch_microseconds,
+    parse_timestamp,
+)
+
+users = cast(Table, User.__table__)
+events = cast(Table, Event.__table__)
+audiences = cast(Table, Audience.__table__)
+audience_members = cast(Table, AudienceMember.__table__)
+
+Clause = ColumnElement[bool]
+ChannelClause = Callable[[Table], Clause]
+"""Builds a clause over `users` (correlated as needed) that is true when a user is reachable."""
+
+USER_COLUMNS = {"user_id": "external_id"}
+_BIGINT_MAX = 2**63 - 1
+_CANONICAL_ID = re.compile(r"0|[1-9][0-9]*")
+
+
+def _definite(clause: Clause) -> Clause:
+    return func.coalesce(clause, false())
+
+
+def _int(value: int) -> ColumnElement[int]:
+    # Inline integer constants: a bound parameter may reach PostgreSQL as numeric, and then
+    # `/` would stop being integer division.
+    return literal_column(str(value), BigInteger)
+
+
+def _any(clauses: list[Clause]) -> Clause:
+    return or_(*clauses) if clauses else false()
+
+
+def _all(clauses: list[Clause]) -> Clause:
+    return and_(*clauses) if clauses else true()
+
+
+# --- the timestamp subset of journeys.timestamps, in SQL ----------------------------------
+
+_DATE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
+_DATETIME_GLOB = _DATE_GLOB + "[T ][0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+_OFFSET_GLOB = "[+-][0-9][0-9]:[0-9][0-9]"
+
+
+def _epoch_us(text: ColumnElement[Any], dialect: str) -> ColumnElement[int]:
+    """Microseconds since the epoch of a string in the accepted subset, else NULL.
+
+    Arithmetic on the digits rather than the database's own date parsing: SQLite's accepts
+    julian day numbers and February 30, PostgreSQL's raises on a bad value and reads a
+    missing offset in the session time zone.
+    """
+    length = func.length(text)
+
+    def digits(start: Any, count: int) -> ColumnElement[int]:
+        return sql_cast(func.substr(text, start, count), BigInteger)
+
+    is_offset = and_(length >= 25, func.substr(text, length - 5, 1).in_(["+", "-"]))
+    tz_length = case(
+        (func.substr(text, length, 1) == "Z", _int(1)), (is_offset, _int(6)), else_=_int(0)
+    )
+    fraction_length = length - 19 - tz_length  # with its dot
+    if dialect == "postgresql":
+        well_formed: Clause = text.op("~")(f"^{TIMESTAMP_PATTERN}$")
+    else:
+        well_formed = or_(
+            text.op("GLOB")(_DATE_GLOB),
+            and_(
+                func.substr(text, 1, 19).op("GLOB")(_DATETIME_GLOB),
+                or_(
+                    fraction_length == 0,
+                    and_(
+                        fraction_length.between(2, 10),
+                        func.substr(text, 20, 1) == ".",
+                        func.substr(text, 21, fraction_length - 1).op("NOT GLOB")("*[^0-9]*"),
+                    ),
+                ),
+                or_(tz_length != 6, func.substr(text, length - 5, 6).op("GLOB")(_OFFSET_GLOB)),
+            ),
+        )
+
+    is_date = length == 10
+    year, month, day = digits(1, 4), digits(6, 2), digits(9, 2)
+    hour = case((is_date, _int(0)), else_=digits(12, 2))
+    minute = case((is_date, _int(0)), else_=digits(15, 2))
+    second = case((is_date, _int(0)), else_=digits(18, 2))
+    offset_hours, offset_minutes = digits(length - 4, 2), digits(length - 1, 2)
+    offset = case(
+        (
+            is_offset,
+            (offset_hours * 60 + offset_minutes)
+            * case((func.substr(text, length - 5, 1) == "-", _int(-1)), else_=_int(1)),
+        ),
+        else_=_int(0),
+    )
+    padded = func.substr(text, 21, fraction_length - 1).op("||")(literal("000000"))
+    micro = case(
+        (and_(length > 19, fraction_length > 0), sql_cast(func.substr(padded, 1, 6), BigInteger)),
+        else_=_int(0),
+    )
+    leap = or_(
+        and_(year % _int(4) == 0, year % _int(100) != 0),
+        year % _int(400) == 0,
+    )
+    month_days = case(
+        (month.in_([4, 6, 9, 11]), _int(30)),
+        (month == 2, case((leap, _int(29)), else_=_int(28))),
+        else_=_int(31),
+    )
+    valid = and_(
+        year >= 1,
+        month.between(1, 12),
+        day >= 1,
+        day <= month_days,
+        hour <= 23,
+        minute <= 59,
+        second <= 59,
+        case((is_offset, and_(offset_hours <= 23, offset_minutes <= 59)), else_=true()),
+    )
+    # Days from 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant's days_from_civil,
+    # for years >= 0, where the 400-year eras fold into the plain leap-day sums).
+    shifted = year - case((month <= 2, _int(1)), else_=_int(0))
+    day_of_year = (_int(153) * ((month + 9) % _int(12)) + 2) // _int(5) + day - 1
+    days = (
+        shifted * 365
+        + shifted // _int(4)
+        - shifted // _int(100)
+        + shifted // _int(400)
+        + day_of_year
+        - 719_468
+    )
+    seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset * 60
+    micros = seconds * 1_000_000 + micro
+    return case((well_formed, case((valid, micros)))).label(None)  # type: ignore[return-value]
+
+
+# --- fields: where an attribute leaf reads its value --------------------------------------
+
+
+class _Field:
+    """One filterable value of a row; every method returns a definite clause."""
+
+    def present(self) -> Clause:
+        raise NotImplementedError
+
+    def equals(self, value: Scalar) -> Clause:
+        """Typed equality (rule 2)."""
+        return false()
+
+    def contains(self, value: Scalar) -> Clause:
+        return false()
+
+    def starts_with(self, value: str) -> Clause:
+        return false()
+
+    def number_test(self, test: Callable[[ColumnElement[Any]], Clause]) -> Clause:
+        return false()
+
+    def number(self, value: float | int) -> ColumnElement[Any]:
+        return literal(value)
+
+    def moment_between(self, low_us: int, high_us: int) -> Clause:
+        return false()
+
+    def text_equals(self, text: str) -> Clause:
+        """Rule 3: a string equal to the text, or a number / boolean the text spells."""
+        branches = [self.equals(text)]
+        number = number_literal(text)
+        if number is not None:
+            branches.append(self.equals(number))
+        if text in ("true", "false"):
+            branches.append(self.equals(text == "true"))
+        return _any(branches)
+
+
+class _StringColumn(_Field):
+    def __init__(self, column: ColumnElement[Any], dialect: str) -> None:
+        self.column = column
+        self.dialect = dialect
+
+    def present(self) -> Clause:
+        return self.column.is_not(None)
+
+    def equals(self, value: Scalar) -> Clause:
+        if not isinstance(value, str):
+            return false()
+        return and_(self.column.is_not(None), self.column == value)
+
+    def contains(self, value: Scalar) -> Clause:
+        if not isinstance(value, str):
+            return false()
+        return and_(self.column.is_not(None), _substring(self.column, value, self.dialect))
+
+    def starts_with(self, value: str) -> Clause:
+        return and_(self.column.is_not(None), _prefix(self.column, value))
+
+
+class _TimestampColumn(_Field):
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        self.column = column
+
+    def present(self) -> Clause:
+        return self.column.is_not(None)
+
+    def moment_between(self, low_us: int, high_us: int) -> Clause:
+        low = EPOCH + timedelta(microseconds=low_us)
+        high = EPOCH + timedelta(microseconds=high_us)
+        return and_(self.column.is_not(None), self.column >= low, self.column <= high)
+
+
+def _substring(text: ColumnElement[Any], value: str, dialect: str) -> Clause:
+    if dialect == "postgresql":
+        return func.strpos(text, value) > 0
+    return func.instr(text, value) > 0
+
+
+def _prefix(text: ColumnElement[Any], value: str) -> Clause:
+    # substr/length count characters on both databases, as Python's startswith does.
+    return func.substr(text, 1, func.length(literal(value))) == value
+
+
+class _PostgresJson(_Field):
+    """A key of a JSONB column: containment (`@>`) for equality, so a GIN index serves it."""
+
+    def __init__(self, column: ColumnElement[Any], key: str) -> None:
+        self.document = type_coerce(column, JSONB)
+        self.key = key
+        self.element = self.document[key]
+        self.text = self.document[key].astext
+        self.type = func.jsonb_typeof(self.element)
+
+    def guarded(self, json_type: str, test: Clause) -> Clause:
+        return case((self.type == json_type, test), else_=false())
+
+    def present(self) -> Clause:
+        return _definite(self.type != "null")
+
+    def equals(self, value: Scalar) -> Clause:
+        # Scalars inside an object contain only equal scalars (never arrays), and numbers
+        # compare as numeric: {"k": 10.0} @> {"k": 10}.
+        return self.document.contains({self.key: value})
+
+    def contains(self, value: Scalar) -> Clause:
+        branches = [self.document.contains({self.key: [value]})]
+        if isinstance(value, str):
+            branches.append(self.guarded("string", func.strpos(self.text, value) > 0))
+        return _any(branches)
+
+    def starts_with(self, value: str) -> Clause:
+        return self.guarded("string", _prefix(self.text, value))
+
+    def number(self, value: float | int) -> ColumnElement[Any]:
+        # str() of a float is its shortest round-trip decimal, the same text json.dumps
+        # wrote into the column, so numeric comparison agrees with Python's float order.
+        return literal(Decimal(str(value)), Numeric())
+
+    def number_test(self, test: Callable[[ColumnElement[Any]], Clause]) -> Clause:
+        return self.guarded("number", test(sql_cast(self.text, Numeric())))
+
+    def moment_between(self, low_us: int, high_us: int) -> Clause:
+        string = case((self.type == "string", self.text))
+        return _definite(_epoch_us(string, "postgresql").between(low_us, high_us))
+
+
+class _SqliteJson(_Field):
+    """A key of a JSON1 text column, read with json_extract / json_type."""
+
+    NUMBER_TYPES = ("integer", "real")
+
+    def __init__(self, column: ColumnElement[Any], key: str) -> None:
+        self.column = column
+        self.path = f'$."{key}"'  # names never hold '"' (filters.ATTRIBUTE_NAME)
+        self.value = func.json_extract(column, self.path)
+        self.type = func.json_type(column, self.path)
+
+    def present(self) -> Clause:
+        return _definite(self.type != "null")
+
+    def equals(self, value: Scalar) -> Clause:
+        return _sqlite_equals(self.type, self.value, value)
+
+    def contains(self, value: Scalar) -> Clause:
+        elements = func.json_each(self.column, self.path).table_valued("value", "type")
+        in_array = exists(
+            select(literal(1))
+            .select_from(elements)
+            .where(_sqlite_equals(elements.c.type, elements.c.value, value))
+        )
+        branches = [case((self.type == "array", in_array), else_=false())]
+        if isinstance(value, str):
+            branches.append(case((self.type == "text", func.instr(self.value, value) > 0),
+                                 else_=false()))
+        return _any(branches)
+
+    def starts_with(self, value: str) -> Clause:
+        return case((self.type == "text", _prefix(self.value, value)), else_=false())
+
+    def number_test(self, test: Callable[[ColumnElement[Any]], Clause]) -> Clause:
+        return case((self.type.in_(self.NUMBER_TYPES), test(self.value)), else_=false())
+
+    def moment_between(self, low_us: int, high_us: int) -> Clause:
+        string = case((self.type == "text", self.value))
+        return _definite(_epoch_us(string, "sqlite").between(low_us, high_us))
+
+
+def _sqlite_equals(json_type: Any, value: Any, expected: Scalar) -> Clause:
+    if isinstance(expected, bool):
+        return _definite(json_type == ("true" if expected else "false"))
+    if isinstance(expected, str):
+        return case((json_type == "text", value == expected), else_=false())
+    return case((json_type.in_(_SqliteJson.NUMBER_TYPES), value == expected), else_=false())
+
+
+# --- operators ----------------------------------------------------------------------------
+
+
+def _scalar(value: Any) -> Scalar:
+    assert value is not None and not isinstance(value, tuple)
+    return cast(Scalar, value)
+
+
+def _values(value: Any) -> tuple[Scalar, ...]:
+    return value if isinstance(value, tuple) else ()
+
+
+def _compare(test: Callable[[Any, Any], Any]) -> Callable[[_Field, Any, datetime], Clause]:
+    def compile_op(field: _Field, value: Any, _now: datetime) -> Clause:
+        return field.number_test(lambda number: test(number, field.number(value)))
+
+    return compile_op
+
+
+def _between(field: _Field, value: Any, _now: datetime) -> Clause:
+    low, high = value
+    return field.number_test(lambda number: number.between(field.number(low), field.number(high)))
+
+
+def _moment_op(
+    interval: Callable[[Any, datetime], tuple[int, int]],
+) -> Callable[[_Field, Any, datetime], Clause]:
+    def compile_op(field: _Field, value: Any, now: datetime) -> Clause:
+        low, high = interval(value, now)
+        return field.moment_between(max(low, MIN_EPOCH_US), min(high, MAX_EPOCH_US))
+
+    return compile_op
+
+
+def _bound(value: str) -> int:
+    moment = parse_timestamp(value)
+    assert moment is not None, "validated by parse_filter"
+    return epoch_microseconds(moment)
+
+
+def _ago(value: str, now: datetime) -> int:
+    return epoch_microseconds(now - parse_duration(value))
+
+
+# Timestamps are whole microseconds, so strict bounds become inclusive ones a microsecond in.
+_MOMENT_INTERVALS: dict[str, Callable[[Any, datetime], tuple[int, int]]] = {
+    "before": lambda value, _now: (MIN_EPOCH_US, _bound(value) - 1),
+    "after": lambda value, _now: (_bound(value) + 1, MAX_EPOCH_US),
+    "withinLast": lambda value, now: (_ago(value, now), epoch_microseconds(now)),
+    "moreThan": lambda value, now: (MIN_EPOCH_US, _ago(value, now) - 1),
+}
+
+
+def _membership(field: _Field, value: Any) -> Clause:
+    return _any([field.equals(item) for item in _values(value)])
+
+
+_SQL_OPS: dict[str, Callable[[_Field, Any, datetime], Clause]] = {
+    "exists": lambda field, _value, _now: field.present(),
+    "notExists": lambda field, _value, _now: not_(field.present()),
+    "eq": lambda field, value, _now: field.equals(_scalar(value)),
+    "neq": lambda field, value, _now: and_(field.present(), not_(field.equals(_scalar(value)))),
+    "in": lambda field, value, _now: _membership(field, value),
+    "nin": lambda field, value, _now: and_(field.present(), not_(_membership(field, value))),
+    "textEq": lambda field, value, _now: field.text_equals(value),
+    "textIn": lambda field, value, _now: _any([field.text_equals(v) for v in _values(value)]),
+    "contains": lambda field, value, _now: field.contains(_scalar(value)),
+    "startsWith": lambda field, value, _now: field.starts_with(value),
+    "gt": _compare(operator.gt),
+    "gte": _compare(operator.ge),
+    "lt": _compare(operator.lt),
+    "lte": _compare(operator.le),
+    "between": _between,
+    **{op: _moment_op(interval) for op, interval in _MOMENT_INTERVALS.items()},
+}
+assert set(_SQL_OPS) == set(ATTRIBUTE_OPS), "every filter operator needs its SQL twin"
+
+
+# --- the compiler -------------------------------------------------------------------------
+
+
+def _default_channels() -> dict[str, ChannelClause]:
+    def non_empty(column: str) -> ChannelClause:
+        return lambda table: and_(table.c[column].is_not(None), table.c[column] != "")
+
+    return {
+        "email": non_empty("email"),
+        "sms": non_empty("phone"),
+        "inapp": non_empty("external_id"),
+        # No device tokens yet: callers pass an EXISTS over their subscriptions table.
+        "push": lambda _table: false(),
+    }
+
+
+class _Compiler:
+    def __init__(
+        self,
+        *,
+        project_id: int,
+        dialect: str,
+        now: datetime,
+        channels: Mapping[str, ChannelClause],
+    ) -> None:
+        self.project_id = project_id
+        self.dialect = dialect
+        self.now = now
+        self.channels = channels
+        self.handlers: dict[type, Callable[[Any, Callable[[str], _Field]], Clause]] = {
+            AllOf: lambda c, f: _all([self.compile(child, f) for child in c.children]),
+            AnyOf: lambda c, f: _any([self.compile(child, f) for child in c.children]),
+            Not: lambda c, f: not_(self.compile(c.child, f)),
+            AttributeCondition: self.attribute,
+            EventCondition: self.event,
+            AudienceCondition: self.audience,
+            ChannelCondition: self.channel,
+        }
+
+    def compile(self, cond: Condition, fields: Callable[[str], _Field]) -> Clause:
+        return self.handlers[type(cond)](cond, fields)
+
+    def json_field(self, column: ColumnElement[Any], key: str) -> _Field:
+        if self.dialect == "postgresql":
+            return _PostgresJson(column, key)
+        return _SqliteJson(column, key)
+
+    def profile_field(self, name: str) -> _Field:
+        if name in STRING_FIELDS:
+            column = STRING_FIELDS[name]
+            return _StringColumn(users.c[USER_COLUMNS.get(column, column)], self.dialect)
+        if name in TIMESTAMP_FIELDS:
+            return _TimestampColumn(users.c[TIMESTAMP_FIELDS[name]])
+        return self.json_field(users.c.attributes, name)
+
+    def property_field(self, name: str) -> _Field:
+        return self.json_field(events.c.properties, name)
+
+    def attribute(self, cond: AttributeCondition, fields: Callable[[str], _Field]) -> Clause:
+        return _SQL_OPS[cond.op](fields(cond.attr), cond.value, self.now)
+
+    def event(self, cond: EventCondition, _fields: Callable[[str], _Field]) -> Clause:
+        where = [
+            events.c.project_id == self.project_id,
+            events.c.user_id == users.c.id,
+            events.c.name == cond.event,
+            events.c.erased == false(),
+        ]
+        if cond.within is not None:
+            where.append(events.c.timestamp >= self.now - parse_duration(cond.within))
+            where.append(events.c.timestamp <= self.now)
+        if cond.where is not None:
+            where.append(self.compile(cond.where, self.property_field))
+        if cond.op == "notPerformed":
+            return not_(exists(select(literal(1)).select_from(events).where(*where)))
+        if cond.count == (("gte", 1),):
+            return exists(select(literal(1)).select_from(events).where(*where))
+        count = select(func.count()).select_from(events).where(*where).scalar_subquery()
+        tests = {"eq": operator.eq, "gt": operator.gt, "gte": operator.ge,
+                 "lt": operator.lt, "lte": operator.le}
+        return _all([tests[op](count, n) for op, n in cond.count])
+
+    def audience(self, cond: AudienceCondition, _fields: Callable[[str], _Field]) -> Clause:
+        member, audience = audience_members, audiences
+        match = [audience.c.name == cond.audience]
+        if _CANONICAL_ID.fullmatch(cond.audience) and int(cond.audience) <= _BIGINT_MAX:
+            match.append(audience.c.id == int(cond.audience))
+        current = exists(
+            select(literal(1))
+            .select_from(member.join(audience, audience.c.id == member.c.audience_id))
+            .where(
+                member.c.user_id == users.c.id,
+                member.c.project_id == self.project_id,
+                audience.c.project_id == self.project_id,
+                member.c.left_at.is_(None),
+                or_(member.c.expires_at.is_(None), member.c.expires_at > self.now),
+                _any(match),
+            )
+        )
+        return current if cond.op == "in" else not_(current)
+
+    def channel(self, cond: ChannelCondition, _fields: Callable[[str], _Field]) -> Clause:
+        return _definite(self.channels[cond.channel](users))
+
+
+def compile_filter(
+    cond: Condition,
+    *,
+    project_id: int,
+    dialect_name: str,
+    now: datetime,
+    push_clause: Clause | None = None,
+    channel_clauses: Mapping[str, ChannelClause] | None = None,
+) -> Clause:
+    """A WHERE clause over `users` true exactly for the users `evaluate` accepts at `now`.
+
+    `push_clause` (or `channel_clauses["push"]`) says which users have a push device; it
+    defaults to nobody. `channel_clauses` may replace any channel's reachability test.
+    """
+    if dialect_name not in ("postgresql", "sqlite"):
+        raise ValueError(f"segment filters do not support the {dialect_name} dialect")
+    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+    channels = _default_channels()
+    if push_clause is not None:
+        channels["push"] = lambda _table: push_clause
+    channels.update(channel_clauses or {})
+    compiler = _Compiler(project_id=project_id, dialect=dialect_name, now=now, channels=channels)
+    return compiler.compile(cond, compiler.profile_field)

@@ -1,0 +1,180 @@
+"""The `cairn` command as a user runs it: serve from nothing, projects, keys, bad config."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+CAIRN = str(Path(sys.executable).parent / "cairn")
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "SECRET_KEY", "PORT")
+    }
+    env["INSTANCE_DIR"] = str(tmp_path / "instance")
+    env.update(extra)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cairn(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CAIRN, *args], env=_env(tmp_path, **env), capture_output=True, text=True, timeout=120
+    )
+
+
+class Server:
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / f"serve-{self.port}.log"
+        with self.log.open("w") as sink:
+            self.proc = subprocess.Popen(
+                [CAIRN, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=_env(tmp_path, **env),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("cairn serve exited:\n" + self.log.read_text())
+            try:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("cairn serve did not come up:\n" + self.log.read_text())
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def test_serve_from_nothing_creates_a_project_and_takes_events(tmp_path):
+    server = Server(tmp_path)
+    try:
+        out = server.output()
+        secret = re.search(r"secret key\s+(sk_\S+)", out).group(1)
+        publishable = re.search(r"publishable key\s+(pk_\S+)", out).group(1)
+        assert (tmp_path / "instance" / "cairn.db").exists()
+        assert requests.get(server.url + "/readyz", timeout=5).json()["database"] == "ok"
+        spec = requests.get(server.url + "/openapi.json", timeout=5).json()
+        assert "/v1/events" in spec["paths"] and "/v1/users" in spec["paths"]
+        assert requests.get(server.url + "/docs", timeout=5).status_code == 200
+        r = requests.post(
+            server.url + "/v1/events",
+            timeout=5,
+            headers={"Authorization": f"Bearer {publishable}"},
+            json={"name": "hello", "userId": "first"},
+        )
+        assert r.status_code == 202
+        r = requests.get(
+            server.url + "/v1/users/first", timeout=5, headers={"Authorization": f"Bearer {secret}"}
+        )
+        assert r.status_code == 200
+        assert "gunicorn" in out.lower() or "Cairn listening" in out
+    finally:
+        server.stop()
+    # A second start keeps the data and prints no new keys.
+    again = Server(tmp_path)
+    try:
+        assert "secret key" not in again.output()
+        r = requests.get(
+            again.url + "/v1/users/first", timeout=5, headers={"Authorization": f"Bearer {secret}"}
+        )
+        assert r.status_code == 200
+    finally:
+        again.stop()
+
+
+def test_project_and_key_commands(tmp_path):
+    assert _cairn(tmp_path, "db", "upgrade").returncode == 0
+    created = _cairn(tmp_path, "project", "create", "Shop", "--json", "--region", "KR")
+    assert created.returncode == 0, created.stderr
+    creds = json.loads(created.stdout.strip().splitlines()[-1])
+    assert set(creds) == {
+        "id",
+        "name",
+        "secretKey",
+        "publishableKey",
+        "accessKey",
+        "identitySecret",
+    }
+    assert creds["secretKey"].startswith("sk_") and creds["publishableKey"].startswith("pk_")
+    key = _cairn(
+        tmp_path, "key", "create", "--project", str(creds["id"]), "--kind", "publishable", "--json"
+    )
+    assert key.returncode == 0, key.stderr
+    new_key = json.loads(key.stdout.strip().splitlines()[-1])
+    assert new_key["key"].startswith("pk_")
+    revoked = _cairn(tmp_path, "key", "revoke", new_key["prefix"])
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    missing = _cairn(tmp_path, "key", "revoke", "sk_000000000000")
+    assert missing.returncode != 0 and "no key" in missing.stderr
+    bad = _cairn(tmp_path, "key", "create", "--project", "999", "--kind", "secret")
+    assert bad.returncode != 0 and "not found" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "eighty"),
+        ("DATABASE_URL", "mysql://x"),
+        ("PUBLIC_URL", "localhost"),
+        ("BROKER_URL", "kafka://x"),
+        ("SECRET_KEY", "short"),
+    ],
+)
+def test_bad_configuration_is_a_clear_message(tmp_path, name, value):
+    result = _cairn(tmp_path, "db", "upgrade", **{name: value})
+    assert result.returncode == 2
+    assert name in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("TEST_DATABASE_URL"), reason="TEST_DATABASE_URL unset")
+def test_db_upgrade_on_postgresql(tmp_path):
+    import psycopg
+
+    base = os.environ["TEST_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS cairn_cli_test")
+        conn.execute("CREATE DATABASE cairn_cli_test")
+    url = base.rsplit("/", 1)[0] + "/cairn_cli_test"
+    try:
+        result = _cairn(tmp_path, "db", "upgrade", DATABASE_URL=url)
+        assert result.returncode == 0, result.stderr
+        again = _cairn(tmp_path, "db", "upgrade", DATABASE_URL=url)
+        assert again.returncode == 0
+        created = _cairn(tmp_path, "project", "create", "PG", "--json", DATABASE_URL=url)
+        assert json.loads(created.stdout.strip().splitlines()[-1])["name"] == "PG"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS cairn_cli_test WITH (FORCE)")
