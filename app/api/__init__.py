@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
+
 from flask import Flask
 from flask_smorest import Api
 
 api = Api()
 
+# One line per blueprint module under app/api (each exposes `blp`).
+BLUEPRINTS = [
+    "health",
+    "auth",
+    "users",
+    "events",
+    "pixel",
+    "tracking",
+]
+
 
 def register_api(app: Flask) -> None:
     """Attach the OpenAPI machinery and every blueprint."""
-    from app.api import auth, events, health, pixel, tracking, users
-
     api.init_app(
         app,
         spec_kwargs={
@@ -23,6 +33,8 @@ def register_api(app: Flask) -> None:
             }
         },
     )
-    for module in (health, auth, users, events, pixel, tracking):
-        api.register_blueprint(module.blp)
-    events.register_cors(app)
+    for name in BLUEPRINTS:
+        api.register_blueprint(importlib.import_module(f"app.api.{name}").blp)
+    from app.api.events import register_cors
+
+    register_cors(app)
