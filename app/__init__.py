@@ -31,6 +31,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
+    import workers.actors  # noqa: F401 - declares the actors that deferred jobs name
     from app import errors
     from app.api import register_api
     from app.db import db

@@ -48,6 +48,14 @@ class Settings:
     MAX_PAST_SKEW_SECONDS: int = 5 * 365 * 24 * 3600
     TOKEN_TTL_SECONDS: int = 3600
     ALLOW_PRIVATE_ENDPOINTS: bool = False
+    # Delivery: a `sending` claim older than this is a crashed worker's and is retried.
+    SENDING_LEASE_SECONDS: int = 300
+    # A queued message whose job has not run after this long is enqueued again by the sweeper.
+    REQUEUE_AFTER_SECONDS: int = 60
+    SWEEP_INTERVAL_SECONDS: int = 1
+    # Worker threads inside `cairn serve` when the broker is in-process.
+    EMBEDDED_WORKER_THREADS: int = 4
+    EMBEDDED_SCHEDULER: bool = True
     TESTING: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +11,8 @@ from flask import Flask, g
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+
+_log = logging.getLogger(__name__)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -107,3 +110,32 @@ def insert_ignore(session: Session, model: Any, index_elements: list[str]) -> An
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(model).on_conflict_do_nothing(index_elements=index_elements)
+
+
+def defer(session: Session, actor_name: str, *args: Any) -> None:
+    """Send a job once this session's transaction commits; a rollback drops it.
+
+    Jobs carry ids of committed rows. If the broker is unreachable at commit time, the row is
+    still there and the sweeper enqueues it later, so a send failure is logged, not raised.
+    """
+    session.info.setdefault("deferred", []).append((actor_name, args))
+
+
+@event.listens_for(Session, "after_commit")
+def _send_deferred(session: Session) -> None:
+    jobs = session.info.pop("deferred", None)
+    if not jobs:
+        return
+    import dramatiq
+
+    broker = dramatiq.get_broker()
+    for actor_name, args in jobs:
+        try:
+            broker.get_actor(actor_name).send(*args)
+        except Exception as err:  # broker down: the sweeper re-enqueues from the rows
+            _log.warning("enqueue of %s failed (%s); the sweeper will retry", actor_name, err)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_deferred(session: Session) -> None:
+    session.info.pop("deferred", None)

@@ -274,7 +274,7 @@ class RunResult:
         return self.events / self.seconds if self.seconds else 0.0
 
     def summary(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "clients": self.clients, "seconds": round(self.seconds, 2),
             "requests": self.requests, "events": self.events, "errors": self.errors,
             "events_per_s": round(self.eps, 1),
@@ -485,6 +485,18 @@ def run_copy(url: str, rows: int) -> dict[str, Any]:
             "deleted": deleted}
 
 
+def analyze(url: str) -> None:
+    """ANALYZE the ingestion tables, as autovacuum would (it may be off on a dev server)."""
+    with psycopg.connect(**conn_kwargs(url), autocommit=True) as conn:
+        conn.execute("ANALYZE users")
+        conn.execute("ANALYZE events")
+
+
+def autovacuum_setting(url: str) -> str:
+    with psycopg.connect(**conn_kwargs(url)) as conn:
+        return str(conn.execute("SHOW autovacuum").fetchone()[0])  # type: ignore[index]
+
+
 def count_events(url: str) -> int:
     with psycopg.connect(**conn_kwargs(url)) as conn:
         return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])  # type: ignore[index]
@@ -511,6 +523,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="passed to cairn serve")
     p.add_argument("--threads", type=int, default=None, help="passed to cairn serve")
     p.add_argument("--max-seconds", type=float, default=170.0, help="hard limit of the run")
+    p.add_argument("--no-analyze", action="store_true",
+                   help="do not ANALYZE between phases (autovacuum's job; it may be off)")
     p.add_argument("--json-out", default=None, help="also write the JSON result to this file")
     return p.parse_args(argv)
 
@@ -558,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
             key = server.secret_key
             # Warm every worker's connection pool and code paths (not counted).
             run_batched(server.port, key, make_batches(8, args.batch_size), max(senders), 20)
+            result["autovacuum"] = autovacuum_setting(url)
+            if not args.no_analyze:
+                analyze(url)
             workers = server.worker_pids()
             result["server"] = {"workers": len(workers),
                                 "threads": args.threads or 32, "port": server.port}
@@ -577,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
                 r["complete"] = r["requests"] == args.batches
                 result["batched"].append(r)
                 log("  " + fmt_run(r))
+                if not args.no_analyze:
+                    analyze(url)
 
             copy_rows = max((r["events"] for r in result["batched"]), default=0) or (
                 args.batches * args.batch_size)
@@ -601,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
                 r["achieved"] = r["events_per_s"] >= 0.95 * args.paced_rate
                 result["paced"] = r
                 log("  " + fmt_run(r))
+            result["analyzed_between_phases"] = not args.no_analyze
             result["events_in_table"] = count_events(url)
         finally:
             if server is not None:

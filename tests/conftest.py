@@ -160,3 +160,44 @@ def live_server(app):
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(timeout=10)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
+    """Poll until `predicate()` is truthy (returns it) or fail after a generous deadline."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def workers(app):
+    """In-process Dramatiq worker threads bound to this test's database (no scheduler)."""
+    from workers.broker import broker
+    from workers.embedded import start
+
+    broker.flush_all()
+    embedded = start(app, scheduler=False)
+    yield embedded
+    embedded.stop()
+    broker.flush_all()
+
+
+@pytest.fixture
+def sweeper(app):
+    """Run one sweep against this test's database, as the scheduler would."""
+    from app.db import db
+    from app.models.base import utcnow
+    from workers.sweeper import sweep
+
+    def run():
+        with db.sessionmaker() as session:
+            return sweep(session, utcnow(), dict(app.config))
+
+    return run

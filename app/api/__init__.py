@@ -17,6 +17,11 @@ BLUEPRINTS = [
     "events",
     "pixel",
     "tracking",
+    "templates",
+    "notify",
+    "messages",
+    "inbox",
+    "project",
 ]
 
 

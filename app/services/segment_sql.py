@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
@@ -93,11 +93,11 @@ def _int(value: int) -> ColumnElement[int]:
     return literal_column(str(value), BigInteger)
 
 
-def _any(clauses: list[Clause]) -> Clause:
+def _any(clauses: Sequence[ColumnElement[Any]]) -> Clause:
     return or_(*clauses) if clauses else false()
 
 
-def _all(clauses: list[Clause]) -> Clause:
+def _all(clauses: Sequence[ColumnElement[Any]]) -> Clause:
     return and_(*clauses) if clauses else true()
 
 
@@ -108,95 +108,130 @@ _DATETIME_GLOB = _DATE_GLOB + "[T ][0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
 _OFFSET_GLOB = "[+-][0-9][0-9]:[0-9][0-9]"
 
 
-def _epoch_us(text: ColumnElement[Any], dialect: str) -> ColumnElement[int]:
+def epoch_us_sql(text: ColumnElement[Any], dialect: str, outer: Table) -> ColumnElement[int]:
     """Microseconds since the epoch of a string in the accepted subset, else NULL.
 
     Arithmetic on the digits rather than the database's own date parsing: SQLite's accepts
-    julian day numbers and February 30, PostgreSQL's raises on a bad value and reads a
-    missing offset in the session time zone.
+    julian day numbers and lets February 30 through, PostgreSQL's raises on a bad value and
+    reads a missing offset in the session time zone. `text` may be any value: JSON numbers,
+    booleans, arrays and objects never have the shape of a timestamp. Each step is a derived
+    table of a scalar subquery (correlated to `outer`) so the string is spelled once, not
+    forty times.
     """
-    length = func.length(text)
+    one = _int(1)
 
-    def digits(start: Any, count: int) -> ColumnElement[int]:
-        return sql_cast(func.substr(text, start, count), BigInteger)
+    def at(value: Any, start: int | ColumnElement[int], count: int | ColumnElement[int]) -> Any:
+        # Every integer inline, see _int: substr(text, bigint, ...) does not exist.
+        start = _int(start) if isinstance(start, int) else start
+        count = _int(count) if isinstance(count, int) else count
+        return func.substr(value, start, count)
 
-    is_offset = and_(length >= 25, func.substr(text, length - 5, 1).in_(["+", "-"]))
-    tz_length = case(
-        (func.substr(text, length, 1) == "Z", _int(1)), (is_offset, _int(6)), else_=_int(0)
-    )
-    fraction_length = length - 19 - tz_length  # with its dot
+    raw = select(text.label("s")).correlate(outer).subquery()
+    measured = select(raw.c.s, func.length(raw.c.s).label("n")).subquery()
+    string, length = measured.c.s, measured.c.n
+
+    sign_at = length - _int(5)
+    is_offset = and_(length >= _int(25), at(string, sign_at, one).in_(["+", "-"]))
+    tz_length = case((at(string, length, one) == "Z", one), (is_offset, _int(6)), else_=_int(0))
+    fraction_length = length - _int(19) - tz_length  # with its dot
     if dialect == "postgresql":
-        well_formed: Clause = text.op("~")(f"^{TIMESTAMP_PATTERN}$")
+        well_formed: Clause = string.op("~")(f"^{TIMESTAMP_PATTERN}$")
     else:
         well_formed = or_(
-            text.op("GLOB")(_DATE_GLOB),
+            string.op("GLOB")(_DATE_GLOB),
             and_(
-                func.substr(text, 1, 19).op("GLOB")(_DATETIME_GLOB),
+                at(string, 1, 19).op("GLOB")(_DATETIME_GLOB),
                 or_(
-                    fraction_length == 0,
+                    fraction_length == _int(0),
                     and_(
-                        fraction_length.between(2, 10),
-                        func.substr(text, 20, 1) == ".",
-                        func.substr(text, 21, fraction_length - 1).op("NOT GLOB")("*[^0-9]*"),
+                        fraction_length.between(_int(2), _int(10)),
+                        at(string, 20, 1) == ".",
+                        at(string, 21, fraction_length - one).op("NOT GLOB")("*[^0-9]*"),
                     ),
                 ),
-                or_(tz_length != 6, func.substr(text, length - 5, 6).op("GLOB")(_OFFSET_GLOB)),
+                or_(tz_length != _int(6), at(string, sign_at, 6).op("GLOB")(_OFFSET_GLOB)),
             ),
         )
+    shaped = select(
+        string.label("s"),
+        length.label("n"),
+        _definite(well_formed).label("ok"),
+        case((is_offset, one), else_=_int(0)).label("has_offset"),
+        fraction_length.label("fraction_length"),
+    ).subquery()
 
-    is_date = length == 10
-    year, month, day = digits(1, 4), digits(6, 2), digits(9, 2)
-    hour = case((is_date, _int(0)), else_=digits(12, 2))
-    minute = case((is_date, _int(0)), else_=digits(15, 2))
-    second = case((is_date, _int(0)), else_=digits(18, 2))
-    offset_hours, offset_minutes = digits(length - 4, 2), digits(length - 1, 2)
-    offset = case(
-        (
-            is_offset,
-            (offset_hours * 60 + offset_minutes)
-            * case((func.substr(text, length - 5, 1) == "-", _int(-1)), else_=_int(1)),
+    def digits(start: int | ColumnElement[int], count: int) -> ColumnElement[int]:
+        # Casts only behind CASE: PostgreSQL evaluates a derived column even when unused.
+        return case((shaped.c.ok, sql_cast(at(shaped.c.s, start, count), BigInteger)))
+
+    def time_digits(start: int) -> ColumnElement[int]:
+        return case((shaped.c.n == _int(10), _int(0)), else_=digits(start, 2))
+
+    def offset_digits(back: int) -> ColumnElement[int]:
+        return case((shaped.c.has_offset == one, digits(shaped.c.n - _int(back), 2)), else_=_int(0))
+
+    padded = at(shaped.c.s, 21, shaped.c.fraction_length - one).op("||")(literal("000000"))
+    parts = select(
+        digits(1, 4).label("year"),
+        digits(6, 2).label("month"),
+        digits(9, 2).label("day"),
+        time_digits(12).label("hour"),
+        time_digits(15).label("minute"),
+        time_digits(18).label("second"),
+        offset_digits(4).label("offset_hours"),
+        offset_digits(1).label("offset_minutes"),
+        case((at(shaped.c.s, shaped.c.n - _int(5), one) == "-", _int(-1)), else_=one).label(
+            "offset_sign"
         ),
-        else_=_int(0),
-    )
-    padded = func.substr(text, 21, fraction_length - 1).op("||")(literal("000000"))
-    micro = case(
-        (and_(length > 19, fraction_length > 0), sql_cast(func.substr(padded, 1, 6), BigInteger)),
-        else_=_int(0),
-    )
+        case(
+            (
+                and_(shaped.c.ok, shaped.c.n > _int(19), shaped.c.fraction_length > _int(0)),
+                sql_cast(func.substr(padded, one, _int(6)), BigInteger),
+            ),
+            else_=_int(0),
+        ).label("micro"),
+    ).subquery()
+    year, month, day = parts.c.year, parts.c.month, parts.c.day
+    hour, minute, second = parts.c.hour, parts.c.minute, parts.c.second
+
     leap = or_(
-        and_(year % _int(4) == 0, year % _int(100) != 0),
-        year % _int(400) == 0,
+        and_(year % _int(4) == _int(0), year % _int(100) != _int(0)),
+        year % _int(400) == _int(0),
     )
     month_days = case(
         (month.in_([4, 6, 9, 11]), _int(30)),
-        (month == 2, case((leap, _int(29)), else_=_int(28))),
+        (month == _int(2), case((leap, _int(29)), else_=_int(28))),
         else_=_int(31),
     )
     valid = and_(
-        year >= 1,
-        month.between(1, 12),
-        day >= 1,
+        year >= one,
+        month.between(one, _int(12)),
+        day >= one,
         day <= month_days,
-        hour <= 23,
-        minute <= 59,
-        second <= 59,
-        case((is_offset, and_(offset_hours <= 23, offset_minutes <= 59)), else_=true()),
+        hour <= _int(23),
+        minute <= _int(59),
+        second <= _int(59),
+        parts.c.offset_hours <= _int(23),
+        parts.c.offset_minutes <= _int(59),
     )
     # Days from 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant's days_from_civil,
     # for years >= 0, where the 400-year eras fold into the plain leap-day sums).
-    shifted = year - case((month <= 2, _int(1)), else_=_int(0))
-    day_of_year = (_int(153) * ((month + 9) % _int(12)) + 2) // _int(5) + day - 1
+    shifted = year - case((month <= _int(2), one), else_=_int(0))
+    day_of_year = (_int(153) * ((month + _int(9)) % _int(12)) + _int(2)) // _int(5) + day - one
     days = (
-        shifted * 365
+        shifted * _int(365)
         + shifted // _int(4)
         - shifted // _int(100)
         + shifted // _int(400)
         + day_of_year
-        - 719_468
+        - _int(719_468)
     )
-    seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset * 60
-    micros = seconds * 1_000_000 + micro
-    return case((well_formed, case((valid, micros)))).label(None)  # type: ignore[return-value]
+    offset = (parts.c.offset_hours * _int(60) + parts.c.offset_minutes) * parts.c.offset_sign
+    seconds = (
+        days * _int(86_400) + hour * _int(3600) + minute * _int(60) + second - offset * _int(60)
+    )
+    micros = seconds * _int(1_000_000) + parts.c.micro
+    return select(case((valid, micros))).select_from(parts).scalar_subquery()
 
 
 # --- fields: where an attribute leaf reads its value --------------------------------------
@@ -280,14 +315,15 @@ def _substring(text: ColumnElement[Any], value: str, dialect: str) -> Clause:
 
 
 def _prefix(text: ColumnElement[Any], value: str) -> Clause:
-    # substr/length count characters on both databases, as Python's startswith does.
-    return func.substr(text, 1, func.length(literal(value))) == value
+    # substr counts characters (code points) on both databases, as Python's len does.
+    return func.substr(text, _int(1), _int(len(value))) == value
 
 
 class _PostgresJson(_Field):
     """A key of a JSONB column: containment (`@>`) for equality, so a GIN index serves it."""
 
-    def __init__(self, column: ColumnElement[Any], key: str) -> None:
+    def __init__(self, column: ColumnElement[Any], key: str, outer: Table) -> None:
+        self.outer = outer
         self.document = type_coerce(column, JSONB)
         self.key = key
         self.element = self.document[key]
@@ -323,8 +359,8 @@ class _PostgresJson(_Field):
         return self.guarded("number", test(sql_cast(self.text, Numeric())))
 
     def moment_between(self, low_us: int, high_us: int) -> Clause:
-        string = case((self.type == "string", self.text))
-        return _definite(_epoch_us(string, "postgresql").between(low_us, high_us))
+        micros = epoch_us_sql(self.text, "postgresql", self.outer)
+        return _definite(micros.between(low_us, high_us))
 
 
 class _SqliteJson(_Field):
@@ -332,7 +368,8 @@ class _SqliteJson(_Field):
 
     NUMBER_TYPES = ("integer", "real")
 
-    def __init__(self, column: ColumnElement[Any], key: str) -> None:
+    def __init__(self, column: ColumnElement[Any], key: str, outer: Table) -> None:
+        self.outer = outer
         self.column = column
         self.path = f'$."{key}"'  # names never hold '"' (filters.ATTRIBUTE_NAME)
         self.value = func.json_extract(column, self.path)
@@ -349,12 +386,13 @@ class _SqliteJson(_Field):
         in_array = exists(
             select(literal(1))
             .select_from(elements)
-            .where(_sqlite_equals(elements.c.type, elements.c.value, value))
+            .where(elements.c.value == value)
         )
         branches = [case((self.type == "array", in_array), else_=false())]
         if isinstance(value, str):
-            branches.append(case((self.type == "text", func.instr(self.value, value) > 0),
-                                 else_=false()))
+            branches.append(
+                case((self.type == "text", func.instr(self.value, value) > 0), else_=false())
+            )
         return _any(branches)
 
     def starts_with(self, value: str) -> Clause:
@@ -364,8 +402,8 @@ class _SqliteJson(_Field):
         return case((self.type.in_(self.NUMBER_TYPES), test(self.value)), else_=false())
 
     def moment_between(self, low_us: int, high_us: int) -> Clause:
-        string = case((self.type == "text", self.value))
-        return _definite(_epoch_us(string, "sqlite").between(low_us, high_us))
+        micros = epoch_us_sql(self.value, "sqlite", self.outer)
+        return _definite(micros.between(low_us, high_us))
 
 
 def _sqlite_equals(json_type: Any, value: Any, expected: Scalar) -> Clause:
@@ -441,7 +479,7 @@ _SQL_OPS: dict[str, Callable[[_Field, Any, datetime], Clause]] = {
     "in": lambda field, value, _now: _membership(field, value),
     "nin": lambda field, value, _now: and_(field.present(), not_(_membership(field, value))),
     "textEq": lambda field, value, _now: field.text_equals(value),
-    "textIn": lambda field, value, _now: _any([field.text_equals(v) for v in _values(value)]),
+    "textIn": lambda field, value, _now: _any([field.text_equals(str(v)) for v in _values(value)]),
     "contains": lambda field, value, _now: field.contains(_scalar(value)),
     "startsWith": lambda field, value, _now: field.starts_with(value),
     "gt": _compare(operator.gt),
@@ -496,10 +534,10 @@ class _Compiler:
     def compile(self, cond: Condition, fields: Callable[[str], _Field]) -> Clause:
         return self.handlers[type(cond)](cond, fields)
 
-    def json_field(self, column: ColumnElement[Any], key: str) -> _Field:
+    def json_field(self, table: Table, column: str, key: str) -> _Field:
         if self.dialect == "postgresql":
-            return _PostgresJson(column, key)
-        return _SqliteJson(column, key)
+            return _PostgresJson(table.c[column], key, table)
+        return _SqliteJson(table.c[column], key, table)
 
     def profile_field(self, name: str) -> _Field:
         if name in STRING_FIELDS:
@@ -507,10 +545,10 @@ class _Compiler:
             return _StringColumn(users.c[USER_COLUMNS.get(column, column)], self.dialect)
         if name in TIMESTAMP_FIELDS:
             return _TimestampColumn(users.c[TIMESTAMP_FIELDS[name]])
-        return self.json_field(users.c.attributes, name)
+        return self.json_field(users, "attributes", name)
 
     def property_field(self, name: str) -> _Field:
-        return self.json_field(events.c.properties, name)
+        return self.json_field(events, "properties", name)
 
     def attribute(self, cond: AttributeCondition, fields: Callable[[str], _Field]) -> Clause:
         return _SQL_OPS[cond.op](fields(cond.attr), cond.value, self.now)
@@ -532,8 +570,13 @@ class _Compiler:
         if cond.count == (("gte", 1),):
             return exists(select(literal(1)).select_from(events).where(*where))
         count = select(func.count()).select_from(events).where(*where).scalar_subquery()
-        tests = {"eq": operator.eq, "gt": operator.gt, "gte": operator.ge,
-                 "lt": operator.lt, "lte": operator.le}
+        tests = {
+            "eq": operator.eq,
+            "gt": operator.gt,
+            "gte": operator.ge,
+            "lt": operator.lt,
+            "lte": operator.le,
+        }
         return _all([tests[op](count, n) for op, n in cond.count])
 
     def audience(self, cond: AudienceCondition, _fields: Callable[[str], _Field]) -> Clause:

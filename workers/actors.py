@@ -1,0 +1,33 @@
+"""Every Dramatiq actor, in one module that `dramatiq workers.actors` loads.
+
+The broker is configured (workers.broker) before any actor is declared. Actors take ids and are
+idempotent: a redelivered job finds its rows already claimed and does nothing twice.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from workers import runtime
+from workers.broker import broker  # noqa: F401 - must be set before the actors below
+from workers.delivery import deliver_batch
+from workers.fanout import fan_out
+from workers.middleware import job_session
+
+# Dramatiq's defaults are 20 retries over 7 days and a 10-minute limit; ours are explicit.
+# Per-message provider retries live in the database (not_before), so these only cover
+# infrastructure failures (database or broker hiccups), where a quick retry is right.
+JOB_OPTIONS = {"max_retries": 10, "min_backoff": 500, "max_backoff": 30_000,
+               "time_limit": 300_000}
+
+
+@dramatiq.actor(queue_name="deliver", **JOB_OPTIONS)
+def deliver_messages(message_ids: list[int]) -> None:
+    """Deliver a batch of queued messages."""
+    deliver_batch(job_session(), message_ids, runtime.settings())
+
+
+@dramatiq.actor(queue_name="fanout", **JOB_OPTIONS)
+def fan_out_send(send_id: int) -> None:
+    """Create the message rows of a segment or broadcast send, chunk by chunk."""
+    fan_out(job_session(), send_id)

@@ -1,0 +1,154 @@
+"""APScheduler with a persistent job store, run by exactly one process at a time.
+
+The holder of a lock (a PostgreSQL advisory lock on a dedicated connection, or a file lock
+beside the SQLite database) runs the scheduler; others wait on standby and take over when the
+holder dies (its connection closes, so PostgreSQL releases the lock; the OS releases the file).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine, text
+
+from app.models.base import utcnow
+from workers import runtime
+
+log = logging.getLogger(__name__)
+ADVISORY_KEY = 0x6361_6972_6E00  # "cairn"
+
+
+class SchedulerLock:
+    """Non-blocking, process-wide lock deciding which scheduler is active."""
+
+    def __init__(self, engine: Engine, instance_dir: str) -> None:
+        self.engine = engine
+        self.instance_dir = instance_dir
+        self._conn: Any = None
+        self._file: Any = None
+
+    def acquire(self) -> bool:
+        """Try once; True if this process now holds the lock."""
+        if self.engine.dialect.name == "postgresql":
+            conn = self.engine.connect()
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+            conn.commit()
+            if got:
+                self._conn = conn
+                return True
+            conn.close()
+            return False
+        from filelock import FileLock, Timeout
+
+        path = Path(self.engine.url.database or self.instance_dir).with_suffix(".scheduler.lock")
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        self._file = lock
+        return True
+
+    def still_held(self) -> bool:
+        """False once the PostgreSQL session holding the lock is gone."""
+        if self._conn is None:
+            return self._file is not None
+        try:
+            self._conn.execute(text("SELECT 1"))
+            self._conn.commit()
+            return True
+        except Exception:
+            return False
+
+    def release(self) -> None:
+        """Give the lock up."""
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+                self._conn.commit()
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+        if self._file is not None:
+            self._file.release()
+            self._file = None
+
+
+def sweep_job() -> None:
+    """The sweeper, as a persistent job (referenced by its textual path)."""
+    from workers.sweeper import sweep
+
+    with runtime.sessionmaker()() as session:
+        sweep(session, utcnow(), runtime.settings())
+
+
+class SchedulerService:
+    """Standby loop: acquire the lock, run the scheduler while held, step down when lost."""
+
+    def __init__(self, engine: Engine, settings: dict[str, Any]) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.lock = SchedulerLock(engine, settings.get("INSTANCE_DIR", "."))
+        self.scheduler: BackgroundScheduler | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.active = threading.Event()
+
+    def start(self) -> None:
+        """Run the standby loop in a daemon thread."""
+        self._thread = threading.Thread(target=self.run, name="cairn-scheduler", daemon=True)
+        self._thread.start()
+
+    def run(self) -> None:
+        """Block until stopped: wait for the lock, then schedule."""
+        while not self._stop.is_set():
+            if self.scheduler is None:
+                if self.lock.acquire():
+                    self._start_scheduler()
+            elif not self.lock.still_held():
+                log.warning("scheduler lock lost; stepping down to standby")
+                self._stop_scheduler()
+            self._stop.wait(2)
+        self._stop_scheduler()
+
+    def _start_scheduler(self) -> None:
+        store = SQLAlchemyJobStore(engine=self.engine, tablename="apscheduler_jobs")
+        scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
+        scheduler.start()
+        scheduler.add_job(
+            "workers.scheduler:sweep_job",
+            "interval",
+            seconds=self.settings.get("SWEEP_INTERVAL_SECONDS", 1),
+            id="sweeper",
+            replace_existing=True,
+            coalesce=True,  # after downtime, run once, not once per missed second
+            max_instances=1,
+            misfire_grace_time=30,
+        )
+        self.scheduler = scheduler
+        self.active.set()
+        log.info("scheduler active (this process holds the lock)")
+
+    def _stop_scheduler(self) -> None:
+        if self.scheduler is not None:
+            try:
+                self.scheduler.shutdown(wait=False)
+            except Exception:
+                pass
+            self.scheduler = None
+        self.active.clear()
+        self.lock.release()
+
+    def stop(self) -> None:
+        """Stop scheduling and release the lock."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        else:
+            self._stop_scheduler()
