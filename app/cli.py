@@ -164,6 +164,46 @@ def ensure_default_project() -> dict[str, Any] | None:
         return project_credentials(project, sk, pk)
 
 
+@cli.command("worker")
+@click.option("--processes", type=int, default=None, help="default: CPUs")
+@click.option("--threads", type=int, default=8, show_default=True)
+def worker(processes: int | None, threads: int) -> None:
+    """Run Dramatiq worker processes for BROKER_URL (Redis or RabbitMQ)."""
+    if not os.environ.get("BROKER_URL"):
+        click.echo("BROKER_URL is not set: `cairn serve` runs workers in-process.", err=True)
+        sys.exit(2)
+    args = [sys.executable, "-m", "dramatiq", "workers.actors", "--threads", str(threads),
+            "--processes", str(processes or os.cpu_count() or 1)]
+    os.execv(sys.executable, args)
+
+
+@cli.command("scheduler")
+@with_appcontext
+def scheduler() -> None:
+    """Run the scheduler (standby until it holds the lock); stop with Ctrl-C."""
+    import signal
+    import threading
+
+    from workers import runtime
+    from workers.scheduler import SchedulerService
+
+    import workers.actors  # noqa: F401
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    assert db.engine is not None
+    runtime.configure(engine=db.engine, settings=dict(app.config))
+    service = SchedulerService(db.engine, dict(app.config))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    service.start()
+    click.echo("scheduler started (standby until it holds the lock)")
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    service.stop()
+
+
 @cli.command("serve")
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", type=int, default=None, help="default: $PORT or 8000")

@@ -39,5 +39,27 @@ def run_server(app: Flask, *, host: str, port: int, workers: int, threads: int) 
             "accesslog": None,
             "errorlog": "-",
             "loglevel": "warning",
+            # Each server process runs its own worker threads (in-process broker) and a
+            # scheduler on standby; the scheduler lock lets exactly one of them schedule.
+            "post_worker_init": lambda _worker: _start_embedded(app),
+            "worker_exit": lambda _server, _worker: _stop_embedded(),
         },
     ).run()
+
+
+_embedded: list[Any] = []
+
+
+def _start_embedded(app: Flask) -> None:
+    from app.db import db
+    from workers.embedded import start
+
+    # Connections inherited across fork must not be shared with the parent.
+    assert db.engine is not None
+    db.engine.dispose(close=False)
+    _embedded.append(start(app))
+
+
+def _stop_embedded() -> None:
+    while _embedded:
+        _embedded.pop().stop()

@@ -334,7 +334,7 @@ class _PostgresJson(_Field):
         return case((self.type == json_type, test), else_=false())
 
     def present(self) -> Clause:
-        return _definite(self.type != "null")
+        return self.type.is_not(None)
 
     def equals(self, value: Scalar) -> Clause:
         # Scalars inside an object contain only equal scalars (never arrays), and numbers
@@ -376,7 +376,7 @@ class _SqliteJson(_Field):
         self.type = func.json_type(column, self.path)
 
     def present(self) -> Clause:
-        return _definite(self.type != "null")
+        return self.type.is_not(None)
 
     def equals(self, value: Scalar) -> Clause:
         return _sqlite_equals(self.type, self.value, value)
@@ -386,7 +386,7 @@ class _SqliteJson(_Field):
         in_array = exists(
             select(literal(1))
             .select_from(elements)
-            .where(elements.c.value == value)
+            .where(_sqlite_equals(elements.c.type, elements.c.value, value))
         )
         branches = [case((self.type == "array", in_array), else_=false())]
         if isinstance(value, str):

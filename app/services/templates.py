@@ -98,6 +98,9 @@ def _check_object(value: Any, path: str, errors: dict[str, list[str]], depth: in
         _check_source(value, path, False, errors)
     elif isinstance(value, Mapping):
         for key, item in value.items():
+            if "\x00" in key:
+                errors[f"{path}.{key}"] = ["contains NUL"]
+                continue
             _check_object(item, f"{path}.{key}", errors, depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
