@@ -157,6 +157,65 @@ class Server:
         return sorted(out)
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy() -> float:
+    """CPU seconds all CPUs have spent busy since boot (from /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / CLK_TCK
+
+
+class CpuMeter:
+    """Cores used during a phase by the server, its PostgreSQL backends and everything else."""
+
+    def __init__(self, server: Server, url: str) -> None:
+        self.server = server
+        self.url = url
+
+    def _backends(self) -> list[int]:
+        with psycopg.connect(**conn_kwargs(self.url), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()").fetchall()
+        return [r[0] for r in rows]
+
+    def _snap(self) -> dict[str, Any]:
+        server_pids = [self.server.proc.pid, *self.server.worker_pids()]
+        pg = self._backends()
+        return {"t": time.monotonic(), "machine": machine_busy(),
+                "server": {p: proc_cpu(p) for p in server_pids},
+                "pg": {p: proc_cpu(p) for p in pg}}
+
+    def start(self) -> None:
+        self.begin = self._snap()
+
+    def stop(self, client_cpu: float) -> dict[str, float]:
+        """Cores used on average since start(): server, postgres, bench client, others."""
+        end = self._snap()
+        wall = end["t"] - self.begin["t"]
+
+        def used(kind: str) -> float:
+            before = self.begin[kind]
+            return float(sum(v - before.get(p, 0.0) for p, v in end[kind].items()))
+
+        server, pg = used("server"), used("pg")
+        machine = end["machine"] - self.begin["machine"]
+        return {k: round(v / wall, 2) for k, v in {
+            "server": server, "postgres": pg, "client": client_cpu,
+            "other": max(0.0, machine - server - pg - client_cpu), "machine": machine}.items()}
+
+
 def start_server(url: str, instance_dir: str, workers: int | None, threads: int | None,
                  timeout: float) -> Server:
     cairn = Path(sys.executable).parent / "cairn"
@@ -534,9 +593,14 @@ def goal(ok: bool) -> str:
 
 
 def fmt_run(r: dict[str, Any]) -> str:
-    return (f"{r['events_per_s']:>10,.0f} events/s  p50 {r['p50_ms']:7.2f} ms  "
-            f"p99 {r['p99_ms']:7.2f} ms  ({r['clients']} clients, {r['requests']} req, "
-            f"{r['errors']} errors, client cpu {r['client_cpu_share']:.2f} core)")
+    line = (f"{r['events_per_s']:>9,.0f} events/s  p50 {r['p50_ms']:7.1f} ms  "
+            f"p99 {r['p99_ms']:7.1f} ms  ({r['clients']} clients, {r['requests']} req, "
+            f"{r['errors']} errors)")
+    cpu = r.get("cpu_cores")
+    if cpu:
+        line += (f"\n{'':8}cores used: server {cpu['server']:.2f}, postgres {cpu['postgres']:.2f}"
+                 f", bench client {cpu['client']:.2f}, other processes {cpu['other']:.2f}")
+    return line
 
 
 @contextlib.contextmanager
@@ -562,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     deadline = Deadline(args.max_seconds)
     senders = [int(s) for s in str(args.senders).split(",") if s.strip()]
     result: dict[str, Any] = {"bench": "ingest", "database": make_url(url).database,
-                              "cpus": os.cpu_count(), "batch_size": args.batch_size}
+                              "cpus": os.cpu_count(), "batch_size": args.batch_size,
+                              "loadavg_1m_at_start": os.getloadavg()[0]}
     instance_dir = tempfile.mkdtemp(prefix="cairn-bench-")
     server: Server | None = None
     with alarm(args.max_seconds):
@@ -581,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"server up on {HOST}:{server.port}: {len(workers)} gunicorn workers "
                 f"x {args.threads or 32} threads (pids {workers})")
 
+            meter = CpuMeter(server, url)
             result["batched"] = []
             for n in senders:
                 budget = deadline.budget(35, reserve=60)
@@ -590,7 +656,10 @@ def main(argv: list[str] | None = None) -> int:
                 bodies = make_batches(args.batches, args.batch_size)
                 log(f"batched: {args.batches} x {args.batch_size} events, {n} senders "
                     f"(at most {budget:.0f} s)")
-                r = run_batched(server.port, key, bodies, n, budget).summary()
+                meter.start()
+                run = run_batched(server.port, key, bodies, n, budget)
+                r = run.summary()
+                r["cpu_cores"] = meter.stop(run.client_cpu)
                 r["complete"] = r["requests"] == args.batches
                 result["batched"].append(r)
                 log("  " + fmt_run(r))
@@ -607,16 +676,22 @@ def main(argv: list[str] | None = None) -> int:
             if budget >= 3:
                 log(f"single: /v1/track, {args.single_procs}x{args.single_threads} keep-alive "
                     f"clients, {budget:.0f} s")
-                r = run_single(server.port, key, args.single_procs, args.single_threads,
-                               budget, None).summary()
+                meter.start()
+                run = run_single(server.port, key, args.single_procs, args.single_threads,
+                                 budget, None)
+                r = run.summary()
+                r["cpu_cores"] = meter.stop(run.client_cpu)
                 result["single"] = r
                 log("  " + fmt_run(r))
             budget = deadline.budget(args.paced_seconds, reserve=12)
             if args.paced_rate and budget >= 3:
                 log(f"paced: /v1/track at {args.paced_rate:.0f}/s, "
                     f"{args.single_procs}x{args.paced_threads} clients, {budget:.0f} s")
-                r = run_single(server.port, key, args.single_procs, args.paced_threads,
-                               budget, args.paced_rate).summary()
+                meter.start()
+                run = run_single(server.port, key, args.single_procs, args.paced_threads,
+                                 budget, args.paced_rate)
+                r = run.summary()
+                r["cpu_cores"] = meter.stop(run.client_cpu)
                 r["achieved"] = r["events_per_s"] >= 0.95 * args.paced_rate
                 result["paced"] = r
                 log("  " + fmt_run(r))
@@ -652,6 +727,11 @@ def report(result: dict[str, Any]) -> None:
     print(f"INGEST BENCH SUMMARY  ({result.get('cpus')} CPUs, server: {srv.get('workers')} "
           f"gunicorn gthread workers x {srv.get('threads')} threads)")
     print("-" * 78)
+    runs = [*result.get("batched", []), single, paced]
+    other = max((r.get("cpu_cores", {}).get("other", 0.0) for r in runs if r), default=0.0)
+    if other > 0.3:
+        print(f"WARNING: other processes on this machine used up to {other:.2f} cores during the "
+              "run; the figures are pessimistic.")
     print(f"COPY baseline (psycopg COPY FROM STDIN): {copy_rps:>10,.0f} rows/s")
     for r in result.get("batched", []):
         print(f"batched /v1/events x{r['clients']} senders:  {fmt_run(r)}")
