@@ -90,6 +90,11 @@ class RenderedContent:
     language_used: str
     fields: dict[str, Any]
 
+    @property
+    def language(self) -> str:
+        """Alias of `language_used`."""
+        return self.language_used
+
 
 class RenderError(Exception):
     """A template could not be rendered; `reason` says why, `field` and `line` say where."""
@@ -284,7 +289,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
         def checked(*args: Any, **kwargs: Any) -> str:
             _check_brace_format(fmt)
-            return _sized(wrapped(*args, **kwargs))
+            result: str = _sized(wrapped(*args, **kwargs))
+            return result
 
         return checked
 
@@ -303,7 +309,8 @@ def _counted(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _default_filter(name: str) -> Callable[..., Any]:
     from jinja2.filters import FILTERS
 
-    return FILTERS[name]
+    found: Callable[..., Any] = FILTERS[name]
+    return found
 
 
 _CENTER = _default_filter("center")
@@ -315,19 +322,19 @@ _REPLACE = _default_filter("replace")
 _JOIN = _default_filter("join")
 
 
-def _checked_center(value: Any, width: int = 80) -> str:
+def _checked_center(value: Any, width: int = 80) -> Any:
     _check_width(width, "center")
     return _CENTER(value, width)
 
 
-def _checked_indent(value: Any, width: int | str = 4, *args: Any, **kwargs: Any) -> str:
+def _checked_indent(value: Any, width: int | str = 4, *args: Any, **kwargs: Any) -> Any:
     _check_width(width, "indent")
     if isinstance(width, str):
         _check_size(len(width) * (str(value).count("\n") + 1), "indent")
     return _INDENT(value, width, *args, **kwargs)
 
 
-def _checked_format(value: Any, *args: Any, **kwargs: Any) -> str:
+def _checked_format(value: Any, *args: Any, **kwargs: Any) -> Any:
     _check_percent_format(str(value))
     return _FORMAT(value, *args, **kwargs)
 
@@ -344,13 +351,13 @@ def _checked_slice(eval_ctx: Any, value: Any, slices: int, fill_with: Any = None
 
 
 @functools.wraps(_REPLACE)
-def _checked_replace(eval_ctx: Any, s: Any, old: Any, new: Any, count: int | None = None) -> str:
+def _checked_replace(eval_ctx: Any, s: Any, old: Any, new: Any, count: int | None = None) -> Any:
     _check_replace(str(s), str(old), str(new))
     return _REPLACE(eval_ctx, s, old, new, count)
 
 
 @functools.wraps(_JOIN)
-def _checked_join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+def _checked_join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
     if attribute is None:
         value = list(value) if not isinstance(value, list | tuple) else value
         _check_join(d, value)

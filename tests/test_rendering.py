@@ -64,6 +64,7 @@ def test_language_fallback_chain():
     assert pick("fr") == "en"
     assert pick(None) == "en"
     assert pick("fr", default="ja") == "de"  # first available, sorted
+    assert render(channels, "sms", "pt-BR", "en", {}).language == "pt"
     assert language_chain(["pt-BR", "en"], "pt-BR", "en") == "pt-BR"
     assert language_chain(["pt-BR", "en"], "pt", "en") == "pt-BR"
 

@@ -30,7 +30,7 @@ from app.realtime import get_hub, stream_key
 from journeys.quiet_hours import parse_hhmm, quiet_until
 from workers.channels import Delivery, ProviderContext, Retry, SendResult, get_provider
 from workers.channels import provider_for
-from workers.content import ContentError, build_content
+from workers.content import ContentBuilder, ContentError
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,12 @@ def deliver_batch(session: Session, message_ids: Sequence[int], settings: dict[s
         publish=to_publish.append,
         settings=settings,
     )
+    builder = ContentBuilder(session, sends)
     outcomes: dict[int, Outcome] = {}
     for message in messages:
         try:
             outcome = _deliver_one(message, users, sends, projects, suppressed, recent, ctx,
-                                   settings, now)
+                                   settings, now, builder)
         except Exception as err:  # a bug in one message must not sink the batch
             log.exception("delivery of message %s crashed", message.id)
             outcome = Outcome("failed", f"internal error: {type(err).__name__}")
@@ -187,6 +188,7 @@ def _deliver_one(
     ctx: ProviderContext,
     settings: dict[str, Any],
     now: datetime,
+    builder: ContentBuilder,
 ) -> Outcome:
     project = projects[message.project_id]
     user = users.get(message.user_id) if message.user_id is not None else None
@@ -214,7 +216,7 @@ def _deliver_one(
     if provider_name is None:
         return Outcome("failed", f"no provider configured for channel {message.channel}")
     try:
-        content = build_content(message, send, user, project)
+        content = builder.build(message, send, user)
     except ContentError as err:
         return Outcome("failed", f"render error: {err}")
     delivery = Delivery(

@@ -13,10 +13,9 @@ from sqlalchemy import delete, select
 
 from app.api.bodies import read_json_body
 from app.api.guard import SECRET, current_project_id, require_key
-from app.api.notify import parse_options
 from app.api.pagination import page_args, paginate
 from app.db import db, insert_ignore
-from app.errors import BadRequest, InvalidInput, NotFound, TooLarge
+from app.errors import BadRequest, Conflict, InvalidInput, NotFound, TooLarge
 from app.models import Project
 from app.models.base import utcnow
 from app.models.message import CHANNELS, STATUSES, Message, MessageStatusChange, SandboxMessage
@@ -40,7 +39,6 @@ class MessageSchema(Schema):
     reason = fields.Str(allow_none=True)
     attempts = fields.Int()
     provider = fields.Str(allow_none=True)
-    clientId = fields.Str(attribute="client_id", allow_none=True)
     incrementId = fields.Str(attribute="increment_id", allow_none=True)
     incrementCount = fields.Int(attribute="increment_count")
     content = fields.Dict(attribute="rendered", allow_none=True)
@@ -115,9 +113,53 @@ def _time_arg(name: str) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+class TemplateMessageSchema(Schema):
+    """One template message (the body may be an array of up to 50)."""
+
+    template = fields.Raw(required=True, metadata={"description": "template id or name"})
+    userId = fields.Str(required=True)
+    data = fields.Dict()
+    id = fields.Str(metadata={"description": "client id; sent again answers id/exists"})
+    incrementId = fields.Str(metadata={"description": "stack similar messages in a window"})
+    userEmail = fields.Str()
+    userPhone = fields.Str()
+    userLanguage = fields.Str()
+    userTimezone = fields.Str()
+    overrides = fields.Dict(metadata={"description": "per channel field overrides"})
+    channels = fields.List(fields.Str())
+    ttlSeconds = fields.Int()
+    transactional = fields.Bool()
+
+
+MAX_TEMPLATE_MESSAGES = 50
+
+
 @blp.route("/messages")
 class Messages(MethodView):
-    """The message log."""
+    """The message log, and template messages."""
+
+    @require_key(SECRET)
+    @blp.doc(requestBody={"content": {"application/json": {"schema": TemplateMessageSchema}}})
+    def post(self):
+        """Send template messages: per item `{ok, id, error?, emailError?, smsError?}`."""
+        from app.api.bodies import as_batch
+        from app.api.project import project_view
+
+        items, is_batch = as_batch(read_json_body(), limit=MAX_TEMPLATE_MESSAGES)
+        project = db.session.get(Project, current_project_id())
+        window = project_view(project)["settings"]["stackWindowSeconds"]
+        results = messages_service.send_template_messages(
+            db.session, project=project, items=items, stack_window=window)
+        db.session.commit()
+        answers = [r.as_json() for r in results]
+        if not is_batch:
+            only = results[0]
+            if only.error == "id/exists":
+                raise Conflict("id/exists", {"id": ["id/exists"]})
+            if not only.ok:
+                raise InvalidInput(f"Invalid message: {only.error}", only.errors or {})
+            return answers[0], 200
+        return {"data": answers}, 200
 
     @require_key(SECRET)
     @blp.response(200, MessageListSchema)
@@ -192,7 +234,7 @@ class RawSms(MethodView):
             raise InvalidInput("recipients is required", {"recipients": ["a non-empty list"]})
         if len(recipients) > current_app.config["MAX_BATCH"]:
             raise TooLarge("too many recipients", {"recipients": ["at most 1000"]})
-        _, ttl, transactional = parse_options({**body, "channels": ["sms"]})
+        _, ttl, transactional = messages_service.parse_send_options({**body, "channels": ["sms"]})
         project = db.session.get(Project, current_project_id())
         errors: dict[str, Any] = {}
         numbers: list[str] = []

@@ -17,7 +17,6 @@ from app.services import messages as messages_service
 
 blp = Blueprint("notify", __name__, url_prefix="/v1/notify", description="Direct sends")
 
-MAX_TTL = 28 * 24 * 3600
 MAX_USERS = 1000
 TARGETS = ("userId", "userIds", "segment", "broadcast")
 
@@ -73,19 +72,6 @@ def parse_content(body: dict[str, Any]) -> dict[str, Any]:
     return content
 
 
-def parse_options(body: dict[str, Any]) -> tuple[list[str], int | None, bool]:
-    """channels, ttlSeconds and transactional."""
-    channels = messages_service.validate_channels(body.get("channels"))
-    ttl = body.get("ttlSeconds")
-    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)
-                            or not 1 <= ttl <= MAX_TTL):
-        raise InvalidInput("ttlSeconds out of range", {"ttlSeconds": [f"1-{MAX_TTL}"]})
-    transactional = body.get("transactional", False)
-    if not isinstance(transactional, bool):
-        raise InvalidInput("transactional must be a boolean", {"transactional": ["boolean"]})
-    return channels, ttl, transactional
-
-
 def _notify(body: Any, *, require_segment: bool = False) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("Expected a JSON object", {"body": ["wrong type"]})
@@ -100,7 +86,7 @@ def _notify(body: Any, *, require_segment: bool = False) -> dict[str, Any]:
     if unknown:
         raise InvalidInput("unknown fields", {k: ["unknown field"] for k in sorted(unknown)})
     content = parse_content(body)
-    channels, ttl, transactional = parse_options(body)
+    channels, ttl, transactional = messages_service.parse_send_options(body)
     project = db.session.get(Project, current_project_id())
     target_name = given[0]
     session = db.session

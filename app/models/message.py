@@ -34,10 +34,13 @@ class Send(Base):
     """A send request (notify, messages, sms, campaign run): content and targeting, once."""
 
     __tablename__ = "sends"
+    # A client message id (`POST /v1/messages` `id`) is applied once per project: `id/exists`.
+    __table_args__ = (UniqueConstraint("project_id", "client_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(20))  # notify, messages, sms, campaign
+    kind: Mapped[str] = mapped_column(String(20))  # notify, message, sms, campaign
+    client_id: Mapped[str | None] = mapped_column(String(255), default=None)
     campaign_id: Mapped[int | None] = mapped_column(BigId, default=None)
     template_id: Mapped[int | None] = mapped_column(BigId, default=None)
     # Targeting for fan-out: {"segment": <tree>} or {"broadcast": true}; None for direct sends.
@@ -64,8 +67,6 @@ class Message(Base):
     __table_args__ = (
         # The same send or campaign never reaches the same address twice on a channel.
         UniqueConstraint("project_id", "dedup_key", "channel", "address"),
-        # A client message id is applied once per project (`id/exists`).
-        UniqueConstraint("project_id", "client_id"),
         Index("ix_messages_due", "status", "not_before",
               postgresql_where=text("status = 'queued'"),
               sqlite_where=text("status = 'queued'")),
@@ -87,7 +88,6 @@ class Message(Base):
     # Email address, E.164 number, push subscription id, or `user:<id>` for in-app.
     address: Mapped[str] = mapped_column(String(2048))
     dedup_key: Mapped[str | None] = mapped_column(String(100), default=None)
-    client_id: Mapped[str | None] = mapped_column(String(255), default=None)
     increment_id: Mapped[str | None] = mapped_column(String(255), default=None)
     increment_count: Mapped[int] = mapped_column(default=1)
     # The earlier message of the same increment group this one replaces on the device.

@@ -60,7 +60,7 @@ def message_row(send: Send, *, channel: str, address: str, user_id: int | None,
         "transactional": send.transactional, "status": "queued",
         "expires_at": now + timedelta(seconds=send.ttl_seconds) if send.ttl_seconds else None,
         "created_at": now, "updated_at": now, "enqueued_at": now, "attempts": 0,
-        "increment_count": 1, "client_id": None, "increment_id": None, "content": None,
+        "increment_count": 1, "increment_id": None, "content": None,
         "overrides": None,
     }
     row.update(extra)
@@ -136,6 +136,22 @@ def validate_channels(raw: Any) -> list[str]:
     return list(dict.fromkeys(raw))
 
 
+MAX_TTL = 28 * 24 * 3600
+
+
+def parse_send_options(body: dict[str, Any]) -> tuple[list[str], int | None, bool]:
+    """channels, ttlSeconds and transactional of a send request, validated."""
+    channels = validate_channels(body.get("channels"))
+    ttl = body.get("ttlSeconds")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)
+                            or not 1 <= ttl <= MAX_TTL):
+        raise InvalidInput("ttlSeconds out of range", {"ttlSeconds": [f"1-{MAX_TTL}"]})
+    transactional = body.get("transactional", False)
+    if not isinstance(transactional, bool):
+        raise InvalidInput("transactional must be a boolean", {"transactional": ["boolean"]})
+    return channels, ttl, transactional
+
+
 def message_log_query(project_id: int, *, after_id: int | None, filters: dict[str, Any]
                       ) -> Select[tuple[Message]]:
     """Messages of a project, newest last, filtered by user, send, channel, status and time."""
@@ -153,3 +169,182 @@ def message_log_query(project_id: int, *, after_id: int | None, filters: dict[st
     if filters.get("until") is not None:
         stmt = stmt.where(Message.created_at < filters["until"])
     return stmt
+
+
+# --- POST /v1/messages: one template message per item, fanned into the template's channels ---
+
+USER_FILL = {"userEmail": "email", "userPhone": "phone", "userLanguage": "language",
+             "userTimezone": "timezone"}
+MESSAGE_FIELDS = {"template", "userId", "data", "id", "incrementId", "overrides", "channels",
+                  "ttlSeconds", "transactional", *USER_FILL}
+UNREACHABLE = {"email": "no email address on the profile",
+               "sms": "no phone number on the profile",
+               "push": "no push provider configured yet"}
+
+
+@dataclass
+class MessageResult:
+    """Per-item answer: `{ok, id, error?, emailError?, smsError?}`."""
+
+    ok: bool
+    id: str | None = None
+    error: str | None = None
+    errors: dict[str, Any] | None = None
+    channel_errors: dict[str, str] = field(default_factory=dict)
+    message_ids: list[int] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The API shape."""
+        out: dict[str, Any] = {"ok": self.ok, "id": self.id}
+        if self.error:
+            out["error"] = self.error
+        if self.errors:
+            out["errors"] = self.errors
+        for channel, reason in self.channel_errors.items():
+            out[f"{channel}Error"] = reason
+        if self.message_ids:
+            out["messageIds"] = self.message_ids
+        return out
+
+
+def _validate_item(item: Any) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    if not isinstance(item, dict):
+        return {"_schema": ["expected an object"]}
+    for name in sorted(set(item) - MESSAGE_FIELDS):
+        errors[name] = ["unknown field"]
+    template = item.get("template")
+    if not (isinstance(template, str) and template) and not (
+            isinstance(template, int) and not isinstance(template, bool)):
+        errors["template"] = ["required: a template id or name"]
+    user_id = item.get("userId")
+    if not isinstance(user_id, str) or not 0 < len(user_id) <= 255:
+        errors["userId"] = ["required, a string of 1-255 characters"]
+    for name in ("id", "incrementId"):
+        value = item.get(name)
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 255):
+            errors[name] = ["a string of 1-255 characters"]
+    for name in ("data", "overrides"):
+        if item.get(name) is not None and not isinstance(item[name], dict):
+            errors[name] = ["must be an object"]
+    overrides = item.get("overrides")
+    if isinstance(overrides, dict):
+        for channel, value in overrides.items():
+            if channel not in CHANNELS or not isinstance(value, dict):
+                errors[f"overrides.{channel}"] = ["an object per channel (inapp, email, sms, push)"]
+    for name in USER_FILL:
+        if item.get(name) is not None and not isinstance(item[name], str):
+            errors[name] = ["must be a string"]
+    return errors
+
+
+def _fill_profile(user: User, item: dict[str, Any], project: Project) -> dict[str, list[str]]:
+    """`user*` fields fill what the profile lacks; they never overwrite."""
+    from app.services.profiles import FieldError
+    from app.services.users import normalize_field
+
+    errors: dict[str, list[str]] = {}
+    for name, column in USER_FILL.items():
+        raw = item.get(name)
+        if raw is None:
+            continue
+        try:
+            value = normalize_field(column, raw, project.default_region)
+        except FieldError as err:
+            errors[name] = [str(err)]
+            continue
+        if getattr(user, column) is None:
+            setattr(user, column, value)
+    return errors
+
+
+def send_template_messages(session: Session, *, project: Project, items: Sequence[Any],
+                           stack_window: int) -> list[MessageResult]:
+    """Create each item's messages; one bad item does not stop the others."""
+    from app.errors import DomainError, NotFound
+    from app.services.templates import get_template
+
+    results: list[MessageResult] = []
+    seen_ids: set[str] = set()
+    for item in items:
+        errors = _validate_item(item)
+        if errors:
+            results.append(MessageResult(False, item.get("id") if isinstance(item, dict)
+                                         and isinstance(item.get("id"), str) else None,
+                                         "invalid", errors))
+            continue
+        client_id = item.get("id")
+        if client_id is not None and (client_id in seen_ids or session.scalar(
+                select(Send.id).where(Send.project_id == project.id,
+                                      Send.client_id == client_id)) is not None):
+            results.append(MessageResult(False, client_id, "id/exists"))
+            continue
+        try:
+            template = get_template(session, project_id=project.id, ref=item["template"])
+        except NotFound:
+            results.append(MessageResult(False, client_id, "template/not-found",
+                                         {"template": ["not found"]}))
+            continue
+        try:
+            channels, ttl, transactional = parse_send_options(
+                {**item, "channels": item.get("channels") or [
+                    c for c in CHANNELS if c in (template.channels or {})]})
+        except DomainError as err:
+            results.append(MessageResult(False, client_id, "invalid", err.errors))
+            continue
+        [user] = users_by_external_ids(session, project.id, [item["userId"]])
+        fill_errors = _fill_profile(user, item, project)
+        if fill_errors:
+            results.append(MessageResult(False, client_id, "invalid", fill_errors))
+            continue
+        if client_id is not None:
+            seen_ids.add(client_id)
+        send = create_send(session, project=project, kind="message", channels=channels,
+                           content=item.get("data") or {}, ttl_seconds=ttl,
+                           transactional=transactional, template_id=template.id)
+        send.client_id = client_id
+        result = MessageResult(True, client_id or str(send.id))
+        _create_item_messages(session, send, user, item, result, stack_window)
+        results.append(result)
+    session.flush()
+    return results
+
+
+def _create_item_messages(session: Session, send: Send, user: User, item: dict[str, Any],
+                          result: MessageResult, stack_window: int) -> None:
+    now = utcnow()
+    increment_id = item.get("incrementId")
+    rows = []
+    for channel in send.channels:
+        address = address_of(user, channel)
+        if address is None or channel == "push":
+            result.channel_errors[channel] = UNREACHABLE.get(channel, "unreachable")
+            continue
+        extra: dict[str, Any] = {"overrides": item.get("overrides"),
+                                 "content": item.get("data") or {}}
+        if increment_id is not None:
+            extra["increment_id"] = increment_id
+            previous = session.scalar(
+                select(Message).where(
+                    Message.project_id == send.project_id, Message.user_id == user.id,
+                    Message.channel == channel, Message.increment_id == increment_id,
+                    Message.created_at > now - timedelta(seconds=stack_window))
+                .order_by(Message.id.desc()).limit(1).with_for_update())
+            if previous is not None and previous.status == "queued":
+                # Still pending: stack into it (latest content, one more in the count).
+                previous.content = extra["content"]
+                previous.overrides = extra["overrides"]
+                previous.send_id = send.id
+                previous.increment_count += 1
+                previous.updated_at = now
+                result.message_ids.append(previous.id)
+                continue
+            if previous is not None and previous.status in ("sending", "sent", "delivered",
+                                                            "opened", "clicked"):
+                # Already out: the new one replaces it on the device.
+                extra["replaces_id"] = previous.id
+                extra["increment_count"] = previous.increment_count + 1
+        rows.append(message_row(send, channel=channel, address=address, user_id=user.id,
+                                now=now, **extra))
+    result.message_ids += insert_messages(session, rows)
+    send.recipients = len(result.message_ids)

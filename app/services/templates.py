@@ -42,15 +42,15 @@ def _clean_name(name: Any, errors: dict[str, list[str]]) -> str:
     if not isinstance(name, str) or not name.strip():
         errors["name"] = ["required, a non-empty string"]
         return ""
-    name = name.strip()
-    if len(name) > MAX_NAME_LENGTH:
+    clean: str = name.strip()
+    if len(clean) > MAX_NAME_LENGTH:
         errors["name"] = [f"at most {MAX_NAME_LENGTH} characters"]
-    elif name.isdigit():
+    elif clean.isdigit():
         # `/v1/templates/{id}` takes an id or a name: an all-digit name would read as an id.
         errors["name"] = ["must not be only digits"]
-    elif "/" in name or any(ord(c) < 32 for c in name):
+    elif "/" in clean or any(ord(c) < 32 for c in clean):
         errors["name"] = ["must not contain '/' or control characters"]
-    return name
+    return clean
 
 
 def _clean_description(description: Any, errors: dict[str, list[str]]) -> str | None:
@@ -62,7 +62,7 @@ def _clean_description(description: Any, errors: dict[str, list[str]]) -> str | 
         errors["description"] = [f"at most {MAX_DESCRIPTION_LENGTH} characters"]
     elif "\x00" in description:
         errors["description"] = ["contains NUL"]
-    return description
+    return str(description)
 
 
 def _clean_language(value: Any, path: str, errors: dict[str, list[str]]) -> str | None:

@@ -90,7 +90,7 @@ def parse_profile_change(item: Any, *, default_region: str | None) -> ProfileCha
             errors[where] = ["must be a string or null"]
             continue
         try:
-            clean[name] = _normalize(name, value, default_region)
+            clean[name] = normalize_field(name, value, default_region)
         except FieldError as err:
             errors[where] = [str(err)]
     for key in attributes:
@@ -101,7 +101,8 @@ def parse_profile_change(item: Any, *, default_region: str | None) -> ProfileCha
     return ProfileChange(user_id=user_id, fields=clean, attributes=attributes)
 
 
-def _normalize(name: str, value: str, default_region: str | None) -> str:
+def normalize_field(name: str, value: str, default_region: str | None) -> str:
+    """Normalize one reserved field's value; raises FieldError."""
     if name == "email":
         return normalize_email(value)
     if name == "phone":

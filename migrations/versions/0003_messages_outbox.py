@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-23 01:51:00.819266
+Create Date: 2026-11-23 01:55:45.827167
 """
 
 from alembic import op
@@ -21,6 +21,7 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('project_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('kind', sa.String(length=20), nullable=False),
+    sa.Column('client_id', sa.String(length=255), nullable=True),
     sa.Column('campaign_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('template_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('target', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
@@ -36,7 +37,8 @@ def upgrade() -> None:
     sa.Column('created_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('finished_at', app.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], name=op.f('fk_sends_project_id_projects'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_sends'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sends')),
+    sa.UniqueConstraint('project_id', 'client_id', name=op.f('uq_sends_project_id_client_id'))
     )
     op.create_table('suppressions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -57,7 +59,6 @@ def upgrade() -> None:
     sa.Column('channel', sa.String(length=10), nullable=False),
     sa.Column('address', sa.String(length=2048), nullable=False),
     sa.Column('dedup_key', sa.String(length=100), nullable=True),
-    sa.Column('client_id', sa.String(length=255), nullable=True),
     sa.Column('increment_id', sa.String(length=255), nullable=True),
     sa.Column('increment_count', sa.Integer(), nullable=False),
     sa.Column('replaces_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
@@ -83,7 +84,6 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['send_id'], ['sends.id'], name=op.f('fk_messages_send_id_sends'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_messages_user_id_users'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_messages')),
-    sa.UniqueConstraint('project_id', 'client_id', name=op.f('uq_messages_project_id_client_id')),
     sa.UniqueConstraint('project_id', 'dedup_key', 'channel', 'address', name=op.f('uq_messages_project_id_dedup_key_channel_address'))
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
