@@ -406,8 +406,11 @@ def run_batched(port: int, key: str, bodies: list[bytes], senders: int,
 
 def _single_client_proc(port: int, key: str, threads: int, duration: float,
                         rate_per_thread: float | None, start_at: float,
-                        out: mp.Queue) -> None:  # type: ignore[type-arg]
-    """One client process: `threads` keep-alive connections sending /v1/track calls."""
+                        out: mp.Queue, path: str) -> None:  # type: ignore[type-arg]
+    """One client process: `threads` keep-alive connections sending /v1/track calls.
+
+    With path /healthz it sends `GET /healthz` instead: the HTTP stack's ceiling, no database.
+    """
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     results: list[tuple[list[float], int, int, int, str | None]] = []
     lock = threading.Lock()
@@ -442,7 +445,12 @@ def _single_client_proc(port: int, key: str, threads: int, duration: float,
                                "properties": PROPERTIES, "messageId": str(uuid.uuid4())}).encode()
             t0 = time.perf_counter()
             try:
-                status, data = post(conn, "/v1/track", body, headers)
+                if path == "/healthz":
+                    conn.request("GET", path)
+                    resp = conn.getresponse()
+                    status, data = resp.status, resp.read()
+                else:
+                    status, data = post(conn, path, body, headers)
             except (OSError, http.client.HTTPException) as err:
                 conn.close()
                 conn = http.client.HTTPConnection(HOST, port, timeout=30)
@@ -479,13 +487,13 @@ def _single_client_proc(port: int, key: str, threads: int, duration: float,
 
 
 def run_single(port: int, key: str, procs: int, threads: int, duration: float,
-               rate: float | None) -> RunResult:
+               rate: float | None, path: str = "/v1/track") -> RunResult:
     ctx = mp.get_context("fork")
     out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     start_at = time.monotonic() + 0.5
     per_thread = rate / (procs * threads) if rate else None
     ps = [ctx.Process(target=_single_client_proc, daemon=True,
-                      args=(port, key, threads, duration, per_thread, start_at, out))
+                      args=(port, key, threads, duration, per_thread, start_at, out, path))
           for _ in range(procs)]
     for p in ps:
         p.start()
@@ -504,7 +512,7 @@ def run_single(port: int, key: str, procs: int, threads: int, duration: float,
     ok = sum(p["ok"] for p in parts)
     errors = sum(p["errors"] for p in parts)
     errs = [p["error"] for p in parts if p["error"]]
-    name = f"paced {rate:.0f}/s" if rate else "single max"
+    name = f"paced {rate:.0f}/s" if rate else f"max {path}"
     return RunResult(name, procs * threads, duration, ok + errors, ok, errors,
                      [x for p in parts for x in p["lat"]], sum(p["cpu"] for p in parts), rate,
                      errs[0] if errs else None, sum(p["missed"] for p in parts))
@@ -579,6 +587,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paced-rate", type=float, default=2000.0, help="0 skips the paced run")
     p.add_argument("--paced-seconds", type=float, default=8.0)
     p.add_argument("--paced-threads", type=int, default=8, help="connections per process (paced)")
+    p.add_argument("--ceiling-seconds", type=float, default=4.0,
+                   help="GET /healthz closed loop (HTTP stack ceiling); 0 skips it")
     p.add_argument("--workers", type=int, default=None, help="passed to cairn serve")
     p.add_argument("--threads", type=int, default=None, help="passed to cairn serve")
     p.add_argument("--max-seconds", type=float, default=170.0, help="hard limit of the run")
@@ -695,6 +705,17 @@ def main(argv: list[str] | None = None) -> int:
                 r["achieved"] = r["events_per_s"] >= 0.95 * args.paced_rate
                 result["paced"] = r
                 log("  " + fmt_run(r))
+            budget = deadline.budget(args.ceiling_seconds, reserve=8)
+            if args.ceiling_seconds and budget >= 2:
+                log(f"ceiling: GET /healthz, {args.single_procs}x{args.single_threads} clients, "
+                    f"{budget:.0f} s")
+                meter.start()
+                run = run_single(server.port, key, args.single_procs, args.single_threads,
+                                 budget, None, "/healthz")
+                r = run.summary()
+                r["cpu_cores"] = meter.stop(run.client_cpu)
+                result["healthz_ceiling"] = r
+                log("  " + fmt_run(r).replace("events/s", "req/s   "))
             result["analyzed_between_phases"] = not args.no_analyze
             result["events_in_table"] = count_events(url)
         finally:
@@ -758,6 +779,9 @@ def report(result: dict[str, Any]) -> None:
         print(f"  target rate {'achieved' if paced['achieved'] else 'NOT achieved'}; latency from "
               f"scheduled send; goal p99 <= {GOAL_SINGLE_P99_MS:.0f} ms at "
               f"{GOAL_SINGLE_EPS:,}/s: {goal(ok)}")
+    ceiling = result.get("healthz_ceiling")
+    if ceiling:
+        print(f"context: GET /healthz (no DB): {fmt_run(ceiling).replace('events/s', 'req/s   ')}")
     print("=" * 78, flush=True)
     result["goals"] = {
         "batched_events_per_s": GOAL_BATCHED_EPS, "batched_ratio": GOAL_BATCHED_RATIO,

@@ -24,9 +24,20 @@ class Embedded:
     def stop(self) -> None:
         """Stop the worker threads and the scheduler."""
         if self.worker is not None:
-            self.worker.stop(timeout=10_000)
+            stop_worker(self.worker)
         if self.scheduler is not None:
             self.scheduler.stop()
+
+
+def stop_worker(worker: Any) -> None:
+    """Stop a Dramatiq worker and detach the middleware it added to the shared broker.
+
+    Dramatiq's Worker adds a middleware on start and never removes it; in one long-lived
+    process (tests, restarts) they would pile up.
+    """
+    worker.stop(timeout=10_000)
+    middleware = worker.broker.middleware
+    middleware[:] = [m for m in middleware if getattr(m, "worker", None) is not worker]
 
 
 def start(app: Flask, *, scheduler: bool | None = None) -> Embedded:

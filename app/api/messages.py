@@ -322,9 +322,10 @@ class Suppressions(MethodView):
         result = db.session.execute(
             insert_ignore(db.session, Suppression, ["project_id", "channel", "address"]).values(
                 project_id=current_project_id(), channel=channel, address=address,
-                reason=reason, created_at=datetime.now(UTC)))
+                reason=reason, created_at=datetime.now(UTC)).returning(Suppression.id))
+        added = len(result.all())
         db.session.commit()
-        return {"added": result.rowcount}
+        return {"added": added}
 
     @require_key(SECRET)
     @blp.response(200, CountSchema)

@@ -334,7 +334,7 @@ class _PostgresJson(_Field):
         return case((self.type == json_type, test), else_=false())
 
     def present(self) -> Clause:
-        return _definite(self.type != "null")
+        return self.type.is_not(None)
 
     def equals(self, value: Scalar) -> Clause:
         # Scalars inside an object contain only equal scalars (never arrays), and numbers
@@ -376,7 +376,7 @@ class _SqliteJson(_Field):
         self.type = func.json_type(column, self.path)
 
     def present(self) -> Clause:
-        return _definite(self.type != "null")
+        return self.type.is_not(None)
 
     def equals(self, value: Scalar) -> Clause:
         return _sqlite_equals(self.type, self.value, value)
@@ -475,7 +475,7 @@ _SQL_OPS: dict[str, Callable[[_Field, Any, datetime], Clause]] = {
     "exists": lambda field, _value, _now: field.present(),
     "notExists": lambda field, _value, _now: not_(field.present()),
     "eq": lambda field, value, _now: field.equals(_scalar(value)),
-    "neq": lambda field, value, _now: not_(field.equals(_scalar(value))),
+    "neq": lambda field, value, _now: and_(field.present(), not_(field.equals(_scalar(value)))),
     "in": lambda field, value, _now: _membership(field, value),
     "nin": lambda field, value, _now: and_(field.present(), not_(_membership(field, value))),
     "textEq": lambda field, value, _now: field.text_equals(value),

@@ -245,12 +245,12 @@ def ensure_anonymous_ids(
         )
         session.add(user)
         session.flush()
-        result = session.execute(
-            insert_ignore(session, AnonymousId, ["project_id", "anonymous_id"]).values(
-                project_id=project_id, anonymous_id=anon, user_id=user.id, created_at=now
-            )
+        inserted = session.scalar(
+            insert_ignore(session, AnonymousId, ["project_id", "anonymous_id"])
+            .values(project_id=project_id, anonymous_id=anon, user_id=user.id, created_at=now)
+            .returning(AnonymousId.id)
         )
-        if result.rowcount == 0:  # a concurrent request mapped it first: use theirs
+        if inserted is None:  # a concurrent request mapped it first: use theirs
             session.delete(user)
             found.update(_anonymous_owners(session, project_id, [anon]))
         else:
