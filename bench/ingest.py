@@ -9,6 +9,7 @@ server exactly as `cairn serve` does (gunicorn gthread workers), and measures:
   single    POST /v1/track (Segment spec), one event a request, closed loop, for a few seconds
   paced     POST /v1/track at a fixed target rate (latency counted from the scheduled send time)
   copy      psycopg 3 `COPY events (...) FROM STDIN` of as many equivalent rows, then deleted
+  ceiling   GET /healthz, closed loop: what the HTTP stack alone manages on this machine
 
 The last line printed is one JSON object with every figure. The whole run stops by itself
 (--max-seconds, default 170) and always stops the server.

@@ -639,7 +639,9 @@ class _TreeParser:
             try:
                 leaves.append(attribute_condition(key, op, value, in_event=in_event))
             except FilterError as error:
-                raise FilterError(error.message, leaf_path) from None
+                # The object form has no "value" key: `role: [1, [2]]` fails at role[1].
+                suffix = error.path.removeprefix("value") if error.path.startswith("value") else ""
+                raise FilterError(error.message, leaf_path + suffix) from None
         return AllOf(tuple(leaves))
 
     def event(self, raw: Mapping[str, Any], path: str, depth: int) -> EventCondition:

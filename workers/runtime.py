@@ -12,7 +12,7 @@ from sqlalchemy.orm import sessionmaker as make_sessionmaker
 from app.config import Settings
 from app.db import make_engine
 
-_lock = threading.Lock()
+_lock = threading.RLock()
 _state: dict[str, Any] = {}
 
 

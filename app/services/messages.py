@@ -88,7 +88,9 @@ def create_send(session: Session, *, project: Project, kind: str, channels: Sequ
     send = Send(project_id=project.id, kind=kind, channels=list(channels), content=content,
                 ttl_seconds=ttl_seconds, transactional=transactional, target=target,
                 template_id=template_id, status="fanning_out" if target else "done",
-                cursor=0, recipients=0, deduplicated=0, created_at=utcnow())
+                cursor=0, recipients=0, deduplicated=0, created_at=utcnow(),
+                # The sweeper hands a fan-out out again only if this lease runs out.
+                lease_until=utcnow() + timedelta(minutes=5) if target else None)
     session.add(send)
     session.flush()
     if target:

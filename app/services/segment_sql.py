@@ -334,7 +334,7 @@ class _PostgresJson(_Field):
         return case((self.type == json_type, test), else_=false())
 
     def present(self) -> Clause:
-        return self.type.is_not(None)
+        return _definite(self.type != "null")
 
     def equals(self, value: Scalar) -> Clause:
         # Scalars inside an object contain only equal scalars (never arrays), and numbers
@@ -376,7 +376,7 @@ class _SqliteJson(_Field):
         self.type = func.json_type(column, self.path)
 
     def present(self) -> Clause:
-        return self.type.is_not(None)
+        return _definite(self.type != "null")
 
     def equals(self, value: Scalar) -> Clause:
         return _sqlite_equals(self.type, self.value, value)

@@ -1,4 +1,4 @@
-"""Databases for the filter agreement tests: SQLite always, PostgreSQL when TEST_DATABASE_URL is set.
+"""Databases for the filter agreement tests: SQLite always, PostgreSQL with TEST_DATABASE_URL.
 
 PostgreSQL runs in a schema of its own (`filters_test`), created and dropped here, so these
 tests never touch tables other suites keep in `public`.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-import app.models  # noqa: F401  (registers every table on Base.metadata)
+# Importing the package registers every model's table on Base.metadata.
 import app.models.audience  # noqa: F401
 from app.models.base import Base
 
@@ -46,7 +46,9 @@ def _postgres_engine(url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def filter_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+def filter_db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
     """An engine with every Cairn table created, on each database the suite can reach."""
     if request.param == "sqlite":
         engine = _sqlite_engine(tmp_path_factory.mktemp("filters") / "filters.db")

@@ -37,7 +37,12 @@ NOW = datetime(2026, 1, 15, 12, 0, 0, 250_000, tzinfo=UTC)
 PROJECT = 1
 OTHER_PROJECT = 2
 # (id, project, name): "2" is a name that spells another audience's id; project 2 reuses "vip".
-AUDIENCES = [(1, PROJECT, "vip"), (2, PROJECT, "beta"), (3, PROJECT, "2"), (4, OTHER_PROJECT, "vip")]
+AUDIENCES = [
+    (1, PROJECT, "vip"),
+    (2, PROJECT, "beta"),
+    (3, PROJECT, "2"),
+    (4, OTHER_PROJECT, "vip"),
+]
 AUDIENCE_REFS = ["vip", "beta", "2", "1", "3", "4", "02", "99", "VIP"]
 
 TIMESTAMP_TEXTS = [
@@ -392,6 +397,8 @@ def test_examples_agree(db: Engine) -> None:
         ("tags:a", False),
         ({"attr": "tags", "op": "contains", "value": 2}, True),
         ({"attr": "tags", "op": "contains", "value": "2"}, False),
+        ({"attr": "tags", "op": "contains", "value": 1}, False),  # true is not 1
+        ({"attr": "tags", "op": "contains", "value": True}, True),
         ({"attr": "score", "op": "eq", "value": "3"}, False),
         ({"attr": "flag", "op": "notExists"}, True),
         ({"attr": "flag", "op": "neq", "value": 1}, False),
@@ -431,10 +438,23 @@ timestamp_texts = st.one_of(
                 st.sampled_from(["00", "09", "23", "24"]),
                 st.sampled_from(["00", "59", "60"]),
                 st.sampled_from(["00", "59", "60"]),
-                st.sampled_from(["", ".", ".5", ".123", ".123456", ".1234567", ".123456789",
-                                 ".1234567890"]),
-                st.sampled_from(["", "Z", "z", "+00:00", "-02:30", "+23:59", "+24:00", "-00:60",
-                                 "+0530", "+05:3"]),
+                st.sampled_from(
+                    ["", ".", ".5", ".123", ".123456", ".1234567", ".123456789", ".1234567890"]
+                ),
+                st.sampled_from(
+                    [
+                        "",
+                        "Z",
+                        "z",
+                        "+00:00",
+                        "-02:30",
+                        "+23:59",
+                        "+24:00",
+                        "-00:60",
+                        "+0530",
+                        "+05:3",
+                    ]
+                ),
             ),
         ),
     ),
