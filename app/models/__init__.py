@@ -1,21 +1,27 @@
 """All models, imported here so that the metadata is complete for Alembic."""
 
+from app.models.audience import Audience, AudienceChange, AudienceMember
 from app.models.base import Base
 from app.models.event import Event
 from app.models.message import Message, MessageStatusChange, SandboxMessage, Send, Suppression
 from app.models.project import ApiKey, Project
+from app.models.segment import Segment
 from app.models.template import Template
 from app.models.user import AnonymousId, User
 
 __all__ = [
     "AnonymousId",
     "ApiKey",
+    "Audience",
+    "AudienceChange",
+    "AudienceMember",
     "Base",
     "Event",
     "Message",
     "MessageStatusChange",
     "Project",
     "SandboxMessage",
+    "Segment",
     "Send",
     "Suppression",
     "Template",

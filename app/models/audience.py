@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigId, UTCDateTime, utcnow
@@ -34,6 +34,13 @@ class AudienceMember(Base):
         UniqueConstraint("audience_id", "user_id"),
         # Segment filters test "is this user in audience X" with a correlated EXISTS per user.
         Index("ix_audience_members_project_user", "project_id", "user_id"),
+        # The sweeper looks for memberships past their TTL that are not marked left yet.
+        Index(
+            "ix_audience_members_expiring",
+            "expires_at",
+            postgresql_where=text("left_at IS NULL AND expires_at IS NOT NULL"),
+            sqlite_where=text("left_at IS NULL AND expires_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

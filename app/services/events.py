@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, literal, update
+from sqlalchemy import case, literal, text, update
 from sqlalchemy.orm import Session
 
 from app.db import insert_ignore
@@ -165,42 +165,106 @@ def track_events(session: Session, *, project_id: int, events: Sequence[EventIn]
                 continue
             seen.add(ev.message_id)
         unique.append(ev)
-    user_rows = ensure_user_ids(
-        session, project_id, [e.user_id for e in unique if e.user_id is not None], now
-    )
+    postgres = session.get_bind().dialect.name == "postgresql"
+    newest: dict[str, datetime] = {}
+    for ev in unique:
+        if ev.user_id is not None and (ev.user_id not in newest or ev.timestamp > newest[ev.user_id]):
+            newest[ev.user_id] = ev.timestamp
+    if postgres:
+        user_rows = upsert_seen_users_pg(session, project_id, newest, now)
+    else:
+        user_rows = ensure_user_ids(session, project_id, list(newest), now)
     anon = [e.anonymous_id for e in unique if e.user_id is None and e.anonymous_id is not None]
     anon_rows = ensure_anonymous_ids(session, project_id, anon, now) if anon else {}
-    rows = []
     last_seen: dict[int, datetime] = {}
+    user_pks: list[int | None] = []
     for ev in unique:
         uid: int | None = None
         if ev.user_id is not None:
             uid = user_rows[ev.user_id]
         elif ev.anonymous_id is not None:
             uid = anon_rows[ev.anonymous_id]
-        if uid is not None and (uid not in last_seen or ev.timestamp > last_seen[uid]):
-            last_seen[uid] = ev.timestamp
-        rows.append(
-            {
-                "project_id": project_id,
-                "user_id": uid,
-                "name": ev.name,
-                "properties": ev.properties,
-                "message_id": ev.message_id,
-                "source": ev.source,
-                "timestamp": ev.timestamp,
-                "received_at": now,
-                "erased": False,
-            }
-        )
-    # One statement for the whole batch keeps ids in request order; ON CONFLICT only ever fires
-    # for a messageId seen before (NULLs never conflict), and those rows are not returned.
-    stmt = insert_ignore(session, Event, ["project_id", "message_id"]).returning(Event.id)
-    inserted = len(session.execute(stmt, rows).all())
+            if uid not in last_seen or ev.timestamp > last_seen[uid]:
+                last_seen[uid] = ev.timestamp
+        user_pks.append(uid)
+    if not postgres:
+        for ext, ts in newest.items():
+            last_seen[user_rows[ext]] = ts
+    if postgres:
+        inserted = _insert_events_pg(session, project_id, unique, user_pks, now)
+    else:
+        rows = [
+            {"project_id": project_id, "user_id": uid, "name": ev.name,
+             "properties": ev.properties, "message_id": ev.message_id, "source": ev.source,
+             "timestamp": ev.timestamp, "received_at": now, "erased": False}
+            for ev, uid in zip(unique, user_pks, strict=True)
+        ]
+        # One statement keeps ids in request order; ON CONFLICT only fires for a messageId
+        # seen before (NULLs never conflict), and those rows are not returned.
+        stmt = insert_ignore(session, Event, ["project_id", "message_id"]).returning(Event.id)
+        inserted = len(session.execute(stmt, rows).all())
     result.accepted += inserted
-    result.duplicates += len(rows) - inserted
+    result.duplicates += len(unique) - inserted
     _touch_last_seen(session, last_seen)
     return result
+
+
+# PostgreSQL fast path: whole batches as arrays, so the statement text is constant (psycopg
+# prepares it once) and one round trip handles a thousand rows.
+_UPSERT_SEEN = text(
+    """
+    INSERT INTO users (project_id, external_id, attributes, created_at, updated_at, last_seen_at)
+    SELECT :project_id, x.ext, '{}'::jsonb, :now, :now, x.ts
+    FROM unnest(CAST(:exts AS text[]), CAST(:tss AS timestamptz[])) AS x(ext, ts)
+    ORDER BY x.ext
+    ON CONFLICT (project_id, external_id) DO UPDATE
+    SET last_seen_at = GREATEST(users.last_seen_at, EXCLUDED.last_seen_at)
+    RETURNING external_id, id
+    """
+)
+_INSERT_EVENTS = text(
+    """
+    INSERT INTO events (project_id, user_id, name, properties, message_id, source, timestamp,
+                        received_at, erased)
+    SELECT :project_id, x.uid, x.name, CAST(x.props AS jsonb), x.mid, x.src, x.ts, :now, false
+    FROM unnest(CAST(:uids AS bigint[]), CAST(:names AS text[]), CAST(:props AS text[]),
+                CAST(:mids AS text[]), CAST(:srcs AS text[]), CAST(:tss AS timestamptz[]))
+         WITH ORDINALITY AS x(uid, name, props, mid, src, ts, ord)
+    ORDER BY x.ord
+    ON CONFLICT (project_id, message_id) DO NOTHING
+    RETURNING id
+    """
+)
+
+
+def upsert_seen_users_pg(
+    session: Session, project_id: int, newest: dict[str, datetime], now: datetime
+) -> dict[str, int]:
+    """Create missing users and move lastSeenAt forward in one statement; ids by userId.
+
+    Rows are locked in userId order, so concurrent batches cannot deadlock on each other.
+    """
+    if not newest:
+        return {}
+    rows = session.execute(
+        _UPSERT_SEEN,
+        {"project_id": project_id, "now": now, "exts": list(newest),
+         "tss": list(newest.values())},
+    )
+    return {ext: uid for ext, uid in rows}
+
+
+def _insert_events_pg(session: Session, project_id: int, events: Sequence[EventIn],
+                      user_pks: Sequence[int | None], now: datetime) -> int:
+    rows = session.execute(
+        _INSERT_EVENTS,
+        {"project_id": project_id, "now": now, "uids": list(user_pks),
+         "names": [e.name for e in events],
+         "props": [json.dumps(e.properties, separators=(",", ":")) for e in events],
+         "mids": [e.message_id for e in events], "srcs": [e.source for e in events],
+         "tss": [e.timestamp for e in events]},
+    )
+    return len(rows.all())
 
 
 def _touch_last_seen(session: Session, last_seen: dict[int, datetime]) -> None:

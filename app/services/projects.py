@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -103,6 +105,7 @@ def revoke_key(session: Session, *, prefix: str) -> ApiKey:
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.flush()
+    forget_keys()
     return row
 
 
@@ -113,22 +116,57 @@ def _parse_key(raw: str) -> tuple[str, str] | None:
     return PREFIX_KIND[parts[0]], parts[1]
 
 
+# Authenticated keys are remembered briefly so a hot key costs no query per request. A key
+# revoked in this process is forgotten at once; other processes stop accepting it within
+# KEY_CACHE_SECONDS.
+KEY_CACHE_SECONDS = 10.0
+_key_cache: dict[str, tuple[Principal, float]] = {}
+_key_cache_lock = threading.Lock()
+
+
+def _cached(cache_key: str) -> Principal | None:
+    with _key_cache_lock:
+        hit = _key_cache.get(cache_key)
+    if hit is not None and hit[1] > time.monotonic():
+        return hit[0]
+    return None
+
+
+def _remember(cache_key: str, principal: Principal) -> None:
+    with _key_cache_lock:
+        if len(_key_cache) > 10_000:
+            _key_cache.clear()
+        _key_cache[cache_key] = (principal, time.monotonic() + KEY_CACHE_SECONDS)
+
+
+def forget_keys() -> None:
+    """Drop every remembered key (after a revocation)."""
+    with _key_cache_lock:
+        _key_cache.clear()
+
+
 def authenticate_key(session: Session, raw: str) -> Principal:
     """Resolve a raw `sk_`/`pk_` key to its project; revoked or unknown keys are refused."""
     parsed = _parse_key(raw)
     if parsed is None:
         raise Unauthorized("Invalid API key")
+    digest = hash_key(raw)
+    hit = _cached(digest)
+    if hit is not None:
+        return hit
     kind, key_id = parsed
     row = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
     if (
         row is None
         or row.kind != kind
-        or not hmac.compare_digest(row.key_hash, hash_key(raw))
+        or not hmac.compare_digest(row.key_hash, digest)
         or row.revoked_at is not None
     ):
         raise Unauthorized("Invalid or revoked API key")
     _touch(session, row)
-    return Principal(project_id=row.project_id, kind=row.kind, key_pk=row.id)
+    principal = Principal(project_id=row.project_id, kind=row.kind, key_pk=row.id)
+    _remember(digest, principal)
+    return principal
 
 
 def _touch(session: Session, row: ApiKey) -> None:
@@ -158,11 +196,17 @@ def authenticate_token(session: Session, token: str, *, secret: str, max_age: in
         raise Unauthorized("Token expired") from None
     except BadSignature:
         raise Unauthorized("Invalid token") from None
+    # The signature and age are checked on every use above; only the key row is remembered.
+    hit = _cached(f"token:{token}")
+    if hit is not None:
+        return hit
     row = session.get(ApiKey, data.get("k"))
     if row is None or row.revoked_at is not None:
         raise Unauthorized("Invalid or revoked API key")
     _touch(session, row)
-    return Principal(project_id=row.project_id, kind=row.kind, key_pk=row.id)
+    principal = Principal(project_id=row.project_id, kind=row.kind, key_pk=row.id)
+    _remember(f"token:{token}", principal)
+    return principal
 
 
 def user_hash(identity_secret: str, user_id: str) -> str:
