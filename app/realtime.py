@@ -44,6 +44,11 @@ class InProcessHub:
         """Hand `payload` to every local subscriber of `key` (a full queue drops, replay heals)."""
         self._dispatch(key, payload)
 
+    def publish_many(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """Publish several payloads (a delivered batch)."""
+        for key, payload in items:
+            self.publish(key, payload)
+
     def _dispatch(self, key: str, payload: dict[str, Any]) -> None:
         with self._lock:
             subs = list(self._subscribers.get(key, ()))
@@ -73,6 +78,15 @@ class RedisHub(InProcessHub):
     def publish(self, key: str, payload: dict[str, Any]) -> None:
         """Publish to every process's subscribers."""
         self._redis.publish(CHANNEL_PREFIX + key, json.dumps(payload))
+
+    def publish_many(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """One pipelined round trip for a whole batch instead of one per message."""
+        if not items:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for key, payload in items:
+            pipe.publish(CHANNEL_PREFIX + key, json.dumps(payload))
+        pipe.execute()
 
     def _ensure_listener(self) -> None:
         with self._start_lock:

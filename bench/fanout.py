@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import hmac
 import http.client
+import itertools
 import json
 import math
 import os
@@ -195,12 +196,12 @@ def machine_busy() -> float:
     return (sum(values[:8]) - idle) / CLK_TCK
 
 
-def postgres_pids() -> list[int]:
+def pids_named(comm: str) -> list[int]:
     out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
+                if (entry / "comm").read_text().strip() == comm:
                     out.append(int(entry.name))
             except OSError:
                 pass
@@ -216,7 +217,8 @@ class CpuMeter:
     def snap(self) -> dict[str, Any]:
         procs = {name: {p: proc_cpu(p) for p in g.pids()} for name, g in self.groups.items()
                  if g.alive()}
-        procs["postgres"] = {p: proc_cpu(p) for p in postgres_pids()}
+        procs["postgres"] = {p: proc_cpu(p) for p in pids_named("postgres")}
+        procs["redis"] = {p: proc_cpu(p) for p in pids_named("redis-server")}
         procs["bench"] = {os.getpid(): proc_cpu(os.getpid())}
         return {"t": time.monotonic(), "machine": machine_busy(), "procs": procs}
 
@@ -291,14 +293,15 @@ def raw_insert(db: psycopg.Connection, project_id: int, *, on_conflict: bool) ->
     rows = db.execute(sql, {"p": project_id, "s": send_id, "dedup": f"send:{send_id}"}).fetchall()
     elapsed = time.perf_counter() - t
     db.rollback()
-    return {"rows": len(rows), "seconds": round(elapsed, 3), "rows_per_s": round(len(rows) / elapsed)}
+    return {"rows": len(rows), "seconds": round(elapsed, 3),
+            "rows_per_s": round(len(rows) / elapsed)}
 
 
 def noop_baseline(env: dict[str, str], logdir: Path, redis_url: str, n_jobs: int, processes: int,
                   threads: int, procs: list[Proc]) -> dict[str, Any]:
     """A no-op actor's jobs/s on the same Redis with the same worker shape."""
     os.environ["BENCH_NOOP_REDIS"] = redis_url
-    from bench import noop_actor  # noqa: PLC0415 - after BENCH_NOOP_REDIS is set
+    from bench import noop_actor  # after BENCH_NOOP_REDIS is set
 
     r = redis.Redis.from_url(redis_url)
     r.delete(noop_actor.COUNTER, noop_actor.FIRST, noop_actor.LAST)
@@ -391,7 +394,7 @@ def broadcast(api: str, sk: str, db: psycopg.Connection, n_users: int,
         " extract(epoch FROM max(created_at)) FROM messages WHERE send_id = %s", (send_id,)
     ).fetchone()
     db.commit()
-    total, sent, first_sent, last_sent, last_created = row
+    total, sent, first_sent, last_sent, _last_created = row
     jobs = math.ceil(recipients / JOB_BATCH) if recipients else 0
     out: dict[str, Any] = {"send_id": send_id, "users": n_users, "recipients": recipients,
                            "messages": total, "sent": sent, "counts": last_counts,
@@ -588,7 +591,8 @@ def sse_latency(port: int, sk: str, pk: str, identity_secret: str, project_id: i
             if m in reader.arrivals and m in tap.arrivals]
     missing = sorted(set(starts) - set(reader.arrivals))
     published_not_streamed = sorted(set(tap.arrivals) & set(missing))
-    out_of_order = sum(1 for a, b in zip(tap_order(tap), tap_order(tap)[1:]) if b < a)
+    order = tap_order(tap)
+    out_of_order = sum(1 for a, b in itertools.pairwise(order) if b < a)
     return {
         "sends": n, "accepted": len(starts), "errors": len(errors), "error_sample": errors[:3],
         "send_rate": round(len(starts) / send_span, 1), "frames": len(lat),
@@ -632,6 +636,11 @@ def main() -> int:
     ap.add_argument("--max-seconds", type=int, default=225)
     ap.add_argument("--logs", default=None, help="keep serve/worker logs here (default: a tmp dir)")
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--py-spy", default=None, metavar="DIR",
+                    help="record the workers with py-spy during the broadcast (collapsed stacks)")
+    ap.add_argument("--worker-timeout-ms", type=int, default=None,
+                    help="experiment: set dramatiq_worker_timeout for the app's workers (caps the"
+                         " idle consumer's poll backoff; Dramatiq's default is 1000)")
     args = ap.parse_args()
     check_urls(args.database_url, args.redis_url)
 
@@ -696,9 +705,12 @@ def main() -> int:
         port = free_port()
         serve = Proc("serve", [CAIRN, "serve", "--host", HOST, "--port", str(port)], env, logdir)
         procs.append(serve)
+        wenv = dict(env)
+        if args.worker_timeout_ms:
+            wenv["dramatiq_worker_timeout"] = str(args.worker_timeout_ms)
         workers = Proc("workers", [PY, "-m", "dramatiq", "workers.actors", "--processes",
                                    str(args.processes), "--threads", str(args.threads)],
-                       env, logdir)
+                       wenv, logdir)
         procs.append(workers)
         api = f"http://{HOST}:{port}"
         deadline = time.monotonic() + 60
@@ -718,8 +730,26 @@ def main() -> int:
         # ---- broadcast
         reserve = 20 + args.latency_sends / args.rate + args.pubsub_messages / args.rate
         budget = args.max_seconds - (time.monotonic() - started) - reserve
+        spy = None
+        if args.py_spy:
+            Path(args.py_spy).mkdir(parents=True, exist_ok=True)
+            spy = subprocess.Popen(
+                [str(Path(PY).parent / "py-spy"), "record", "--pid", str(workers.proc.pid),
+                 "--subprocesses", "--rate", "200", "--format", "raw", "--output",
+                 str(Path(args.py_spy) / "workers-broadcast.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            time.sleep(1)
         a = meter.snap()
-        bc = broadcast(api, sk, db, args.users, timeout=max(10.0, min(150.0, budget)))
+        try:
+            bc = broadcast(api, sk, db, args.users, timeout=max(10.0, min(150.0, budget)))
+        finally:
+            if spy is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(spy.pid, signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    spy.wait(20)
+                if spy.poll() is None:
+                    os.killpg(spy.pid, signal.SIGKILL)
         bc["cpu"] = CpuMeter.diff(a, meter.snap())
         results["broadcast"] = bc
         log(f"broadcast: {json.dumps(bc)}")
@@ -813,11 +843,13 @@ def summary(r: dict[str, Any]) -> None:
           f"{ok(None if c is None else c >= GOAL_CREATED_PER_S)}")
     d = bc.get("delivered_per_s")
     print(f"delivered   {f(d, ' msg/s'):>14}  = {f(bc.get('jobs_per_s'), ' jobs/s')} (window"
-          f" {f(bc.get('delivery_window_s'), 's')}; from POST: {f(bc.get('delivered_per_s_e2e'), '/s')}"
-          f" in {f(bc.get('delivered_e2e_s'), 's')}; sent {f(bc.get('sent'))}/{f(bc.get('messages'))})")
+          f" {f(bc.get('delivery_window_s'), 's')}; from POST:"
+          f" {f(bc.get('delivered_per_s_e2e'), '/s')} in {f(bc.get('delivered_e2e_s'), 's')};"
+          f" sent {f(bc.get('sent'))}/{f(bc.get('messages'))})")
     print(f"            no-op actor {f(noop_jps, ' jobs/s')} (msgs/s)   jobs/s ratio"
           f" {f(jobs_ratio)}   msg/s ratio {f(msgs_ratio)}   goal jobs ratio >="
-          f" {GOAL_DELIVERY_RATIO}{ok(None if jobs_ratio is None else jobs_ratio >= GOAL_DELIVERY_RATIO)}")
+          f" {GOAL_DELIVERY_RATIO}"
+          f"{ok(None if jobs_ratio is None else jobs_ratio >= GOAL_DELIVERY_RATIO)}")
     print(f"            cpu during broadcast: {fmt_cpu(bc.get('cpu', {}))}")
     print(f"            cpu during no-op:     {fmt_cpu(noop.get('cpu', {}))}")
     p50, p99 = sse.get("p50_ms"), sse.get("p99_ms")
@@ -837,6 +869,14 @@ def summary(r: dict[str, Any]) -> None:
           f" (missing {f(sse.get('missing_frames'))}, of which published"
           f" {f(sse.get('missing_but_published'))}; publishes out of id order"
           f" {f(sse.get('publish_out_of_order'))}); POST errors {f(sse.get('errors'))}")
+    print("            (latency percentiles cover the frames that arrived; a missing frame is one"
+          " the stream skipped)")
+    busy = [f"{k} {v.get('cpu', {}).get('other')}" for k, v in (("broadcast", bc), ("no-op", noop),
+                                                                 ("sse", sse))
+            if (v.get("cpu", {}).get("other") or 0) > 0.3]
+    if busy:
+        print(f"WARNING: other processes used CPU during {', '.join(busy)} cores (of"
+              f" {os.cpu_count()}): the machine was busy, figures are pessimistic")
     for name, e in (r.get("log_errors") or {}).items():
         if e.get("tracebacks") or e.get("errors"):
             print(f"log {name}: {e['tracebacks']} tracebacks, {e['errors']} error lines")

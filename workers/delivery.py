@@ -124,9 +124,12 @@ def deliver_batch(session: Session, message_ids: Sequence[int], settings: dict[s
         stats.outcomes[outcome.status] += 1
     _record(session, messages, outcomes, utcnow())
     session.commit()
-    for delivery in to_publish:
-        if outcomes[delivery.message_id].status == "sent":
-            _publish(hub, delivery)
+    published = [_publication(d) for d in to_publish
+                 if outcomes[d.message_id].status == "sent" and d.user_id is not None]
+    try:
+        hub.publish_many(published)
+    except Exception as err:  # the rows are sent; open streams catch up on reconnect
+        log.warning("publishing %d in-app messages failed: %s", len(published), err)
     return stats
 
 
@@ -249,10 +252,9 @@ def _quiet_hours(project: Project, user: User | None, now: datetime) -> tuple[st
     return config.get("mode", "defer"), until
 
 
-def _publish(hub: Any, delivery: Delivery) -> None:
-    if delivery.user_id is None:
-        return
-    hub.publish(
+def _publication(delivery: Delivery) -> tuple[str, dict[str, Any]]:
+    assert delivery.user_id is not None
+    return (
         stream_key(delivery.project_id, delivery.user_id),
         {"id": delivery.message_id, "content": delivery.content,
          "replaces": delivery.replaces_id, "count": delivery.increment_count},

@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, String, and_, cast, func, literal, select, update
+from sqlalchemy import String, and_, cast, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from app.db import defer, insert_ignore
@@ -57,8 +57,8 @@ def fan_out(session: Session, send_id: int) -> int:
         ids: list[int] = []
         candidates = 0
         for channel in send.channels:
-            chosen = select(User.id).where(where, bound, candidate_filter(channel))
-            candidates += session.scalar(select(func.count()).select_from(chosen.subquery())) or 0
+            chosen = and_(where, bound, candidate_filter(channel))
+            candidates += session.scalar(select(func.count()).select_from(User).where(chosen)) or 0
             ids += _insert_messages(session, send, channel, chosen, now)
         send.recipients += len(ids)
         send.deduplicated += candidates - len(ids)
@@ -91,7 +91,7 @@ def _audience(session: Session, send: Send, now: datetime) -> Any:
     return and_(*clauses)
 
 
-def _insert_messages(session: Session, send: Send, channel: str, chosen: Select[Any],
+def _insert_messages(session: Session, send: Send, channel: str, chosen: Any,
                      now: datetime) -> list[int]:
     """INSERT ... SELECT the chunk's messages; ON CONFLICT skips addresses already sent to."""
     expires = now + timedelta(seconds=send.ttl_seconds) if send.ttl_seconds else None
@@ -103,7 +103,7 @@ def _insert_messages(session: Session, send: Send, channel: str, chosen: Select[
         literal(now, type_=Message.__table__.c.created_at.type),
         literal(now, type_=Message.__table__.c.created_at.type),
         literal(0), literal(1),
-    ).where(User.id.in_(chosen.scalar_subquery())).order_by(User.id)
+    ).where(chosen).order_by(User.id)
     stmt = insert_ignore(session, Message, ["project_id", "dedup_key", "channel", "address"])
     stmt = stmt.from_select(
         ["project_id", "send_id", "user_id", "channel", "address", "dedup_key", "transactional",

@@ -36,8 +36,13 @@ class SchedulerLock:
         """Try once; True if this process now holds the lock."""
         if self.engine.dialect.name == "postgresql":
             conn = self.engine.connect()
-            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
-            conn.commit()
+            try:
+                got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                   {"k": ADVISORY_KEY}).scalar()
+                conn.commit()
+            except Exception:
+                conn.close()
+                raise
             if got:
                 self._conn = conn
                 return True
@@ -68,13 +73,14 @@ class SchedulerLock:
     def release(self) -> None:
         """Give the lock up."""
         if self._conn is not None:
+            conn, self._conn = self._conn, None
             try:
-                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
-                self._conn.commit()
-                self._conn.close()
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+                conn.commit()
             except Exception:
-                pass
-            self._conn = None
+                log.warning("could not unlock the scheduler lock; closing its session frees it")
+            finally:
+                conn.close()
         if self._file is not None:
             self._file.release()
             self._file = None
@@ -118,7 +124,13 @@ class SchedulerService:
         self._stop_scheduler()
 
     def _start_scheduler(self) -> None:
-        store = SQLAlchemyJobStore(engine=self.engine, tablename="apscheduler_jobs")
+        # The job store disposes its engine on shutdown: give it its own, never the app's.
+        from app.db import make_engine
+
+        store_engine = make_engine(self.engine.url.render_as_string(hide_password=False),
+                                   **({} if self.engine.dialect.name == "sqlite"
+                                      else {"pool_size": 2, "max_overflow": 2}))
+        store = SQLAlchemyJobStore(engine=store_engine, tablename="apscheduler_jobs")
         scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
         scheduler.start()
         scheduler.add_job(
@@ -138,7 +150,7 @@ class SchedulerService:
     def _stop_scheduler(self) -> None:
         if self.scheduler is not None:
             try:
-                self.scheduler.shutdown(wait=False)
+                self.scheduler.shutdown(wait=True)  # let a running sweep finish its commit
             except Exception:
                 pass
             self.scheduler = None

@@ -18,6 +18,8 @@ BLUEPRINTS = [
     "pixel",
     "tracking",
     "templates",
+    "segments",
+    "audiences",
     "notify",
     "messages",
     "inbox",

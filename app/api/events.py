@@ -15,11 +15,14 @@ from app.db import db
 from app.errors import InvalidInput, TooLarge
 from app.schemas.events import EventSchema, TrackResponseSchema
 from app.services.events import Limits, ParsedBatch, TrackResult, parse_events, track_events
+from app.services.ingest_writer import writer_for
 
 blp = Blueprint("events", __name__, url_prefix="/v1", description="Event ingestion")
 
 # Endpoints a browser on another origin may call with a publishable key.
 PUBLIC_PATHS = r"/v1/(events|pixel\.gif|identify|track|page|screen|alias|batch|push/.*)"
+# Requests with at most this many events go through the per-process group-commit writer.
+GROUPED_MAX_EVENTS = 100
 
 
 def register_cors(app: Flask) -> None:
@@ -78,7 +81,13 @@ class Events(MethodView):
             request.headers.get("Content-Encoding")
         )
         batch = parse_events(items, limits=lim, check_size=check_size)
-        result = track_events(db.session, project_id=current_project_id(), events=batch.events)
-        db.session.commit()
+        events = batch.events
+        if len(events) <= GROUPED_MAX_EVENTS:
+            # Small requests share a commit with others (group commit, see ingest_writer).
+            result = writer_for(current_app).track(project_id=current_project_id(), events=events)
+        else:
+            # A big batch already amortises its commit: grouping would only queue it.
+            result = track_events(db.session, project_id=current_project_id(), events=events)
+            db.session.commit()
         result.errors = batch.errors
         return track_response(result, batch)

@@ -6,12 +6,13 @@ import hmac
 import json
 import queue
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from flask import Response, current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from app.api.guard import credential_from_request, resolve_principal
@@ -142,6 +143,25 @@ class InboxArchive(MethodView):
         return _mark(message_id, archived_at=utcnow())
 
 
+# Messages are sent by concurrent workers, so one with a lower id can be sent after a higher
+# one the client already saw. A reconnect replays everything after Last-Event-ID plus whatever
+# was sent shortly before that message; clients dedupe frames by id.
+REPLAY_OVERLAP = timedelta(seconds=60)
+
+
+def _replay(maker: Any, user_pk: int, last_id: int) -> list[dict[str, Any]]:
+    with maker() as session:
+        reference = session.scalar(select(Message.sent_at).where(Message.id == last_id,
+                                                                  Message.user_id == user_pk))
+        missed = Message.id > last_id
+        if reference is not None:
+            missed = or_(missed, and_(Message.id < last_id,
+                                      Message.sent_at >= reference - REPLAY_OVERLAP))
+        rows = session.scalars(select(Message).where(_visible(user_pk), missed)
+                               .order_by(Message.id).limit(REPLAY_LIMIT))
+        return [inbox_item(m) for m in rows]
+
+
 def _frame(payload: dict[str, Any]) -> str:
     return f"id: {payload['id']}\nevent: message\ndata: {json.dumps(payload)}\n\n"
 
@@ -167,24 +187,24 @@ class InboxStream(MethodView):
         def events() -> Iterator[str]:
             try:
                 yield "retry: 3000\n: connected\n\n"
-                seen = last_id or 0
+                # Ids already framed on this connection. Workers publish concurrently, so ids
+                # arrive out of order: a high-water mark would drop the late lower ones.
+                sent: set[int] = set()
                 if last_id is not None:
-                    with maker() as session:
-                        rows = session.scalars(
-                            select(Message).where(_visible(user_pk), Message.id > last_id)
-                            .order_by(Message.id).limit(REPLAY_LIMIT))
-                        for m in rows:
-                            seen = max(seen, m.id)
-                            yield _frame(inbox_item(m))
+                    for item in _replay(maker, user_pk, last_id):
+                        sent.add(item["id"])
+                        yield _frame(item)
                 while True:
                     try:
                         payload = subscription.get(timeout=heartbeat)
                     except queue.Empty:
                         yield ": heartbeat\n\n"
                         continue
-                    if payload["id"] <= seen:
+                    if payload["id"] in sent and not payload.get("update"):
                         continue
-                    seen = payload["id"]
+                    sent.add(payload["id"])
+                    if len(sent) > 10_000:
+                        sent.clear()
                     content = payload.get("content") or {}
                     yield _frame({"id": payload["id"], "title": content.get("title"),
                                   "body": content.get("body"), "url": content.get("url"),

@@ -12,16 +12,25 @@ from app.api.guard import PUBLISHABLE, SECRET, current_project_id, require_key
 from app.db import db
 from app.errors import BadRequest, InvalidInput, TooLarge
 from app.models import Project
+from app.services.events import TrackResult
+from app.services.ingest_writer import writer_for
+from app.services.tracking import _event_from_call as event_from_call
 from app.services.tracking import apply_calls
 
 blp = Blueprint("tracking", __name__, url_prefix="/v1", description="Segment tracking spec")
+
+EVENT_CALLS = ("track", "page", "screen")
 
 
 def _apply(calls: list) -> tuple[dict, int]:
     project = db.session.get(Project, current_project_id())
     result = apply_calls(db.session, project=project, calls=calls, limits=limits())
     db.session.commit()
-    if result.errors and len(result.errors) == len(calls):
+    return _answer(result, len(calls))
+
+
+def _answer(result: TrackResult, calls: int) -> tuple[dict, int]:
+    if result.errors and len(result.errors) == calls:
         first = min(result.errors)
         raise InvalidInput(
             f"Invalid call at index {first}: " + ", ".join(sorted(result.errors[first])),
@@ -44,7 +53,19 @@ def _single(kind: str):
     call.setdefault("type", kind)
     if call["type"] != kind:
         raise InvalidInput(f"type must be {kind!r} on /v1/{kind}", {"type": [f"must be {kind}"]})
+    if kind in EVENT_CALLS:
+        return _single_event(call, kind)
     return _apply([call])
+
+
+def _single_event(call: dict, kind: str) -> tuple[dict, int]:
+    """A track/page/screen call: validated here, stored by the group-commit writer."""
+    try:
+        event = event_from_call(call, kind, limits())
+    except (InvalidInput, TooLarge) as err:
+        return _answer(TrackResult(errors={0: err.errors}), 1)
+    result = writer_for(current_app).track(project_id=current_project_id(), events=[event])
+    return _answer(result, 1)
 
 
 def _make_view(kind: str) -> type[MethodView]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -20,6 +20,7 @@ from app.schemas.users import (
     UserListSchema,
     UserUpsertSchema,
 )
+from app.services import segments as segments_service
 from app.services import users as users_service
 
 blp = Blueprint("users", __name__, url_prefix="/v1/users", description="User profiles")
@@ -59,11 +60,20 @@ class Users(MethodView):
     @require_key(SECRET)
     @blp.response(200, UserListSchema)
     def get(self):
-        """Profiles in creation order, cursor-paginated."""
+        """Profiles in creation order, cursor-paginated.
+
+        `?segment=` keeps the members of a segment: a stored segment's id or name, a string
+        form (`plan:pro,role:admin`) or JSON text of the object or tree form. Anonymous
+        profiles are never segment members.
+        """
         limit, after = page_args()
-        rows, cursor = paginate(
-            db.session, users_service.list_users_query(current_project_id(), after_id=after), limit
-        )
+        stmt = users_service.list_users_query(current_project_id(), after_id=after)
+        segment = request.args.get("segment")
+        if segment is not None:
+            stmt = stmt.where(
+                segments_service.segment_clause(db.session, current_project_id(), segment)
+            )
+        rows, cursor = paginate(db.session, stmt, limit)
         return {"data": rows, "next_cursor": cursor}
 
     @require_key(SECRET)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigId, JSONType, UTCDateTime, utcnow
+from app.models.user import User
 
 
 class Segment(Base):
@@ -23,3 +24,13 @@ class Segment(Base):
     filter: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Segment filters compile attribute equality to JSONB containment (`attributes @> {...}`,
+# app.services.segment_sql), which this index serves. PostgreSQL only: SQLite has no GIN.
+Index(
+    "ix_users_attributes_gin",
+    User.__table__.c.attributes,
+    postgresql_using="gin",
+    postgresql_ops={"attributes": "jsonb_path_ops"},
+).ddl_if(dialect="postgresql")

@@ -117,3 +117,26 @@ def test_inbox_read_archive_and_unread_count(app, client, api, project, workers)
     bob_id = wait_for(lambda: client.get("/v1/inbox", query_string=_params(project, "bob"))
                       .json["data"])[0]["id"]
     assert client.post(f"/v1/inbox/{bob_id}/read", query_string=params).status_code == 404
+
+
+def test_frames_published_out_of_order_all_reach_the_stream(app, api, project, live_server):
+    """Concurrent workers publish out of id order; no frame may be dropped."""
+    from app.db import db
+    from app.models import User
+    from app.realtime import get_hub, stream_key
+    from sqlalchemy import select
+
+    api.post("/v1/users", json={"userId": "ann"})
+    with app.app_context():
+        pk = db.session.scalar(select(User.id).where(User.external_id == "ann"))
+    stream = SseReader(live_server + "/v1/inbox/stream", _params(project, "ann"))
+    try:
+        assert stream.events.get(timeout=10) == {"comment": "connected"}
+        hub = get_hub(None)
+        for message_id in (5, 3, 4, 9, 1):
+            hub.publish(stream_key(project.id, pk), {"id": message_id,
+                                                     "content": {"body": str(message_id)}})
+        got = [stream.next_message()["id"] for _ in range(5)]
+        assert got == [5, 3, 4, 9, 1]
+    finally:
+        stream.close()

@@ -1,0 +1,291 @@
+"""Segments: stored filters, their members, previews, and `?segment=` resolution.
+
+A segment is a filter, not a list: membership is computed when asked, so a user created or
+changed after the segment matches at once. Anonymous profiles (no `userId`, external_id NULL)
+are never members of any segment, stored or inline: they cannot be addressed by the API and
+a filter over them would leak cookies into counts and sends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, InvalidInput, NotFound
+from app.models import Segment, User
+from app.models.base import utcnow
+from app.services.segment_sql import compile_filter
+from journeys.filters import Condition, FilterError, parse_filter, to_json
+
+MAX_NAME_LENGTH = 255
+PREVIEW_SAMPLE = 10
+# Ids are BIGINT on PostgreSQL: a longer run of digits cannot be an id.
+_MAX_ID_DIGITS = 18
+
+
+# --- filters ------------------------------------------------------------------------------
+
+
+def _error_path(field: str, path: str) -> str:
+    if not path:
+        return field
+    return f"{field}{path}" if path.startswith("[") else f"{field}.{path}"
+
+
+def _has_nul(value: Any) -> bool:
+    # PostgreSQL stores no NUL in JSONB or text: refuse it here with a 422, not a 400 later.
+    # A stack, not recursion: the body's nesting is not bounded yet (parse_filter bounds it).
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def parse_segment_filter(raw: Any, field: str = "filter") -> Condition:
+    """Parse any of the three forms; InvalidInput names the node (`filter.all[1].op`).
+
+    For the string form the message also gives the 0-based character position.
+    """
+    if raw is None:
+        raise InvalidInput(f"{field} is required", {field: ["required"]})
+    if _has_nul(raw):
+        raise InvalidInput(f"{field} contains a NUL character", {field: ["contains NUL"]})
+    try:
+        return parse_filter(raw)
+    except FilterError as err:
+        path = _error_path(field, err.path)
+        raise InvalidInput(
+            f"Invalid {field}: {path}: {err.message}", {path: [err.message]}
+        ) from None
+
+
+def members_clause(
+    cond: Condition, *, project_id: int, dialect_name: str, now: datetime
+) -> ColumnElement[bool]:
+    """A WHERE clause over `users`: the project's identified users the filter accepts at `now`."""
+    return and_(
+        User.project_id == project_id,
+        User.external_id.is_not(None),
+        compile_filter(cond, project_id=project_id, dialect_name=dialect_name, now=now),
+    )
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+# --- stored segments ----------------------------------------------------------------------
+
+
+def _invalid(errors: dict[str, list[str]]) -> InvalidInput:
+    shown = "; ".join(f"{path}: {why[0]}" for path, why in errors.items())
+    return InvalidInput(f"Invalid segment: {shown}", errors)
+
+
+def _clean_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise _invalid({"name": ["required, a non-empty string"]})
+    clean = name.strip()
+    why = None
+    if len(clean) > MAX_NAME_LENGTH:
+        why = f"at most {MAX_NAME_LENGTH} characters"
+    elif clean.isdigit():
+        # `/v1/segments/{id}` and `?segment=` take an id or a name.
+        why = "must not be only digits"
+    elif any(c in clean for c in "/:") or any(ord(c) < 32 for c in clean):
+        # `?segment=` reads text with ':' as a string-form filter.
+        why = "must not contain '/', ':' or control characters"
+    elif clean[0] in "{[":
+        why = "must not start with '{' or '[' (read as a JSON filter)"
+    if why:
+        raise _invalid({"name": [why]})
+    return clean
+
+
+def _exists(name: str) -> Conflict:
+    return Conflict(
+        f"name/exists: a segment named {name!r} already exists", {"name": ["name/exists"]}
+    )
+
+
+def _ensure_name_free(
+    session: Session, project_id: int, name: str, exclude_id: int | None = None
+) -> None:
+    stmt = select(Segment.id).where(Segment.project_id == project_id, Segment.name == name)
+    if exclude_id is not None:
+        stmt = stmt.where(Segment.id != exclude_id)
+    if session.scalar(stmt) is not None:
+        raise _exists(name)
+
+
+def _flush(session: Session, name: str) -> None:
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # A concurrent request took the name between our check and the insert.
+        raise _exists(name) from None
+
+
+def create_segment(session: Session, *, project_id: int, name: Any, filter: Any) -> Segment:
+    """Validate and store a segment with its filter normalized to the JSON tree."""
+    clean_name = _clean_name(name)
+    tree = to_json(parse_segment_filter(filter))
+    _ensure_name_free(session, project_id, clean_name)
+    now = utcnow()
+    segment = Segment(
+        project_id=project_id, name=clean_name, filter=tree, created_at=now, updated_at=now
+    )
+    session.add(segment)
+    _flush(session, clean_name)
+    return segment
+
+
+def update_segment(
+    session: Session, *, project_id: int, ref: str, changes: Mapping[str, Any], replace: bool
+) -> Segment:
+    """PUT (`replace`: name and filter both required) or PATCH (the given fields)."""
+    segment = get_segment(session, project_id=project_id, ref=ref)
+    if replace:
+        missing = {k: ["required"] for k in ("name", "filter") if k not in changes}
+        if missing:
+            raise _invalid(missing)
+    name = _clean_name(changes["name"]) if "name" in changes else segment.name
+    if "filter" in changes:
+        segment.filter = to_json(parse_segment_filter(changes["filter"]))
+    if name != segment.name:
+        _ensure_name_free(session, project_id, name, exclude_id=segment.id)
+        segment.name = name
+    segment.updated_at = utcnow()
+    _flush(session, name)
+    return segment
+
+
+def delete_segment(session: Session, *, project_id: int, ref: str) -> None:
+    """Remove a segment; NotFound if the project has none by that id or name."""
+    session.delete(get_segment(session, project_id=project_id, ref=ref))
+    session.flush()
+
+
+def _is_id(ref: str) -> bool:
+    return ref.isascii() and ref.isdigit() and len(ref) <= _MAX_ID_DIGITS
+
+
+def find_segment(session: Session, *, project_id: int, ref: str) -> Segment | None:
+    """A segment of the project by numeric id or by name, or None."""
+    column = Segment.id == int(ref) if _is_id(ref) else Segment.name == ref
+    return session.scalar(select(Segment).where(Segment.project_id == project_id, column))
+
+
+def get_segment(session: Session, *, project_id: int, ref: str) -> Segment:
+    """A segment of the project by numeric id or by name, or NotFound."""
+    segment = find_segment(session, project_id=project_id, ref=ref)
+    if segment is None:
+        raise NotFound(f"segment {ref!r} not found", {"id": ["not found"]})
+    return segment
+
+
+def list_segments_query(project_id: int, *, after_id: int | None = None) -> Select[Any]:
+    """The project's segments in id order, after the cursor's id."""
+    stmt = select(Segment).where(Segment.project_id == project_id).order_by(Segment.id)
+    if after_id is not None:
+        stmt = stmt.where(Segment.id > after_id)
+    return stmt
+
+
+def condition_of(segment: Segment) -> Condition:
+    """The stored filter as a condition tree."""
+    return parse_filter(segment.filter)
+
+
+# --- members ------------------------------------------------------------------------------
+
+
+def segment_members_query(
+    session: Session,
+    *,
+    project_id: int,
+    cond: Condition,
+    after_id: int | None = None,
+    now: datetime | None = None,
+) -> Select[tuple[User]]:
+    """Members in user row id order after a cursor; add a LIMIT, the database streams it."""
+    clause = members_clause(
+        cond, project_id=project_id, dialect_name=_dialect(session), now=now or utcnow()
+    )
+    stmt = select(User).where(clause).order_by(User.id)
+    if after_id is not None:
+        stmt = stmt.where(User.id > after_id)
+    return stmt
+
+
+def preview_segment(
+    session: Session, *, project_id: int, filter: Any, now: datetime | None = None
+) -> dict[str, Any]:
+    """How many users a filter selects now, and the userIds of the first few (by row id)."""
+    cond = parse_segment_filter(filter)
+    clause = members_clause(
+        cond, project_id=project_id, dialect_name=_dialect(session), now=now or utcnow()
+    )
+    count = session.scalar(select(func.count()).select_from(User).where(clause)) or 0
+    sample = list(
+        session.scalars(
+            select(User.external_id).where(clause).order_by(User.id).limit(PREVIEW_SAMPLE)
+        )
+    )
+    return {"count": count, "sample": sample}
+
+
+def resolve_segment(
+    session: Session, *, project_id: int, raw: str, field: str = "segment"
+) -> Condition:
+    """The filter a `?segment=` value means: a stored segment's id or name, or any inline form.
+
+    Digits are an id; text starting with `{` or `[` is a JSON object or tree; text with `:`
+    is the string form; anything else is a name. Segment names can be none of the first
+    three (see `_clean_name`), so the reading is never ambiguous.
+    """
+    if not raw.strip():
+        raise InvalidInput(f"{field} must not be empty", {field: ["empty"]})
+    stripped = raw.strip()
+    if stripped[0] in "{[":
+        try:
+            decoded = json.loads(stripped)
+        except ValueError as err:
+            raise InvalidInput(
+                f"{field} is not valid JSON: {err}", {field: ["not valid JSON"]}
+            ) from None
+        return parse_segment_filter(decoded, field)
+    if ":" in raw:
+        return parse_segment_filter(raw, field)
+    segment = find_segment(session, project_id=project_id, ref=stripped)
+    if segment is None:
+        raise NotFound(
+            f"no segment with id or name {raw!r} (an inline filter is key:value)",
+            {field: ["not found"]},
+        )
+    return condition_of(segment)
+
+
+def segment_clause(
+    session: Session, project_id: int, raw: str, *, now: datetime | None = None
+) -> ColumnElement[bool]:
+    """A WHERE clause over `users` for a `?segment=` value (see `resolve_segment`)."""
+    cond = resolve_segment(session, project_id=project_id, raw=raw)
+    return members_clause(
+        cond, project_id=project_id, dialect_name=_dialect(session), now=now or utcnow()
+    )
