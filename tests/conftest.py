@@ -32,21 +32,27 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_migrated() -> str:
-    """The PostgreSQL test database, reset and migrated once per session.
+def pg_migrated() -> Iterator[str]:
+    """A PostgreSQL database of this test session, created next to TEST_DATABASE_URL's.
 
-    A set TEST_DATABASE_URL that cannot be reached fails the run: it never skips.
+    Each session gets its own database (named after the process), so two runs on one
+    server cannot truncate each other's tables. A set TEST_DATABASE_URL that cannot be
+    reached fails the run: it never skips.
     """
     assert PG_URL is not None
-    engine = create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    engine = make_engine(PG_URL)
+    name = f"cairn_test_{os.getpid()}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
-    return PG_URL
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
 
 
 def _truncate_pg(url: str) -> None:
