@@ -185,3 +185,44 @@ def test_broker_outage_delays_but_loses_nothing(tmp_path, fault_db, broker_url):
         proxy.stop()
         engine.dispose()
     _ = CAIRN
+
+
+@pytest.mark.skipif(not os.environ.get("TEST_REDIS_URL"), reason="TEST_REDIS_URL unset")
+def test_in_app_frames_cross_processes_through_redis(tmp_path, fault_db):
+    """A worker process delivers; the API process streams it, via Redis pub/sub."""
+    from app.services.projects import user_hash
+    from tests.api.test_inbox import SseReader
+
+    redis_url = os.environ["TEST_REDIS_URL"]
+    proxy, server, env, auth = _setup(tmp_path, fault_db, redis_url)
+    proxy.stop()
+    server.stop()
+    env["REDIS_URL"] = redis_url
+    env["BROKER_URL"] = redis_url
+    server = Server(tmp_path, DATABASE_URL=fault_db, BROKER_URL=redis_url, REDIS_URL=redis_url)
+    worker = Worker(env, tmp_path / "worker.log")
+    engine = create_engine(fault_db)
+    try:
+        with engine.connect() as conn:
+            secret, = conn.execute(text("SELECT identity_secret FROM projects")).one()
+        pk = json.loads(_cairn(tmp_path, "key", "create", "--project", "1", "--kind",
+                               "publishable", "--json", DATABASE_URL=fault_db)
+                        .stdout.strip().splitlines()[-1])["key"]
+        requests.post(server.url + "/v1/users", headers=auth, json={"userId": "ann"}, timeout=10)
+        stream = SseReader(server.url + "/v1/inbox/stream",
+                           {"key": pk, "userId": "ann", "userHash": user_hash(secret, "ann")})
+        try:
+            assert stream.events.get(timeout=20) == {"comment": "connected"}
+            started = time.monotonic()
+            r = requests.post(server.url + "/v1/notify", headers=auth, timeout=10,
+                              json={"userId": "ann", "title": "Hello", "body": "from a worker"})
+            message = stream.next_message(timeout=30)
+            assert message["id"] == r.json()["messageIds"][0]
+            assert message["body"] == "from a worker"
+            assert time.monotonic() - started < 30
+        finally:
+            stream.close()
+    finally:
+        worker.stop()
+        server.stop()
+        engine.dispose()
