@@ -78,17 +78,14 @@ def fan_out(session: Session, send_id: int) -> int:
 
 
 def _audience(session: Session, send: Send, now: datetime) -> Any:
-    target = send.target or {}
-    clauses = [User.project_id == send.project_id]
-    if "segment" in target:
-        from app.services.segment_sql import compile_filter
-        from journeys.filters import parse_filter
+    """Identified users of the project, narrowed by the send's segment if it has one."""
+    from app.services.segments import members_clause
+    from journeys.filters import parse_filter
 
-        clauses.append(
-            compile_filter(parse_filter(target["segment"]), project_id=send.project_id,
-                           dialect_name=session.get_bind().dialect.name, now=now)
-        )
-    return and_(*clauses)
+    target = send.target or {}
+    cond = parse_filter(target.get("segment") or {"all": []})
+    return members_clause(cond, project_id=send.project_id,
+                          dialect_name=session.get_bind().dialect.name, now=now)
 
 
 def _insert_messages(session: Session, send: Send, channel: str, chosen: Any,

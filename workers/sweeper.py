@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.db import defer
 from app.models.message import Message, MessageStatusChange
+from app.services.audiences import expire_memberships
 from workers.fanout import BATCH, reclaim_stalled_sends
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class SweepStats:
     recovered: int = 0
     enqueued: int = 0
     sends: int = 0
+    memberships: int = 0
 
 
 def sweep(session: Session, now: datetime, settings: dict[str, Any]) -> SweepStats:
@@ -75,7 +77,12 @@ def sweep(session: Session, now: datetime, settings: dict[str, Any]) -> SweepSta
             defer(session, "deliver_messages", ids[start:start + BATCH])
     stats.enqueued = len(ids)
     stats.sends = len(reclaim_stalled_sends(session, now))
+    while True:  # memberships whose TTL passed become recorded leaves (cause `ttl`)
+        expired_members = expire_memberships(session, now)
+        stats.memberships += expired_members
+        if expired_members < 5000:
+            break
     session.commit()
-    if stats.expired or stats.recovered or stats.enqueued or stats.sends:
+    if stats.expired or stats.recovered or stats.enqueued or stats.sends or stats.memberships:
         log.info("sweep: %s", stats)
     return stats

@@ -93,7 +93,8 @@ def _notify(body: Any, *, require_segment: bool = False) -> dict[str, Any]:
     if target_name in ("segment", "broadcast"):
         if target_name == "broadcast" and body["broadcast"] is not True:
             raise InvalidInput("broadcast must be true", {"broadcast": ["must be true"]})
-        target = ({"segment": messages_service.parse_segment(body["segment"])}
+        target = ({"segment": messages_service.parse_segment(session, project.id,
+                                                             body["segment"])}
                   if target_name == "segment" else {"broadcast": True})
         send = messages_service.create_send(
             session, project=project, kind="notify", channels=channels, content=content,

@@ -21,7 +21,9 @@ from app.schemas.users import (
     UserUpsertSchema,
 )
 from app.services import segments as segments_service
+from app.models.base import utcnow
 from app.services import users as users_service
+from app.services.audiences import audiences_of
 
 blp = Blueprint("users", __name__, url_prefix="/v1/users", description="User profiles")
 
@@ -153,6 +155,7 @@ class UserItem(MethodView):
         """The profile and the anonymous ids merged into it."""
         user = users_service.get_user(db.session, project_id=current_project_id(), user_id=user_id)
         user.anonymous_ids = users_service.anonymous_ids_of(db.session, user.id)
+        user.audiences = audiences_of(db.session, user.id, utcnow())
         return user
 
     @require_key(SECRET)

@@ -2,6 +2,8 @@
 
 from marshmallow import Schema, fields
 
+from app.schemas.audiences import MembershipSchema
+
 
 class UserUpsertSchema(Schema):
     """One profile to create or update (the body may also be an array of these, ≤1000)."""
@@ -53,6 +55,7 @@ class UserDetailSchema(UserSchema):
     """A profile with what hangs off it."""
 
     anonymousIds = fields.List(fields.Str(), attribute="anonymous_ids")
+    audiences = fields.List(fields.Nested(MembershipSchema))
 
 
 class UserListSchema(Schema):

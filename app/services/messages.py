@@ -15,19 +15,25 @@ from app.errors import InvalidInput
 from app.models import Project, User
 from app.models.base import utcnow
 from app.models.message import CHANNELS, Message, Send
-from journeys.filters import FilterError, parse_filter, to_json
+from journeys.filters import to_json
 
 JOB_BATCH = 250
 DEFAULT_CHANNELS = ("inapp",)
 
 
-def parse_segment(raw: Any, field_name: str = "segment") -> dict[str, Any]:
-    """Validate a segment in any input form; its normalized tree, or a 400 naming the node."""
-    try:
-        return to_json(parse_filter(raw))
-    except FilterError as err:
-        path = f"{field_name}.{err.path}" if err.path else field_name
-        raise InvalidInput(f"Invalid segment: {err}", {path: [err.message]}) from None
+def parse_segment(session: Session, project_id: int, raw: Any,
+                  field_name: str = "segment") -> dict[str, Any]:
+    """A segment in any form, or a stored segment's id or name, as a normalized tree.
+
+    Invalid input is a 4xx naming the node (`segment.all[1].op`).
+    """
+    from app.services.segments import parse_segment_filter, resolve_segment
+
+    if isinstance(raw, str):
+        cond = resolve_segment(session, project_id=project_id, raw=raw, field=field_name)
+    else:
+        cond = parse_segment_filter(raw, field_name)
+    return to_json(cond)
 
 
 def address_of(user: User, channel: str) -> str | None:

@@ -83,3 +83,41 @@ def test_broadcast_fan_out_resumes_after_a_crash_without_duplicates(app, api, mo
         assert (send.status, send.recipients) == ("done", 7)
         users = db.session.scalar(select(func.count(func.distinct(Message.user_id))))
         assert users == 7
+
+
+def test_stored_segment_by_name_and_audience_membership_target_a_send(app, api, workers):
+    api.post("/v1/users", json=[{"userId": "a"}, {"userId": "b"}, {"userId": "c"}])
+    assert api.post("/v1/audiences", json={"name": "vip"}).status_code == 201
+    api.post("/v1/audiences/vip/members", json={"userIds": ["a", "c"]})
+    r = api.post("/v1/segments", json={"name": "vips",
+                                       "filter": {"audience": "vip", "op": "in"}})
+    assert r.status_code == 201, r.json
+    r = api.post("/v1/notify", json={"segment": "vips", "body": "for vips"})
+    assert r.status_code == 202, r.json
+    wait_for(lambda: sorted(u for u, _, _ in _messages(app)) == ["a", "c"])
+    detail = api.get("/v1/users/a").json
+    assert [m["name"] for m in detail["audiences"]] == ["vip"]
+    missing = api.post("/v1/notify", json={"segment": "nope", "body": "x"})
+    assert missing.status_code == 404 and "segment" in missing.json["errors"]
+
+
+def test_sweeper_turns_expired_memberships_into_recorded_leaves(app, api, sweeper):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from app.models.audience import AudienceChange, AudienceMember
+
+    api.post("/v1/audiences", json={"name": "trial"})
+    api.post("/v1/audiences/trial/members", json={"userIds": ["a"], "ttlSeconds": 3600})
+    with app.app_context():
+        db.session.execute(update(AudienceMember).values(
+            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        db.session.commit()
+    assert api.get("/v1/users/a").json["audiences"] == []  # expired counts at once
+    assert sweeper().memberships == 1
+    assert sweeper().memberships == 0
+    with app.app_context():
+        changes = [(c.kind, c.cause) for c in db.session.scalars(
+            select(AudienceChange).order_by(AudienceChange.id))]
+    assert changes == [("joined", "api"), ("left", "ttl")]
