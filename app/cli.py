@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -54,6 +55,7 @@ def upgrade_database() -> None:
 def db_upgrade() -> None:
     """Apply Alembic migrations up to head."""
     upgrade_database()
+    assert db.engine is not None
     click.echo(f"Database at head: {db.engine.url.render_as_string(hide_password=True)}")
 
 
@@ -172,8 +174,16 @@ def worker(processes: int | None, threads: int) -> None:
     if not os.environ.get("BROKER_URL"):
         click.echo("BROKER_URL is not set: `cairn serve` runs workers in-process.", err=True)
         sys.exit(2)
-    args = [sys.executable, "-m", "dramatiq", "workers.actors", "--threads", str(threads),
-            "--processes", str(processes or os.cpu_count() or 1)]
+    args = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "workers.actors",
+        "--threads",
+        str(threads),
+        "--processes",
+        str(processes or os.cpu_count() or 1),
+    ]
     os.execv(sys.executable, args)
 
 
@@ -184,10 +194,9 @@ def scheduler() -> None:
     import signal
     import threading
 
+    import workers.actors  # noqa: F401
     from workers import runtime
     from workers.scheduler import SchedulerService
-
-    import workers.actors  # noqa: F401
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     assert db.engine is not None
@@ -197,10 +206,8 @@ def scheduler() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     service.start()
     click.echo("scheduler started (standby until it holds the lock)")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         stop.wait()
-    except KeyboardInterrupt:
-        pass
     service.stop()
 
 

@@ -110,7 +110,7 @@ class RedisHub(InProcessHub):
                 for message in pubsub.listen():
                     if message.get("type") != "pmessage":
                         continue
-                    key = message["channel"].decode()[len(CHANNEL_PREFIX):]
+                    key = message["channel"].decode()[len(CHANNEL_PREFIX) :]
                     self._dispatch(key, json.loads(message["data"]))
             except Exception as err:  # Redis restarted: reconnect; streams replay from the DB
                 log.warning("Redis hub listener lost its connection: %s", err)

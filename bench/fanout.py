@@ -100,8 +100,13 @@ def free_port() -> int:
 
 def conn_kwargs(url: str) -> dict[str, Any]:
     u = make_url(url)
-    return {"host": u.host or HOST, "port": u.port or 5432, "user": u.username or "postgres",
-            "dbname": u.database, **({"password": u.password} if u.password else {})}
+    return {
+        "host": u.host or HOST,
+        "port": u.port or 5432,
+        "user": u.username or "postgres",
+        "dbname": u.database,
+        **({"password": u.password} if u.password else {}),
+    }
 
 
 def check_urls(db_url: str, redis_url: str) -> None:
@@ -142,8 +147,14 @@ class Proc:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self._sink = self.log_path.open("w")
-        self.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._sink,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            cwd=ROOT,
+            stdout=self._sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def output(self) -> str:
         try:
@@ -215,8 +226,9 @@ class CpuMeter:
         self.groups = groups
 
     def snap(self) -> dict[str, Any]:
-        procs = {name: {p: proc_cpu(p) for p in g.pids()} for name, g in self.groups.items()
-                 if g.alive()}
+        procs = {
+            name: {p: proc_cpu(p) for p in g.pids()} for name, g in self.groups.items() if g.alive()
+        }
         procs["postgres"] = {p: proc_cpu(p) for p in pids_named("postgres")}
         procs["redis"] = {p: proc_cpu(p) for p in pids_named("redis-server")}
         procs["bench"] = {os.getpid(): proc_cpu(os.getpid())}
@@ -228,11 +240,13 @@ class CpuMeter:
         out: dict[str, float] = {}
         for name, now in b["procs"].items():
             before = a["procs"].get(name, {})
-            out[name] = round(sum(max(0.0, c - before.get(p, 0.0)) for p, c in now.items())
-                              / wall, 2)
+            out[name] = round(
+                sum(max(0.0, c - before.get(p, 0.0)) for p, c in now.items()) / wall, 2
+            )
         out["machine"] = round((b["machine"] - a["machine"]) / wall, 2)
-        out["other"] = round(max(0.0, out["machine"] - sum(
-            v for k, v in out.items() if k != "machine")), 2)
+        out["other"] = round(
+            max(0.0, out["machine"] - sum(v for k, v in out.items() if k != "machine")), 2
+        )
         return out
 
 
@@ -258,9 +272,12 @@ def wait_ready(p: Proc, count: int, timeout: float) -> None:
 
 def load_users(db: psycopg.Connection, project_id: int, n: int) -> float:
     t = time.perf_counter()
-    with db.cursor() as cur, cur.copy(
-        "COPY users (project_id, external_id, attributes, created_at, updated_at) FROM STDIN"
-    ) as copy:
+    with (
+        db.cursor() as cur,
+        cur.copy(
+            "COPY users (project_id, external_id, attributes, created_at, updated_at) FROM STDIN"
+        ) as copy,
+    ):
         for i in range(1, n + 1):
             copy.write(f"{project_id}\tu{i}\t{{}}\tnow\tnow\n")
     db.commit()
@@ -285,20 +302,34 @@ def raw_insert(db: psycopg.Connection, project_id: int, *, on_conflict: bool) ->
     send_id = db.execute(
         "INSERT INTO sends (project_id, kind, channels, content, transactional, status, cursor,"
         " recipients, deduplicated, created_at) VALUES (%s, 'notify', '[\"inapp\"]',"
-        " '{\"body\": \"raw\"}', false, 'done', 0, 0, 0, now()) RETURNING id", (project_id,)
+        " '{\"body\": \"raw\"}', false, 'done', 0, 0, 0, now()) RETURNING id",
+        (project_id,),
     ).fetchone()[0]
-    sql = RAW_INSERT.format(conflict="ON CONFLICT (project_id, dedup_key, channel, address) DO "
-                            "NOTHING" if on_conflict else "")
+    sql = RAW_INSERT.format(
+        conflict="ON CONFLICT (project_id, dedup_key, channel, address) DO NOTHING"
+        if on_conflict
+        else ""
+    )
     t = time.perf_counter()
     rows = db.execute(sql, {"p": project_id, "s": send_id, "dedup": f"send:{send_id}"}).fetchall()
     elapsed = time.perf_counter() - t
     db.rollback()
-    return {"rows": len(rows), "seconds": round(elapsed, 3),
-            "rows_per_s": round(len(rows) / elapsed)}
+    return {
+        "rows": len(rows),
+        "seconds": round(elapsed, 3),
+        "rows_per_s": round(len(rows) / elapsed),
+    }
 
 
-def noop_baseline(env: dict[str, str], logdir: Path, redis_url: str, n_jobs: int, processes: int,
-                  threads: int, procs: list[Proc]) -> dict[str, Any]:
+def noop_baseline(
+    env: dict[str, str],
+    logdir: Path,
+    redis_url: str,
+    n_jobs: int,
+    processes: int,
+    threads: int,
+    procs: list[Proc],
+) -> dict[str, Any]:
     """A no-op actor's jobs/s on the same Redis with the same worker shape."""
     os.environ["BENCH_NOOP_REDIS"] = redis_url
     from bench import noop_actor  # after BENCH_NOOP_REDIS is set
@@ -313,9 +344,21 @@ def noop_baseline(env: dict[str, str], logdir: Path, redis_url: str, n_jobs: int
         noop_actor.noop.send(payload)
     enqueue_s = time.perf_counter() - t
     log(f"noop: enqueued {n_jobs} jobs in {enqueue_s:.2f}s ({n_jobs / enqueue_s:.0f}/s)")
-    worker = Proc("noop-workers", [PY, "-m", "dramatiq", "bench.noop_actor", "--processes",
-                                   str(processes), "--threads", str(threads)],
-                  dict(env, BENCH_NOOP_REDIS=redis_url), logdir)
+    worker = Proc(
+        "noop-workers",
+        [
+            PY,
+            "-m",
+            "dramatiq",
+            "bench.noop_actor",
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
+        ],
+        dict(env, BENCH_NOOP_REDIS=redis_url),
+        logdir,
+    )
     procs.append(worker)
     meter = CpuMeter({"noop": worker})
     try:
@@ -334,11 +377,15 @@ def noop_baseline(env: dict[str, str], logdir: Path, redis_url: str, n_jobs: int
         first = float(r.get(noop_actor.FIRST) or 0)
         last = float(r.get(noop_actor.LAST) or 0)
         window = max(last - first, 1e-6)
-        out = {"jobs": n_jobs, "processed": done, "enqueue_per_s": round(n_jobs / enqueue_s),
-               "startup_to_done_s": round(time.perf_counter() - started, 2),
-               "window_s": round(window, 3),
-               "jobs_per_s": round((done - 1) / window) if done > 1 else 0,
-               "cpu": CpuMeter.diff(a, b)}
+        out = {
+            "jobs": n_jobs,
+            "processed": done,
+            "enqueue_per_s": round(n_jobs / enqueue_s),
+            "startup_to_done_s": round(time.perf_counter() - started, 2),
+            "window_s": round(window, 3),
+            "jobs_per_s": round((done - 1) / window) if done > 1 else 0,
+            "cpu": CpuMeter.diff(a, b),
+        }
     finally:
         worker.stop()
         procs.remove(worker)
@@ -346,14 +393,18 @@ def noop_baseline(env: dict[str, str], logdir: Path, redis_url: str, n_jobs: int
     return out
 
 
-def broadcast(api: str, sk: str, db: psycopg.Connection, n_users: int,
-              timeout: float) -> dict[str, Any]:
+def broadcast(
+    api: str, sk: str, db: psycopg.Connection, n_users: int, timeout: float
+) -> dict[str, Any]:
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {sk}"
     t_wall = time.time()
     t = time.perf_counter()
-    resp = s.post(api + "/v1/notify", json={"broadcast": True, "body": "hello",
-                                            "channels": ["inapp"]}, timeout=30)
+    resp = s.post(
+        api + "/v1/notify",
+        json={"broadcast": True, "body": "hello", "channels": ["inapp"]},
+        timeout=30,
+    )
     post_ms = (time.perf_counter() - t) * 1000
     if resp.status_code != 202:
         raise RuntimeError(f"broadcast POST: {resp.status_code} {resp.text[:500]}")
@@ -367,17 +418,21 @@ def broadcast(api: str, sk: str, db: psycopg.Connection, n_users: int,
     deadline = time.monotonic() + timeout
     last_log = 0.0
     while time.monotonic() < deadline:
-        status, recipients = db.execute("SELECT status, recipients FROM sends WHERE id = %s",
-                                        (send_id,)).fetchone()
+        status, recipients = db.execute(
+            "SELECT status, recipients FROM sends WHERE id = %s", (send_id,)
+        ).fetchone()
         now = time.perf_counter() - t
         if fanout_s is None and status == "done":
             fanout_s = now
             log(f"broadcast: fan-out done, {recipients} recipients in {fanout_s:.2f}s")
         if time.monotonic() >= next_count or fanout_s is not None:
             next_count = time.monotonic() + 0.5
-            last_counts = dict(db.execute(
-                "SELECT status, count(*) FROM messages WHERE send_id = %s GROUP BY status",
-                (send_id,)).fetchall())
+            last_counts = dict(
+                db.execute(
+                    "SELECT status, count(*) FROM messages WHERE send_id = %s GROUP BY status",
+                    (send_id,),
+                ).fetchall()
+            )
             db.commit()
             if time.monotonic() - last_log > 5:
                 last_log = time.monotonic()
@@ -391,16 +446,24 @@ def broadcast(api: str, sk: str, db: psycopg.Connection, n_users: int,
     row = db.execute(
         "SELECT count(*), count(*) FILTER (WHERE status = 'sent'),"
         " extract(epoch FROM min(sent_at)), extract(epoch FROM max(sent_at)),"
-        " extract(epoch FROM max(created_at)) FROM messages WHERE send_id = %s", (send_id,)
+        " extract(epoch FROM max(created_at)) FROM messages WHERE send_id = %s",
+        (send_id,),
     ).fetchone()
     db.commit()
     total, sent, first_sent, last_sent, _last_created = row
     jobs = math.ceil(recipients / JOB_BATCH) if recipients else 0
-    out: dict[str, Any] = {"send_id": send_id, "users": n_users, "recipients": recipients,
-                           "messages": total, "sent": sent, "counts": last_counts,
-                           "post_ms": round(post_ms, 1), "jobs": jobs,
-                           "fanout_s": round(fanout_s, 2) if fanout_s else None,
-                           "delivered_s": round(delivered_s, 2) if delivered_s else None}
+    out: dict[str, Any] = {
+        "send_id": send_id,
+        "users": n_users,
+        "recipients": recipients,
+        "messages": total,
+        "sent": sent,
+        "counts": last_counts,
+        "post_ms": round(post_ms, 1),
+        "jobs": jobs,
+        "fanout_s": round(fanout_s, 2) if fanout_s else None,
+        "delivered_s": round(delivered_s, 2) if delivered_s else None,
+    }
     if fanout_s:
         out["created_per_s"] = round(recipients / fanout_s)
     if sent and last_sent is not None:
@@ -457,8 +520,13 @@ def pubsub_baseline(redis_url: str, rate: float, n: int) -> dict[str, Any]:
     th.join(2)
     pubsub.close()
     lat = [got[i] - sent[i] for i in sent if i in got]
-    return {"n": n, "received": len(lat), "p50_ms": round(pct(lat, 50), 2),
-            "p99_ms": round(pct(lat, 99), 2), "max_ms": round(pct(lat, 100), 2)}
+    return {
+        "n": n,
+        "received": len(lat),
+        "p50_ms": round(pct(lat, 50), 2),
+        "p99_ms": round(pct(lat, 99), 2),
+        "max_ms": round(pct(lat, 100), 2),
+    }
 
 
 class SseReader(threading.Thread):
@@ -531,12 +599,22 @@ class RedisTap(threading.Thread):
             self.pubsub.close()
 
 
-def sse_latency(port: int, sk: str, pk: str, identity_secret: str, project_id: int,
-                user_pk: int, redis_url: str, rate: float, n: int) -> dict[str, Any]:
+def sse_latency(
+    port: int,
+    sk: str,
+    pk: str,
+    identity_secret: str,
+    project_id: int,
+    user_pk: int,
+    redis_url: str,
+    rate: float,
+    n: int,
+) -> dict[str, Any]:
     user = "u1"
     uhash = hmac.new(identity_secret.encode(), user.encode(), hashlib.sha256).hexdigest()
-    path = "/v1/inbox/stream?" + urllib.parse.urlencode({"key": pk, "userId": user,
-                                                         "userHash": uhash})
+    path = "/v1/inbox/stream?" + urllib.parse.urlencode(
+        {"key": pk, "userId": user, "userHash": uhash}
+    )
     reader = SseReader(port, path)
     reader.start()
     if not reader.connected.wait(10) or reader.error:
@@ -587,21 +665,33 @@ def sse_latency(port: int, sk: str, pk: str, identity_secret: str, project_id: i
     tap.stop()
     lat = [reader.arrivals[m] - t for m, t in starts.items() if m in reader.arrivals]
     leg1 = [tap.arrivals[m] - t for m, t in starts.items() if m in tap.arrivals]
-    leg2 = [reader.arrivals[m] - tap.arrivals[m] for m in starts
-            if m in reader.arrivals and m in tap.arrivals]
+    leg2 = [
+        reader.arrivals[m] - tap.arrivals[m]
+        for m in starts
+        if m in reader.arrivals and m in tap.arrivals
+    ]
     missing = sorted(set(starts) - set(reader.arrivals))
     published_not_streamed = sorted(set(tap.arrivals) & set(missing))
     order = tap_order(tap)
     out_of_order = sum(1 for a, b in itertools.pairwise(order) if b < a)
     return {
-        "sends": n, "accepted": len(starts), "errors": len(errors), "error_sample": errors[:3],
-        "send_rate": round(len(starts) / send_span, 1), "frames": len(lat),
-        "missing_frames": len(missing), "missing_but_published": len(published_not_streamed),
-        "published": len(tap.arrivals), "publish_out_of_order": out_of_order,
-        "post_p50_ms": round(pct(post_times, 50), 1), "post_p99_ms": round(pct(post_times, 99), 1),
-        "p50_ms": round(pct(lat, 50), 1), "p99_ms": round(pct(lat, 99), 1),
+        "sends": n,
+        "accepted": len(starts),
+        "errors": len(errors),
+        "error_sample": errors[:3],
+        "send_rate": round(len(starts) / send_span, 1),
+        "frames": len(lat),
+        "missing_frames": len(missing),
+        "missing_but_published": len(published_not_streamed),
+        "published": len(tap.arrivals),
+        "publish_out_of_order": out_of_order,
+        "post_p50_ms": round(pct(post_times, 50), 1),
+        "post_p99_ms": round(pct(post_times, 99), 1),
+        "p50_ms": round(pct(lat, 50), 1),
+        "p99_ms": round(pct(lat, 99), 1),
         "max_ms": round(pct(lat, 100), 1),
-        "to_publish_p50_ms": round(pct(leg1, 50), 1), "to_publish_p99_ms": round(pct(leg1, 99), 1),
+        "to_publish_p50_ms": round(pct(leg1, 50), 1),
+        "to_publish_p99_ms": round(pct(leg1, 99), 1),
         "publish_to_frame_p50_ms": round(pct(leg2, 50), 1),
         "publish_to_frame_p99_ms": round(pct(leg2, 99), 1),
         "stream_error": reader.error if reader.error and "closed" not in reader.error else None,
@@ -636,11 +726,19 @@ def main() -> int:
     ap.add_argument("--max-seconds", type=int, default=225)
     ap.add_argument("--logs", default=None, help="keep serve/worker logs here (default: a tmp dir)")
     ap.add_argument("--json-out", default=None)
-    ap.add_argument("--py-spy", default=None, metavar="DIR",
-                    help="record the workers with py-spy during the broadcast (collapsed stacks)")
-    ap.add_argument("--worker-timeout-ms", type=int, default=None,
-                    help="experiment: set dramatiq_worker_timeout for the app's workers (caps the"
-                         " idle consumer's poll backoff; Dramatiq's default is 1000)")
+    ap.add_argument(
+        "--py-spy",
+        default=None,
+        metavar="DIR",
+        help="record the workers with py-spy during the broadcast (collapsed stacks)",
+    )
+    ap.add_argument(
+        "--worker-timeout-ms",
+        type=int,
+        default=None,
+        help="experiment: set dramatiq_worker_timeout for the app's workers (caps the"
+        " idle consumer's poll backoff; Dramatiq's default is 1000)",
+    )
     args = ap.parse_args()
     check_urls(args.database_url, args.redis_url)
 
@@ -655,22 +753,34 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="cairn-bench-fanout-"))
     logdir = Path(args.logs) if args.logs else tmp
     logdir.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "SECRET_KEY", "PORT")}
-    env.update(DATABASE_URL=args.database_url, BROKER_URL=args.redis_url,
-               REDIS_URL=args.redis_url, INSTANCE_DIR=str(tmp / "instance"),
-               PYTHONUNBUFFERED="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "SECRET_KEY", "PORT")
+    }
+    env.update(
+        DATABASE_URL=args.database_url,
+        BROKER_URL=args.redis_url,
+        REDIS_URL=args.redis_url,
+        INSTANCE_DIR=str(tmp / "instance"),
+        PYTHONUNBUFFERED="1",
+    )
     procs: list[Proc] = []
-    results: dict[str, Any] = {"users": args.users, "processes": args.processes,
-                               "threads": args.threads, "logs": str(logdir)}
+    results: dict[str, Any] = {
+        "users": args.users,
+        "processes": args.processes,
+        "threads": args.threads,
+        "logs": str(logdir),
+    }
     rc = 0
     try:
         # ---- setup
         reset_database(args.database_url)
         redis.Redis.from_url(args.redis_url).flushdb()
         for cmd in (["db", "upgrade"], ["project", "create", "bench", "--json"]):
-            done = subprocess.run([CAIRN, *cmd], env=env, cwd=ROOT, capture_output=True,
-                                  text=True, timeout=120)
+            done = subprocess.run(
+                [CAIRN, *cmd], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+            )
             if done.returncode != 0:
                 raise RuntimeError(f"cairn {' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
         creds = json.loads(done.stdout.strip().splitlines()[-1])
@@ -678,8 +788,9 @@ def main() -> int:
         db = psycopg.connect(**conn_kwargs(args.database_url))
         took = load_users(db, project_id, args.users)
         log(f"setup: project {project_id}, {args.users} users copied in {took:.2f}s")
-        user_pk = db.execute("SELECT id FROM users WHERE project_id = %s AND external_id = 'u1'",
-                             (project_id,)).fetchone()[0]
+        user_pk = db.execute(
+            "SELECT id FROM users WHERE project_id = %s AND external_id = 'u1'", (project_id,)
+        ).fetchone()[0]
         db.commit()
 
         # ---- baseline: raw INSERT ... SELECT
@@ -691,15 +802,20 @@ def main() -> int:
         db.autocommit = False
         results["raw_insert"] = raw
         results["raw_insert_on_conflict"] = raw_oc
-        log(f"raw: INSERT ... SELECT {raw['rows']} rows in {raw['seconds']}s"
-            f" = {raw['rows_per_s']}/s (with ON CONFLICT DO NOTHING: {raw_oc['rows_per_s']}/s)")
+        log(
+            f"raw: INSERT ... SELECT {raw['rows']} rows in {raw['seconds']}s"
+            f" = {raw['rows_per_s']}/s (with ON CONFLICT DO NOTHING: {raw_oc['rows_per_s']}/s)"
+        )
 
         # ---- baseline: no-op actor
-        noop = noop_baseline(env, logdir, args.redis_url, args.noop_jobs, args.processes,
-                             args.threads, procs)
+        noop = noop_baseline(
+            env, logdir, args.redis_url, args.noop_jobs, args.processes, args.threads, procs
+        )
         results["noop"] = noop
-        log(f"noop: {noop['processed']} jobs, {noop['jobs_per_s']} jobs/s over"
-            f" {noop['window_s']}s; cpu {fmt_cpu(noop['cpu'])}")
+        log(
+            f"noop: {noop['processed']} jobs, {noop['jobs_per_s']} jobs/s over"
+            f" {noop['window_s']}s; cpu {fmt_cpu(noop['cpu'])}"
+        )
 
         # ---- the system: serve (API) + dramatiq workers
         port = free_port()
@@ -708,9 +824,21 @@ def main() -> int:
         wenv = dict(env)
         if args.worker_timeout_ms:
             wenv["dramatiq_worker_timeout"] = str(args.worker_timeout_ms)
-        workers = Proc("workers", [PY, "-m", "dramatiq", "workers.actors", "--processes",
-                                   str(args.processes), "--threads", str(args.threads)],
-                       wenv, logdir)
+        workers = Proc(
+            "workers",
+            [
+                PY,
+                "-m",
+                "dramatiq",
+                "workers.actors",
+                "--processes",
+                str(args.processes),
+                "--threads",
+                str(args.threads),
+            ],
+            wenv,
+            logdir,
+        )
         procs.append(workers)
         api = f"http://{HOST}:{port}"
         deadline = time.monotonic() + 60
@@ -734,10 +862,23 @@ def main() -> int:
         if args.py_spy:
             Path(args.py_spy).mkdir(parents=True, exist_ok=True)
             spy = subprocess.Popen(
-                [str(Path(PY).parent / "py-spy"), "record", "--pid", str(workers.proc.pid),
-                 "--subprocesses", "--rate", "200", "--format", "raw", "--output",
-                 str(Path(args.py_spy) / "workers-broadcast.txt")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                [
+                    str(Path(PY).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(workers.proc.pid),
+                    "--subprocesses",
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(Path(args.py_spy) / "workers-broadcast.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             time.sleep(1)
         a = meter.snap()
         try:
@@ -755,8 +896,10 @@ def main() -> int:
         log(f"broadcast: {json.dumps(bc)}")
         if bc.get("timed_out"):
             rc = 1
-            log("broadcast: NOT all messages delivered in time; purging the deliver queue so the"
-                " latency phase is not stuck behind the backlog")
+            log(
+                "broadcast: NOT all messages delivered in time; purging the deliver queue so the"
+                " latency phase is not stuck behind the backlog"
+            )
             r = redis.Redis.from_url(args.redis_url)
             for key in r.scan_iter("dramatiq:deliver*"):
                 r.delete(key)
@@ -768,8 +911,17 @@ def main() -> int:
 
         # ---- SSE latency
         a = meter.snap()
-        sse = sse_latency(port, sk, pk, creds["identitySecret"], project_id, user_pk,
-                          args.redis_url, args.rate, args.latency_sends)
+        sse = sse_latency(
+            port,
+            sk,
+            pk,
+            creds["identitySecret"],
+            project_id,
+            user_pk,
+            args.redis_url,
+            args.rate,
+            args.latency_sends,
+        )
         sse["cpu"] = CpuMeter.diff(a, meter.snap())
         results["sse"] = sse
         log(f"sse: {json.dumps(sse)}")
@@ -782,7 +934,7 @@ def main() -> int:
             results.setdefault("log_errors", {})[p.name] = {"tracebacks": n_tb, "errors": n_err}
             if n_tb:
                 i = text.find("Traceback (most recent call last)")
-                results["log_errors"][p.name]["first"] = text[max(0, i - 300):i + 2500]
+                results["log_errors"][p.name]["first"] = text[max(0, i - 300) : i + 2500]
         db.close()
     except BenchTimeout as err:
         log(f"ABORTED: {err}")
@@ -818,10 +970,13 @@ def summary(r: dict[str, Any]) -> None:
     created_ratio = ratio(bc.get("created_per_s"), raw.get("rows_per_s"))
     jobs_ratio = ratio(bc.get("jobs_per_s"), noop_jps)
     msgs_ratio = ratio(bc.get("delivered_per_s"), noop_jps)
-    r["ratios"] = {"created_vs_raw": created_ratio, "delivery_jobs_vs_noop": jobs_ratio,
-                   "delivery_msgs_vs_noop_msgs": msgs_ratio,
-                   "sse_p50_vs_pubsub": ratio(sse.get("p50_ms"), ps.get("p50_ms")),
-                   "sse_p99_vs_pubsub": ratio(sse.get("p99_ms"), ps.get("p99_ms"))}
+    r["ratios"] = {
+        "created_vs_raw": created_ratio,
+        "delivery_jobs_vs_noop": jobs_ratio,
+        "delivery_msgs_vs_noop_msgs": msgs_ratio,
+        "sse_p50_vs_pubsub": ratio(sse.get("p50_ms"), ps.get("p50_ms")),
+        "sse_p99_vs_pubsub": ratio(sse.get("p99_ms"), ps.get("p99_ms")),
+    }
 
     def ok(flag: bool | None) -> str:
         return "  n/a" if flag is None else (" MET" if flag else " MISSED")
@@ -830,53 +985,75 @@ def summary(r: dict[str, Any]) -> None:
         return "n/a" if v is None else f"{v:,}{unit}" if isinstance(v, int) else f"{v}{unit}"
 
     print("\n" + "=" * 100)
-    print(f"FAN-OUT BENCH  users={r['users']}  workers={r['processes']}x{r['threads']}"
-          f"  total {r.get('total_s')}s  logs {r['logs']}")
+    print(
+        f"FAN-OUT BENCH  users={r['users']}  workers={r['processes']}x{r['threads']}"
+        f"  total {r.get('total_s')}s  logs {r['logs']}"
+    )
     if "failed" in r or "aborted" in r:
         print(f"  !! {r.get('failed') or r.get('aborted')}")
     print("-" * 100)
     c = bc.get("created_per_s")
-    print(f"created     {f(c, '/s'):>14}  (fan-out {f(bc.get('fanout_s'), 's')} for"
-          f" {f(bc.get('recipients'))})   raw INSERT..SELECT {f(raw.get('rows_per_s'), '/s')}"
-          f" (ON CONFLICT {f(r.get('raw_insert_on_conflict', {}).get('rows_per_s'), '/s')})"
-          f"   ratio {f(created_ratio)}   goal >= {GOAL_CREATED_PER_S:,}/s"
-          f"{ok(None if c is None else c >= GOAL_CREATED_PER_S)}")
+    print(
+        f"created     {f(c, '/s'):>14}  (fan-out {f(bc.get('fanout_s'), 's')} for"
+        f" {f(bc.get('recipients'))})   raw INSERT..SELECT {f(raw.get('rows_per_s'), '/s')}"
+        f" (ON CONFLICT {f(r.get('raw_insert_on_conflict', {}).get('rows_per_s'), '/s')})"
+        f"   ratio {f(created_ratio)}   goal >= {GOAL_CREATED_PER_S:,}/s"
+        f"{ok(None if c is None else c >= GOAL_CREATED_PER_S)}"
+    )
     d = bc.get("delivered_per_s")
-    print(f"delivered   {f(d, ' msg/s'):>14}  = {f(bc.get('jobs_per_s'), ' jobs/s')} (window"
-          f" {f(bc.get('delivery_window_s'), 's')}; from POST:"
-          f" {f(bc.get('delivered_per_s_e2e'), '/s')} in {f(bc.get('delivered_e2e_s'), 's')};"
-          f" sent {f(bc.get('sent'))}/{f(bc.get('messages'))})")
-    print(f"            no-op actor {f(noop_jps, ' jobs/s')} (msgs/s)   jobs/s ratio"
-          f" {f(jobs_ratio)}   msg/s ratio {f(msgs_ratio)}   goal jobs ratio >="
-          f" {GOAL_DELIVERY_RATIO}"
-          f"{ok(None if jobs_ratio is None else jobs_ratio >= GOAL_DELIVERY_RATIO)}")
+    print(
+        f"delivered   {f(d, ' msg/s'):>14}  = {f(bc.get('jobs_per_s'), ' jobs/s')} (window"
+        f" {f(bc.get('delivery_window_s'), 's')}; from POST:"
+        f" {f(bc.get('delivered_per_s_e2e'), '/s')} in {f(bc.get('delivered_e2e_s'), 's')};"
+        f" sent {f(bc.get('sent'))}/{f(bc.get('messages'))})"
+    )
+    print(
+        f"            no-op actor {f(noop_jps, ' jobs/s')} (msgs/s)   jobs/s ratio"
+        f" {f(jobs_ratio)}   msg/s ratio {f(msgs_ratio)}   goal jobs ratio >="
+        f" {GOAL_DELIVERY_RATIO}"
+        f"{ok(None if jobs_ratio is None else jobs_ratio >= GOAL_DELIVERY_RATIO)}"
+    )
     print(f"            cpu during broadcast: {fmt_cpu(bc.get('cpu', {}))}")
     print(f"            cpu during no-op:     {fmt_cpu(noop.get('cpu', {}))}")
     p50, p99 = sse.get("p50_ms"), sse.get("p99_ms")
-    print(f"sse latency p50 {f(p50, ' ms')} p99 {f(p99, ' ms')} max {f(sse.get('max_ms'), ' ms')}"
-          f"   pubsub baseline p50 {f(ps.get('p50_ms'), ' ms')} p99 {f(ps.get('p99_ms'), ' ms')}"
-          f"   ratio p50 {f(r['ratios']['sse_p50_vs_pubsub'])} p99"
-          f" {f(r['ratios']['sse_p99_vs_pubsub'])}")
-    print(f"            goal p50 <= {GOAL_SSE_P50_MS:.0f} ms"
-          f"{ok(None if p50 is None else p50 <= GOAL_SSE_P50_MS)}, p99 <= {GOAL_SSE_P99_MS:.0f} ms"
-          f"{ok(None if p99 is None else p99 <= GOAL_SSE_P99_MS)}")
-    print(f"            legs: POST->worker PUBLISH p50 {f(sse.get('to_publish_p50_ms'), ' ms')}"
-          f" p99 {f(sse.get('to_publish_p99_ms'), ' ms')}; PUBLISH->SSE frame p50"
-          f" {f(sse.get('publish_to_frame_p50_ms'), ' ms')} p99"
-          f" {f(sse.get('publish_to_frame_p99_ms'), ' ms')}; POST itself p50"
-          f" {f(sse.get('post_p50_ms'), ' ms')} p99 {f(sse.get('post_p99_ms'), ' ms')}")
-    print(f"            frames {f(sse.get('frames'))}/{f(sse.get('accepted'))} accepted"
-          f" (missing {f(sse.get('missing_frames'))}, of which published"
-          f" {f(sse.get('missing_but_published'))}; publishes out of id order"
-          f" {f(sse.get('publish_out_of_order'))}); POST errors {f(sse.get('errors'))}")
-    print("            (latency percentiles cover the frames that arrived; a missing frame is one"
-          " the stream skipped)")
-    busy = [f"{k} {v.get('cpu', {}).get('other')}" for k, v in (("broadcast", bc), ("no-op", noop),
-                                                                 ("sse", sse))
-            if (v.get("cpu", {}).get("other") or 0) > 0.3]
+    print(
+        f"sse latency p50 {f(p50, ' ms')} p99 {f(p99, ' ms')} max {f(sse.get('max_ms'), ' ms')}"
+        f"   pubsub baseline p50 {f(ps.get('p50_ms'), ' ms')} p99 {f(ps.get('p99_ms'), ' ms')}"
+        f"   ratio p50 {f(r['ratios']['sse_p50_vs_pubsub'])} p99"
+        f" {f(r['ratios']['sse_p99_vs_pubsub'])}"
+    )
+    print(
+        f"            goal p50 <= {GOAL_SSE_P50_MS:.0f} ms"
+        f"{ok(None if p50 is None else p50 <= GOAL_SSE_P50_MS)}, p99 <= {GOAL_SSE_P99_MS:.0f} ms"
+        f"{ok(None if p99 is None else p99 <= GOAL_SSE_P99_MS)}"
+    )
+    print(
+        f"            legs: POST->worker PUBLISH p50 {f(sse.get('to_publish_p50_ms'), ' ms')}"
+        f" p99 {f(sse.get('to_publish_p99_ms'), ' ms')}; PUBLISH->SSE frame p50"
+        f" {f(sse.get('publish_to_frame_p50_ms'), ' ms')} p99"
+        f" {f(sse.get('publish_to_frame_p99_ms'), ' ms')}; POST itself p50"
+        f" {f(sse.get('post_p50_ms'), ' ms')} p99 {f(sse.get('post_p99_ms'), ' ms')}"
+    )
+    print(
+        f"            frames {f(sse.get('frames'))}/{f(sse.get('accepted'))} accepted"
+        f" (missing {f(sse.get('missing_frames'))}, of which published"
+        f" {f(sse.get('missing_but_published'))}; publishes out of id order"
+        f" {f(sse.get('publish_out_of_order'))}); POST errors {f(sse.get('errors'))}"
+    )
+    print(
+        "            (latency percentiles cover the frames that arrived; a missing frame is one"
+        " the stream skipped)"
+    )
+    busy = [
+        f"{k} {v.get('cpu', {}).get('other')}"
+        for k, v in (("broadcast", bc), ("no-op", noop), ("sse", sse))
+        if (v.get("cpu", {}).get("other") or 0) > 0.3
+    ]
     if busy:
-        print(f"WARNING: other processes used CPU during {', '.join(busy)} cores (of"
-              f" {os.cpu_count()}): the machine was busy, figures are pessimistic")
+        print(
+            f"WARNING: other processes used CPU during {', '.join(busy)} cores (of"
+            f" {os.cpu_count()}): the machine was busy, figures are pessimistic"
+        )
     for name, e in (r.get("log_errors") or {}).items():
         if e.get("tracebacks") or e.get("errors"):
             print(f"log {name}: {e['tracebacks']} tracebacks, {e['errors']} error lines")

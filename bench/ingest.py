@@ -91,8 +91,13 @@ def free_port() -> int:
 def conn_kwargs(url: str) -> dict[str, Any]:
     """psycopg connect() keywords from a SQLAlchemy-style URL."""
     u = make_url(url)
-    out: dict[str, Any] = {"dbname": u.database, "user": u.username, "host": u.host,
-                           "port": u.port, "password": u.password}
+    out: dict[str, Any] = {
+        "dbname": u.database,
+        "user": u.username,
+        "host": u.host,
+        "port": u.port,
+        "password": u.password,
+    }
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -188,15 +193,19 @@ class CpuMeter:
         with psycopg.connect(**conn_kwargs(self.url), autocommit=True) as conn:
             rows = conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                " AND pid <> pg_backend_pid()").fetchall()
+                " AND pid <> pg_backend_pid()"
+            ).fetchall()
         return [r[0] for r in rows]
 
     def _snap(self) -> dict[str, Any]:
         server_pids = [self.server.proc.pid, *self.server.worker_pids()]
         pg = self._backends()
-        return {"t": time.monotonic(), "machine": machine_busy(),
-                "server": {p: proc_cpu(p) for p in server_pids},
-                "pg": {p: proc_cpu(p) for p in pg}}
+        return {
+            "t": time.monotonic(),
+            "machine": machine_busy(),
+            "server": {p: proc_cpu(p) for p in server_pids},
+            "pg": {p: proc_cpu(p) for p in pg},
+        }
 
     def start(self) -> None:
         self.begin = self._snap()
@@ -212,13 +221,21 @@ class CpuMeter:
 
         server, pg = used("server"), used("pg")
         machine = end["machine"] - self.begin["machine"]
-        return {k: round(v / wall, 2) for k, v in {
-            "server": server, "postgres": pg, "client": client_cpu,
-            "other": max(0.0, machine - server - pg - client_cpu), "machine": machine}.items()}
+        return {
+            k: round(v / wall, 2)
+            for k, v in {
+                "server": server,
+                "postgres": pg,
+                "client": client_cpu,
+                "other": max(0.0, machine - server - pg - client_cpu),
+                "machine": machine,
+            }.items()
+        }
 
 
-def start_server(url: str, instance_dir: str, workers: int | None, threads: int | None,
-                 timeout: float) -> Server:
+def start_server(
+    url: str, instance_dir: str, workers: int | None, threads: int | None, timeout: float
+) -> Server:
     cairn = Path(sys.executable).parent / "cairn"
     exe = str(cairn) if cairn.exists() else shutil.which("cairn")
     if exe is None:
@@ -232,8 +249,9 @@ def start_server(url: str, instance_dir: str, workers: int | None, threads: int 
     env = dict(os.environ, DATABASE_URL=url, INSTANCE_DIR=instance_dir, PYTHONUNBUFFERED="1")
     stderr_path = Path(instance_dir) / "server.stderr"
     log("starting: " + " ".join(cmd))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                            stderr=stderr_path.open("wb"), start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=stderr_path.open("wb"), start_new_session=True
+    )
     lines: list[str] = []
     found: queue.Queue[str] = queue.Queue()
 
@@ -298,18 +316,25 @@ def stop_server(server: Server) -> None:
 
 
 def event(uid: int) -> dict[str, Any]:
-    return {"name": "page_view", "userId": f"u{uid}", "properties": PROPERTIES,
-            "messageId": str(uuid.uuid4())}
+    return {
+        "name": "page_view",
+        "userId": f"u{uid}",
+        "properties": PROPERTIES,
+        "messageId": str(uuid.uuid4()),
+    }
 
 
 def make_batches(count: int, size: int) -> list[bytes]:
     rnd = random.Random()
-    return [json.dumps([event(rnd.randrange(100_000)) for _ in range(size)]).encode()
-            for _ in range(count)]
+    return [
+        json.dumps([event(rnd.randrange(100_000)) for _ in range(size)]).encode()
+        for _ in range(count)
+    ]
 
 
-def post(conn: http.client.HTTPConnection, path: str, body: bytes,
-         headers: dict[str, str]) -> tuple[int, bytes]:
+def post(
+    conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, bytes]:
     conn.request("POST", path, body=body, headers=headers)
     resp = conn.getresponse()
     return resp.status, resp.read()
@@ -335,8 +360,11 @@ class RunResult:
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "clients": self.clients, "seconds": round(self.seconds, 2),
-            "requests": self.requests, "events": self.events, "errors": self.errors,
+            "clients": self.clients,
+            "seconds": round(self.seconds, 2),
+            "requests": self.requests,
+            "events": self.events,
+            "errors": self.errors,
             "events_per_s": round(self.eps, 1),
             "requests_per_s": round(self.requests / self.seconds, 1) if self.seconds else 0,
             "p50_ms": round(pct(self.latencies, 50), 2),
@@ -351,8 +379,7 @@ class RunResult:
         return out
 
 
-def run_batched(port: int, key: str, bodies: list[bytes], senders: int,
-                budget: float) -> RunResult:
+def run_batched(port: int, key: str, bodies: list[bytes], senders: int, budget: float) -> RunResult:
     """Send every body once through `senders` keep-alive connections; stop at `budget` s."""
     work: queue.Queue[bytes] = queue.Queue()
     for b in bodies:
@@ -401,13 +428,30 @@ def run_batched(port: int, key: str, bodies: list[bytes], senders: int,
         t.join(timeout=max(1.0, stop_at - time.monotonic() + 65))
     seconds = time.perf_counter() - t0
     cpu = sum(os.times()[:2]) - cpu0
-    return RunResult(f"batched x{senders}", senders, seconds, stats["requests"], stats["events"],
-                     stats["errors"], lat, cpu, None, first_error[0] if first_error else None)
+    return RunResult(
+        f"batched x{senders}",
+        senders,
+        seconds,
+        stats["requests"],
+        stats["events"],
+        stats["errors"],
+        lat,
+        cpu,
+        None,
+        first_error[0] if first_error else None,
+    )
 
 
-def _single_client_proc(port: int, key: str, threads: int, duration: float,
-                        rate_per_thread: float | None, start_at: float,
-                        out: mp.Queue, path: str) -> None:  # type: ignore[type-arg]
+def _single_client_proc(
+    port: int,
+    key: str,
+    threads: int,
+    duration: float,
+    rate_per_thread: float | None,
+    start_at: float,
+    out: mp.Queue,
+    path: str,
+) -> None:  # type: ignore[type-arg]
     """One client process: `threads` keep-alive connections sending /v1/track calls.
 
     With path /healthz it sends `GET /healthz` instead: the HTTP stack's ceiling, no database.
@@ -442,8 +486,14 @@ def _single_client_proc(port: int, key: str, threads: int, duration: float,
                 scheduled = time.monotonic()
                 if scheduled >= end:
                     break
-            body = json.dumps({"event": "page_view", "userId": f"u{rnd.randrange(100_000)}",
-                               "properties": PROPERTIES, "messageId": str(uuid.uuid4())}).encode()
+            body = json.dumps(
+                {
+                    "event": "page_view",
+                    "userId": f"u{rnd.randrange(100_000)}",
+                    "properties": PROPERTIES,
+                    "messageId": str(uuid.uuid4()),
+                }
+            ).encode()
             t0 = time.perf_counter()
             try:
                 if path == "/healthz":
@@ -481,21 +531,39 @@ def _single_client_proc(port: int, key: str, threads: int, duration: float,
     usage = resource.getrusage(resource.RUSAGE_SELF)
     lat_all = [x for r in results for x in r[0]]
     errs = [r[4] for r in results if r[4]]
-    out.put({"lat": lat_all, "ok": sum(r[1] for r in results),
-             "errors": sum(r[2] for r in results), "missed": sum(r[3] for r in results),
-             "cpu": usage.ru_utime + usage.ru_stime,
-             "error": errs[0] if errs else None})
+    out.put(
+        {
+            "lat": lat_all,
+            "ok": sum(r[1] for r in results),
+            "errors": sum(r[2] for r in results),
+            "missed": sum(r[3] for r in results),
+            "cpu": usage.ru_utime + usage.ru_stime,
+            "error": errs[0] if errs else None,
+        }
+    )
 
 
-def run_single(port: int, key: str, procs: int, threads: int, duration: float,
-               rate: float | None, path: str = "/v1/track") -> RunResult:
+def run_single(
+    port: int,
+    key: str,
+    procs: int,
+    threads: int,
+    duration: float,
+    rate: float | None,
+    path: str = "/v1/track",
+) -> RunResult:
     ctx = mp.get_context("fork")
     out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     start_at = time.monotonic() + 0.5
     per_thread = rate / (procs * threads) if rate else None
-    ps = [ctx.Process(target=_single_client_proc, daemon=True,
-                      args=(port, key, threads, duration, per_thread, start_at, out, path))
-          for _ in range(procs)]
+    ps = [
+        ctx.Process(
+            target=_single_client_proc,
+            daemon=True,
+            args=(port, key, threads, duration, per_thread, start_at, out, path),
+        )
+        for _ in range(procs)
+    ]
     for p in ps:
         p.start()
     parts = []
@@ -514,9 +582,19 @@ def run_single(port: int, key: str, procs: int, threads: int, duration: float,
     errors = sum(p["errors"] for p in parts)
     errs = [p["error"] for p in parts if p["error"]]
     name = f"paced {rate:.0f}/s" if rate else f"max {path}"
-    return RunResult(name, procs * threads, duration, ok + errors, ok, errors,
-                     [x for p in parts for x in p["lat"]], sum(p["cpu"] for p in parts), rate,
-                     errs[0] if errs else None, sum(p["missed"] for p in parts))
+    return RunResult(
+        name,
+        procs * threads,
+        duration,
+        ok + errors,
+        ok,
+        errors,
+        [x for p in parts for x in p["lat"]],
+        sum(p["cpu"] for p in parts),
+        rate,
+        errs[0] if errs else None,
+        sum(p["missed"] for p in parts),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,20 +605,34 @@ def run_copy(url: str, rows: int) -> dict[str, Any]:
     """COPY `rows` events like the app's into the events table, time it, then delete them."""
     with psycopg.connect(**conn_kwargs(url)) as conn:
         project_id = conn.execute("SELECT min(id) FROM projects").fetchone()[0]  # type: ignore[index]
-        users = [r[0] for r in conn.execute(
-            "SELECT id FROM users WHERE project_id = %s", (project_id,))]
+        users = [
+            r[0] for r in conn.execute("SELECT id FROM users WHERE project_id = %s", (project_id,))
+        ]
         if not users:  # the batched run normally created them
             conn.execute(
                 "INSERT INTO users (project_id, external_id, attributes, created_at, updated_at)"
                 " SELECT %s, 'c' || g, '{}', now(), now() FROM generate_series(1, 1000) g",
-                (project_id,))
+                (project_id,),
+            )
             users = [r[0] for r in conn.execute("SELECT id FROM users")]
         max_id = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]  # type: ignore[index]
         conn.commit()
         now = datetime.now(UTC)
         rnd = random.Random()
-        data = [(project_id, rnd.choice(users), "page_view", Jsonb(PROPERTIES), str(uuid.uuid4()),
-                 "api", now, now, False) for _ in range(rows)]
+        data = [
+            (
+                project_id,
+                rnd.choice(users),
+                "page_view",
+                Jsonb(PROPERTIES),
+                str(uuid.uuid4()),
+                "api",
+                now,
+                now,
+                False,
+            )
+            for _ in range(rows)
+        ]
         t0 = time.perf_counter()
         with conn.cursor() as cur, cur.copy(f"COPY events ({COPY_COLUMNS}) FROM STDIN") as cp:
             for row in data:
@@ -549,8 +641,12 @@ def run_copy(url: str, rows: int) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
         deleted = conn.execute("DELETE FROM events WHERE id > %s", (max_id,)).rowcount
         conn.commit()
-    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds, 1),
-            "deleted": deleted}
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(rows / seconds, 1),
+        "deleted": deleted,
+    }
 
 
 def analyze(url: str) -> None:
@@ -576,25 +672,38 @@ def count_events(url: str) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL),
-                   help="SQLAlchemy URL of a database this run may wipe (default %(default)s)")
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL),
+        help="SQLAlchemy URL of a database this run may wipe (default %(default)s)",
+    )
     p.add_argument("--batches", type=int, default=100, help="batches per batched run")
     p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--senders", default="2,4",
-                   help="concurrent batch senders, one run per comma-separated value")
+    p.add_argument(
+        "--senders",
+        default="2,4",
+        help="concurrent batch senders, one run per comma-separated value",
+    )
     p.add_argument("--single-seconds", type=float, default=12.0)
     p.add_argument("--single-procs", type=int, default=2, help="client processes (single/paced)")
     p.add_argument("--single-threads", type=int, default=4, help="connections per client process")
     p.add_argument("--paced-rate", type=float, default=2000.0, help="0 skips the paced run")
     p.add_argument("--paced-seconds", type=float, default=8.0)
     p.add_argument("--paced-threads", type=int, default=8, help="connections per process (paced)")
-    p.add_argument("--ceiling-seconds", type=float, default=4.0,
-                   help="GET /healthz closed loop (HTTP stack ceiling); 0 skips it")
+    p.add_argument(
+        "--ceiling-seconds",
+        type=float,
+        default=4.0,
+        help="GET /healthz closed loop (HTTP stack ceiling); 0 skips it",
+    )
     p.add_argument("--workers", type=int, default=None, help="passed to cairn serve")
     p.add_argument("--threads", type=int, default=None, help="passed to cairn serve")
     p.add_argument("--max-seconds", type=float, default=170.0, help="hard limit of the run")
-    p.add_argument("--no-analyze", action="store_true",
-                   help="do not ANALYZE between phases (autovacuum's job; it may be off)")
+    p.add_argument(
+        "--no-analyze",
+        action="store_true",
+        help="do not ANALYZE between phases (autovacuum's job; it may be off)",
+    )
     p.add_argument("--json-out", default=None, help="also write the JSON result to this file")
     return p.parse_args(argv)
 
@@ -604,13 +713,17 @@ def goal(ok: bool) -> str:
 
 
 def fmt_run(r: dict[str, Any]) -> str:
-    line = (f"{r['events_per_s']:>9,.0f} events/s  p50 {r['p50_ms']:7.1f} ms  "
-            f"p99 {r['p99_ms']:7.1f} ms  ({r['clients']} clients, {r['requests']} req, "
-            f"{r['errors']} errors)")
+    line = (
+        f"{r['events_per_s']:>9,.0f} events/s  p50 {r['p50_ms']:7.1f} ms  "
+        f"p99 {r['p99_ms']:7.1f} ms  ({r['clients']} clients, {r['requests']} req, "
+        f"{r['errors']} errors)"
+    )
     cpu = r.get("cpu_cores")
     if cpu:
-        line += (f"\n{'':8}cores used: server {cpu['server']:.2f}, postgres {cpu['postgres']:.2f}"
-                 f", bench client {cpu['client']:.2f}, other processes {cpu['other']:.2f}")
+        line += (
+            f"\n{'':8}cores used: server {cpu['server']:.2f}, postgres {cpu['postgres']:.2f}"
+            f", bench client {cpu['client']:.2f}, other processes {cpu['other']:.2f}"
+        )
     return line
 
 
@@ -636,9 +749,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"refusing a non-loopback database host {host!r}: the bench wipes its database")
     deadline = Deadline(args.max_seconds)
     senders = [int(s) for s in str(args.senders).split(",") if s.strip()]
-    result: dict[str, Any] = {"bench": "ingest", "database": make_url(url).database,
-                              "cpus": os.cpu_count(), "batch_size": args.batch_size,
-                              "loadavg_1m_at_start": os.getloadavg()[0]}
+    result: dict[str, Any] = {
+        "bench": "ingest",
+        "database": make_url(url).database,
+        "cpus": os.cpu_count(),
+        "batch_size": args.batch_size,
+        "loadavg_1m_at_start": os.getloadavg()[0],
+    }
     instance_dir = tempfile.mkdtemp(prefix="cairn-bench-")
     server: Server | None = None
     with alarm(args.max_seconds):
@@ -652,10 +769,15 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_analyze:
                 analyze(url)
             workers = server.worker_pids()
-            result["server"] = {"workers": len(workers),
-                                "threads": args.threads or 32, "port": server.port}
-            log(f"server up on {HOST}:{server.port}: {len(workers)} gunicorn workers "
-                f"x {args.threads or 32} threads (pids {workers})")
+            result["server"] = {
+                "workers": len(workers),
+                "threads": args.threads or 32,
+                "port": server.port,
+            }
+            log(
+                f"server up on {HOST}:{server.port}: {len(workers)} gunicorn workers "
+                f"x {args.threads or 32} threads (pids {workers})"
+            )
 
             meter = CpuMeter(server, url)
             result["batched"] = []
@@ -665,8 +787,10 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"skipping batched x{n}: out of time")
                     continue
                 bodies = make_batches(args.batches, args.batch_size)
-                log(f"batched: {args.batches} x {args.batch_size} events, {n} senders "
-                    f"(at most {budget:.0f} s)")
+                log(
+                    f"batched: {args.batches} x {args.batch_size} events, {n} senders "
+                    f"(at most {budget:.0f} s)"
+                )
                 meter.start()
                 run = run_batched(server.port, key, bodies, n, budget)
                 r = run.summary()
@@ -678,29 +802,36 @@ def main(argv: list[str] | None = None) -> int:
                     analyze(url)
 
             copy_rows = max((r["events"] for r in result["batched"]), default=0) or (
-                args.batches * args.batch_size)
+                args.batches * args.batch_size
+            )
             log(f"copy: {copy_rows} rows with psycopg COPY")
             result["copy"] = run_copy(url, copy_rows)
             log(f"  {result['copy']['rows_per_s']:,.0f} rows/s")
 
             budget = deadline.budget(args.single_seconds, reserve=25)
             if budget >= 3:
-                log(f"single: /v1/track, {args.single_procs}x{args.single_threads} keep-alive "
-                    f"clients, {budget:.0f} s")
+                log(
+                    f"single: /v1/track, {args.single_procs}x{args.single_threads} keep-alive "
+                    f"clients, {budget:.0f} s"
+                )
                 meter.start()
-                run = run_single(server.port, key, args.single_procs, args.single_threads,
-                                 budget, None)
+                run = run_single(
+                    server.port, key, args.single_procs, args.single_threads, budget, None
+                )
                 r = run.summary()
                 r["cpu_cores"] = meter.stop(run.client_cpu)
                 result["single"] = r
                 log("  " + fmt_run(r))
             budget = deadline.budget(args.paced_seconds, reserve=12)
             if args.paced_rate and budget >= 3:
-                log(f"paced: /v1/track at {args.paced_rate:.0f}/s, "
-                    f"{args.single_procs}x{args.paced_threads} clients, {budget:.0f} s")
+                log(
+                    f"paced: /v1/track at {args.paced_rate:.0f}/s, "
+                    f"{args.single_procs}x{args.paced_threads} clients, {budget:.0f} s"
+                )
                 meter.start()
-                run = run_single(server.port, key, args.single_procs, args.paced_threads,
-                                 budget, args.paced_rate)
+                run = run_single(
+                    server.port, key, args.single_procs, args.paced_threads, budget, args.paced_rate
+                )
                 r = run.summary()
                 r["cpu_cores"] = meter.stop(run.client_cpu)
                 r["achieved"] = r["events_per_s"] >= 0.95 * args.paced_rate
@@ -708,11 +839,20 @@ def main(argv: list[str] | None = None) -> int:
                 log("  " + fmt_run(r))
             budget = deadline.budget(args.ceiling_seconds, reserve=8)
             if args.ceiling_seconds and budget >= 2:
-                log(f"ceiling: GET /healthz, {args.single_procs}x{args.single_threads} clients, "
-                    f"{budget:.0f} s")
+                log(
+                    f"ceiling: GET /healthz, {args.single_procs}x{args.single_threads} clients, "
+                    f"{budget:.0f} s"
+                )
                 meter.start()
-                run = run_single(server.port, key, args.single_procs, args.single_threads,
-                                 budget, None, "/healthz")
+                run = run_single(
+                    server.port,
+                    key,
+                    args.single_procs,
+                    args.single_threads,
+                    budget,
+                    None,
+                    "/healthz",
+                )
                 r = run.summary()
                 r["cpu_cores"] = meter.stop(run.client_cpu)
                 result["healthz_ceiling"] = r
@@ -721,12 +861,17 @@ def main(argv: list[str] | None = None) -> int:
             result["events_in_table"] = count_events(url)
         finally:
             if server is not None:
-                errors = sum(1 for line in server.stderr_path.read_text(errors="replace")
-                             .splitlines() if "Traceback" in line or " ERROR " in line)
+                errors = sum(
+                    1
+                    for line in server.stderr_path.read_text(errors="replace").splitlines()
+                    if "Traceback" in line or " ERROR " in line
+                )
                 result["server_errors_logged"] = errors
                 stop_server(server)
-                log(f"server stopped (exit {server.proc.returncode}); "
-                    f"{errors} error lines in its log")
+                log(
+                    f"server stopped (exit {server.proc.returncode}); "
+                    f"{errors} error lines in its log"
+                )
                 if errors:
                     print(tail(server.stderr_path), flush=True)
             shutil.rmtree(instance_dir, ignore_errors=True)
@@ -746,14 +891,18 @@ def report(result: dict[str, Any]) -> None:
     srv = result.get("server", {})
     goals: dict[str, Any] = {}
     print("\n" + "=" * 78)
-    print(f"INGEST BENCH SUMMARY  ({result.get('cpus')} CPUs, server: {srv.get('workers')} "
-          f"gunicorn gthread workers x {srv.get('threads')} threads)")
+    print(
+        f"INGEST BENCH SUMMARY  ({result.get('cpus')} CPUs, server: {srv.get('workers')} "
+        f"gunicorn gthread workers x {srv.get('threads')} threads)"
+    )
     print("-" * 78)
     runs = [*result.get("batched", []), single, paced]
     other = max((r.get("cpu_cores", {}).get("other", 0.0) for r in runs if r), default=0.0)
     if other > 0.3:
-        print(f"WARNING: other processes on this machine used up to {other:.2f} cores during the "
-              "run; the figures are pessimistic.")
+        print(
+            f"WARNING: other processes on this machine used up to {other:.2f} cores during the "
+            "run; the figures are pessimistic."
+        )
     print(f"COPY baseline (psycopg COPY FROM STDIN): {copy_rps:>10,.0f} rows/s")
     for r in result.get("batched", []):
         print(f"batched /v1/events x{r['clients']} senders:  {fmt_run(r)}")
@@ -762,31 +911,39 @@ def report(result: dict[str, Any]) -> None:
         ok = batched["events_per_s"] >= GOAL_BATCHED_EPS and ratio >= GOAL_BATCHED_RATIO
         goals["batched"] = ok
         batched["ratio_to_copy"] = round(ratio, 3)
-        print(f"  best {batched['events_per_s']:,.0f} events/s, ratio to COPY {ratio:.3f}   "
-              f"goal >= {GOAL_BATCHED_EPS:,} events/s and ratio >= {GOAL_BATCHED_RATIO}: "
-              f"{goal(ok)}")
+        print(
+            f"  best {batched['events_per_s']:,.0f} events/s, ratio to COPY {ratio:.3f}   "
+            f"goal >= {GOAL_BATCHED_EPS:,} events/s and ratio >= {GOAL_BATCHED_RATIO}: "
+            f"{goal(ok)}"
+        )
     if single:
         ratio = single["events_per_s"] / copy_rps
         single["ratio_to_copy"] = round(ratio, 4)
         ok = single["events_per_s"] >= GOAL_SINGLE_EPS and single["p99_ms"] <= GOAL_SINGLE_P99_MS
         goals["single"] = ok
         print(f"single /v1/track (max rate):  {fmt_run(single)}")
-        print(f"  ratio to COPY {ratio:.4f}   goal >= {GOAL_SINGLE_EPS:,} events/s with p99 <= "
-              f"{GOAL_SINGLE_P99_MS:.0f} ms: {goal(ok)}")
+        print(
+            f"  ratio to COPY {ratio:.4f}   goal >= {GOAL_SINGLE_EPS:,} events/s with p99 <= "
+            f"{GOAL_SINGLE_P99_MS:.0f} ms: {goal(ok)}"
+        )
     if paced:
         ok = paced["achieved"] and paced["p99_ms"] <= GOAL_SINGLE_P99_MS
         goals["paced"] = ok
         print(f"paced /v1/track @ {paced['target_rate']:.0f}/s: {fmt_run(paced)}")
-        print(f"  target rate {'achieved' if paced['achieved'] else 'NOT achieved'}; latency from "
-              f"scheduled send; goal p99 <= {GOAL_SINGLE_P99_MS:.0f} ms at "
-              f"{GOAL_SINGLE_EPS:,}/s: {goal(ok)}")
+        print(
+            f"  target rate {'achieved' if paced['achieved'] else 'NOT achieved'}; latency from "
+            f"scheduled send; goal p99 <= {GOAL_SINGLE_P99_MS:.0f} ms at "
+            f"{GOAL_SINGLE_EPS:,}/s: {goal(ok)}"
+        )
     ceiling = result.get("healthz_ceiling")
     if ceiling:
         print(f"context: GET /healthz (no DB): {fmt_run(ceiling).replace('events/s', 'req/s   ')}")
     print("=" * 78, flush=True)
     result["goals"] = {
-        "batched_events_per_s": GOAL_BATCHED_EPS, "batched_ratio": GOAL_BATCHED_RATIO,
-        "single_events_per_s": GOAL_SINGLE_EPS, "single_p99_ms": GOAL_SINGLE_P99_MS,
+        "batched_events_per_s": GOAL_BATCHED_EPS,
+        "batched_ratio": GOAL_BATCHED_RATIO,
+        "single_events_per_s": GOAL_SINGLE_EPS,
+        "single_p99_ms": GOAL_SINGLE_P99_MS,
         "met": goals,
     }
     if batched:

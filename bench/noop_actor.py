@@ -29,14 +29,24 @@ COUNTER = "bench:noop:count"
 FIRST = "bench:noop:first"
 LAST = "bench:noop:last"
 
-broker = RedisBroker(url=URL, middleware=[AgeLimit(), TimeLimit(), ShutdownNotifications(),
-                                          Callbacks(), Pipelines(), Retries()])
+broker = RedisBroker(
+    url=URL,
+    middleware=[
+        AgeLimit(),
+        TimeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(),
+    ],
+)
 dramatiq.set_broker(broker)
 _client = redis.Redis.from_url(URL)
 
 
-@dramatiq.actor(queue_name=QUEUE, max_retries=10, min_backoff=500, max_backoff=30_000,
-                time_limit=300_000)
+@dramatiq.actor(
+    queue_name=QUEUE, max_retries=10, min_backoff=500, max_backoff=30_000, time_limit=300_000
+)
 def noop(payload: list[int]) -> None:
     """Do nothing but count (the payload is a 250-id list, like deliver_messages')."""
     now = time.time()

@@ -52,11 +52,17 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--top", type=int, default=25)
-    p.add_argument("--cpu-clock", action="store_true",
-                   help="profile CPU time instead of wall time (DB waits excluded)")
+    p.add_argument(
+        "--cpu-clock",
+        action="store_true",
+        help="profile CPU time instead of wall time (DB waits excluded)",
+    )
     p.add_argument("--no-cprofile", action="store_true", help="time only (no profiler overhead)")
-    p.add_argument("--no-analyze", action="store_true",
-                   help="skip ANALYZE after the warm-up (see bench/README.md)")
+    p.add_argument(
+        "--no-analyze",
+        action="store_true",
+        help="skip ANALYZE after the warm-up (see bench/README.md)",
+    )
     args = p.parse_args()
 
     reset_database(args.database_url)
@@ -82,9 +88,17 @@ def main() -> int:
         if args.path == "events":
             return make_batches(n, args.batch_size)
         rnd = random.Random()
-        return [json.dumps({"event": "page_view", "userId": f"u{rnd.randrange(100_000)}",
-                            "properties": PROPERTIES, "messageId": str(uuid.uuid4())}).encode()
-                for _ in range(n)]
+        return [
+            json.dumps(
+                {
+                    "event": "page_view",
+                    "userId": f"u{rnd.randrange(100_000)}",
+                    "properties": PROPERTIES,
+                    "messageId": str(uuid.uuid4()),
+                }
+            ).encode()
+            for _ in range(n)
+        ]
 
     url = "/v1/events" if args.path == "events" else "/v1/track"
     for body in bodies(5):  # warm-up: connections, statement caches
@@ -125,15 +139,21 @@ def main() -> int:
     cpu = time.process_time() - cpu0
     per = total / args.requests
     events = args.requests * (args.batch_size if args.path == "events" else 1)
-    print(f"\n{args.requests} x POST {url}: {per * 1000:.1f} ms a request, "
-          f"{events / total:,.0f} events/s serial, in-process"
-          + ("" if args.no_cprofile else " (cProfile on: ~1.5-2x slower)"))
-    print(f"app CPU (this process, PostgreSQL excluded): {cpu / args.requests * 1000:.1f} ms a "
-          f"request, {cpu / total * 100:.0f}% of wall time")
+    print(
+        f"\n{args.requests} x POST {url}: {per * 1000:.1f} ms a request, "
+        f"{events / total:,.0f} events/s serial, in-process"
+        + ("" if args.no_cprofile else " (cProfile on: ~1.5-2x slower)")
+    )
+    print(
+        f"app CPU (this process, PostgreSQL excluded): {cpu / args.requests * 1000:.1f} ms a "
+        f"request, {cpu / total * 100:.0f}% of wall time"
+    )
     print("\nSQL time by statement kind (around the driver call; % of wall time):")
     for kind, secs in sorted(sql_time.items(), key=lambda kv: -kv[1]):
-        print(f"  {secs / total * 100:5.1f}%  {secs / args.requests * 1000:7.2f} ms/req  "
-              f"{sql_count[kind] / args.requests:5.1f} executes/req  {kind}")
+        print(
+            f"  {secs / total * 100:5.1f}%  {secs / args.requests * 1000:7.2f} ms/req  "
+            f"{sql_count[kind] / args.requests:5.1f} executes/req  {kind}"
+        )
     if args.no_cprofile:
         return 0
     out = io.StringIO()

@@ -6,6 +6,8 @@ idempotent: a redelivered job finds its rows already claimed and does nothing tw
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
 
 from workers import runtime
@@ -17,8 +19,12 @@ from workers.middleware import job_session
 # Dramatiq's defaults are 20 retries over 7 days and a 10-minute limit; ours are explicit.
 # Per-message provider retries live in the database (not_before), so these only cover
 # infrastructure failures (database or broker hiccups), where a quick retry is right.
-JOB_OPTIONS = {"max_retries": 10, "min_backoff": 500, "max_backoff": 30_000,
-               "time_limit": 300_000}
+JOB_OPTIONS: dict[str, Any] = {
+    "max_retries": 10,
+    "min_backoff": 500,
+    "max_backoff": 30_000,
+    "time_limit": 300_000,
+}
 
 
 @dramatiq.actor(queue_name="deliver", **JOB_OPTIONS)

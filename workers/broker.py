@@ -21,9 +21,15 @@ from workers.middleware import DatabaseSession
 
 def build_broker(url: str) -> Broker:
     """Redis for redis://, RabbitMQ for amqp://, the in-process stub broker when empty."""
-    middleware = [AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(),
-                  Retries(),
-                  DatabaseSession()]
+    middleware = [
+        AgeLimit(),
+        TimeLimit(),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(),
+        DatabaseSession(),
+    ]
     if url.startswith(("redis://", "rediss://")):
         from dramatiq.brokers.redis import RedisBroker
 

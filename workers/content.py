@@ -45,14 +45,17 @@ class ContentBuilder:
     def __init__(self, session: Session, sends: dict[int, Send]) -> None:
         template_ids = {s.template_id for s in sends.values() if s.template_id is not None}
         self.templates: dict[int, Template] = (
-            {t.id: t for t in session.scalars(select(Template).where(
-                Template.id.in_(template_ids)))} if template_ids else {}
+            {
+                t.id: t
+                for t in session.scalars(select(Template).where(Template.id.in_(template_ids)))
+            }
+            if template_ids
+            else {}
         )
 
     def build(self, message: Message, send: Send | None, user: User | None) -> dict[str, Any]:
         """The fields to send for this message; raises ContentError."""
-        params = message.content if message.content is not None else (
-            send.content if send else {})
+        params = message.content if message.content is not None else (send.content if send else {})
         params = params or {}
         overrides = (message.overrides or {}).get(message.channel) or {}
         if send is None or send.template_id is None:
@@ -60,12 +63,17 @@ class ContentBuilder:
         template = self.templates.get(send.template_id)
         if template is None:
             raise ContentError("the template was deleted")
-        context = build_context(user=user_context(user) if user is not None else None,
-                                params=params)
+        context = build_context(
+            user=user_context(user) if user is not None else None, params=params
+        )
         try:
-            rendered = render(template.channels, message.channel,
-                              user.language if user is not None else None,
-                              template.default_language, context)
+            rendered = render(
+                template.channels,
+                message.channel,
+                user.language if user is not None else None,
+                template.default_language,
+                context,
+            )
         except RenderError as err:
             raise ContentError(str(err)) from None
         return {**rendered.fields, **overrides, "language": rendered.language_used}

@@ -28,8 +28,14 @@ from app.models.message import (
 )
 from app.realtime import get_hub, stream_key
 from journeys.quiet_hours import parse_hhmm, quiet_until
-from workers.channels import Delivery, ProviderContext, Retry, SendResult, get_provider
-from workers.channels import provider_for
+from workers.channels import (
+    Delivery,
+    ProviderContext,
+    Retry,
+    SendResult,
+    get_provider,
+    provider_for,
+)
 from workers.content import ContentBuilder, ContentError
 
 log = logging.getLogger(__name__)
@@ -76,8 +82,7 @@ def claim(session: Session, message_ids: Sequence[int], now: datetime) -> list[i
                 Message.status == "queued",
                 or_(Message.not_before.is_(None), Message.not_before <= now),
             )
-            .values(status="sending", claimed_at=now, attempts=Message.attempts + 1,
-                    updated_at=now)
+            .values(status="sending", claimed_at=now, attempts=Message.attempts + 1, updated_at=now)
             .returning(Message.id)
         )
     )
@@ -85,7 +90,9 @@ def claim(session: Session, message_ids: Sequence[int], now: datetime) -> list[i
     return claimed
 
 
-def deliver_batch(session: Session, message_ids: Sequence[int], settings: dict[str, Any]) -> BatchStats:
+def deliver_batch(
+    session: Session, message_ids: Sequence[int], settings: dict[str, Any]
+) -> BatchStats:
     """Claim and deliver the given messages; safe to run twice with the same ids."""
     now = utcnow()
     stats = BatchStats()
@@ -93,7 +100,9 @@ def deliver_batch(session: Session, message_ids: Sequence[int], settings: dict[s
     stats.claimed = len(ids)
     if not ids:
         return stats
-    messages = list(session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id)))
+    messages = list(
+        session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id))
+    )
     users = _load(session, User, {m.user_id for m in messages if m.user_id is not None})
     sends = _load(session, Send, {m.send_id for m in messages if m.send_id is not None})
     projects = _load(session, Project, {m.project_id for m in messages})
@@ -103,8 +112,14 @@ def deliver_batch(session: Session, message_ids: Sequence[int], settings: dict[s
     to_publish: list[Delivery] = []
     ctx = ProviderContext(
         store_sandbox=lambda d: session.add(
-            SandboxMessage(project_id=d.project_id, message_id=d.message_id, channel=d.channel,
-                           to=d.address, content=d.content, created_at=utcnow())
+            SandboxMessage(
+                project_id=d.project_id,
+                message_id=d.message_id,
+                channel=d.channel,
+                to=d.address,
+                content=d.content,
+                created_at=utcnow(),
+            )
         ),
         # Published after the commit below, so a stream that replays from the database and
         # then listens can never miss a message between the two.
@@ -115,8 +130,9 @@ def deliver_batch(session: Session, message_ids: Sequence[int], settings: dict[s
     outcomes: dict[int, Outcome] = {}
     for message in messages:
         try:
-            outcome = _deliver_one(message, users, sends, projects, suppressed, recent, ctx,
-                                   settings, now, builder)
+            outcome = _deliver_one(
+                message, users, sends, projects, suppressed, recent, ctx, settings, now, builder
+            )
         except Exception as err:  # a bug in one message must not sink the batch
             log.exception("delivery of message %s crashed", message.id)
             outcome = Outcome("failed", f"internal error: {type(err).__name__}")
@@ -124,8 +140,11 @@ def deliver_batch(session: Session, message_ids: Sequence[int], settings: dict[s
         stats.outcomes[outcome.status] += 1
     _record(session, messages, outcomes, utcnow())
     session.commit()
-    published = [_publication(d) for d in to_publish
-                 if outcomes[d.message_id].status == "sent" and d.user_id is not None]
+    published = [
+        _publication(d)
+        for d in to_publish
+        if outcomes[d.message_id].status == "sent" and d.user_id is not None
+    ]
     try:
         hub.publish_many(published)
     except Exception as err:  # the rows are sent; open streams catch up on reconnect
@@ -144,9 +163,9 @@ def _suppressed(session: Session, messages: list[Message]) -> dict[tuple[int, st
     if not addresses:
         return {}
     rows = session.execute(
-        select(Suppression.project_id, Suppression.channel, Suppression.address,
-               Suppression.reason)
-        .where(Suppression.address.in_(addresses))
+        select(
+            Suppression.project_id, Suppression.channel, Suppression.address, Suppression.reason
+        ).where(Suppression.address.in_(addresses))
     )
     return {(p, c, a): r for p, c, a, r in rows}
 
@@ -165,9 +184,12 @@ def _recent_counts(
     for window, user_ids in by_window.items():
         rows = session.execute(
             select(Message.user_id, func.count())
-            .where(Message.user_id.in_(user_ids), Message.status.in_(REACHED),
-                   Message.transactional.is_(False),
-                   Message.sent_at > now - timedelta(seconds=window))
+            .where(
+                Message.user_id.in_(user_ids),
+                Message.status.in_(REACHED),
+                Message.transactional.is_(False),
+                Message.sent_at > now - timedelta(seconds=window),
+            )
             .group_by(Message.user_id)
         )
         counts.update({uid: n for uid, n in rows})
@@ -207,13 +229,13 @@ def _deliver_one(
             mode, until = quiet
             if mode == "drop":
                 return Outcome("suppressed", "quiet hours")
-            return Outcome("queued", f"quiet hours: deferred to {until.isoformat()}",
-                           not_before=until)
+            return Outcome(
+                "queued", f"quiet hours: deferred to {until.isoformat()}", not_before=until
+            )
         cap = _cap(project)
         if cap is not None and message.user_id is not None:
             if recent[message.user_id] >= cap[0]:
-                return Outcome("suppressed",
-                               f"frequency cap: {cap[0]} per {cap[1]} s reached")
+                return Outcome("suppressed", f"frequency cap: {cap[0]} per {cap[1]} s reached")
             recent[message.user_id] += 1
     provider_name = provider_for(message.channel, settings)
     if provider_name is None:
@@ -223,22 +245,31 @@ def _deliver_one(
     except ContentError as err:
         return Outcome("failed", f"render error: {err}")
     delivery = Delivery(
-        message_id=message.id, project_id=message.project_id, user_id=message.user_id,
-        channel=message.channel, address=message.address, content=content,
-        increment_id=message.increment_id, increment_count=message.increment_count,
-        replaces_id=message.replaces_id, overrides=message.overrides or {},
+        message_id=message.id,
+        project_id=message.project_id,
+        user_id=message.user_id,
+        channel=message.channel,
+        address=message.address,
+        content=content,
+        increment_id=message.increment_id,
+        increment_count=message.increment_count,
+        replaces_id=message.replaces_id,
+        overrides=message.overrides or {},
     )
     try:
         result: SendResult = get_provider(provider_name).send(delivery, ctx)
     except Retry as err:
         if message.attempts >= MAX_ATTEMPTS:
-            return Outcome("failed", f"gave up after {message.attempts} attempts: {err.reason}",
-                           provider=provider_name)
+            return Outcome(
+                "failed",
+                f"gave up after {message.attempts} attempts: {err.reason}",
+                provider=provider_name,
+            )
         delay = timedelta(seconds=err.delay) if err.delay else backoff(message.attempts)
-        return Outcome("queued", f"retrying: {err.reason}", provider=provider_name,
-                       not_before=now + delay)
-    return Outcome(result.status, result.reason, provider_name, result.provider_id,
-                   result.rendered)
+        return Outcome(
+            "queued", f"retrying: {err.reason}", provider=provider_name, not_before=now + delay
+        )
+    return Outcome(result.status, result.reason, provider_name, result.provider_id, result.rendered)
 
 
 def _quiet_hours(project: Project, user: User | None, now: datetime) -> tuple[str, datetime] | None:
@@ -256,20 +287,29 @@ def _publication(delivery: Delivery) -> tuple[str, dict[str, Any]]:
     assert delivery.user_id is not None
     return (
         stream_key(delivery.project_id, delivery.user_id),
-        {"id": delivery.message_id, "content": delivery.content,
-         "replaces": delivery.replaces_id, "count": delivery.increment_count},
+        {
+            "id": delivery.message_id,
+            "content": delivery.content,
+            "replaces": delivery.replaces_id,
+            "count": delivery.increment_count,
+        },
     )
 
 
-def _record(session: Session, messages: list[Message], outcomes: dict[int, Outcome],
-            now: datetime) -> None:
+def _record(
+    session: Session, messages: list[Message], outcomes: dict[int, Outcome], now: datetime
+) -> None:
     """Write every outcome and its history row in two statements."""
     rows = []
     history = []
     for m in messages:
         o = outcomes[m.id]
-        row: dict[str, Any] = {"id": m.id, "status": o.status, "reason": o.reason,
-                               "updated_at": now}
+        row: dict[str, Any] = {
+            "id": m.id,
+            "status": o.status,
+            "reason": o.reason,
+            "updated_at": now,
+        }
         if o.provider is not None:
             row["provider"] = o.provider
         if o.provider_id is not None:

@@ -51,8 +51,9 @@ def start(app: Flask, *, scheduler: bool | None = None) -> Embedded:
     runtime.configure(engine=db.engine, settings=dict(app.config))
     worker = None
     if is_embedded():
-        worker = dramatiq.Worker(broker, worker_threads=app.config["EMBEDDED_WORKER_THREADS"],
-                                 worker_timeout=100)
+        worker = dramatiq.Worker(
+            broker, worker_threads=app.config["EMBEDDED_WORKER_THREADS"], worker_timeout=100
+        )
         worker.start()
     service = None
     if app.config["EMBEDDED_SCHEDULER"] if scheduler is None else scheduler:

@@ -44,16 +44,25 @@ def fan_out(session: Session, send_id: int) -> int:
     created_total = 0
     while True:
         now = utcnow()
-        send = session.get(Send, send_id, with_for_update=session.get_bind().dialect.name == "postgresql")
+        send = session.get(
+            Send, send_id, with_for_update=session.get_bind().dialect.name == "postgresql"
+        )
         if send is None or send.status != "fanning_out":
             session.rollback()
             return created_total
         where = _audience(session, send, now)
         upper = session.scalar(
-            select(User.id).where(where, User.id > send.cursor).order_by(User.id)
-            .offset(CHUNK - 1).limit(1)
+            select(User.id)
+            .where(where, User.id > send.cursor)
+            .order_by(User.id)
+            .offset(CHUNK - 1)
+            .limit(1)
         )
-        bound = User.id > send.cursor if upper is None else and_(User.id > send.cursor, User.id <= upper)
+        bound = (
+            User.id > send.cursor
+            if upper is None
+            else and_(User.id > send.cursor, User.id <= upper)
+        )
         ids: list[int] = []
         candidates = 0
         for channel in send.channels:
@@ -70,7 +79,7 @@ def fan_out(session: Session, send_id: int) -> int:
             send.cursor = upper
             send.lease_until = now + LEASE
         for start in range(0, len(ids), BATCH):
-            defer(session, "deliver_messages", ids[start:start + BATCH])
+            defer(session, "deliver_messages", ids[start : start + BATCH])
         session.commit()
         created_total += len(ids)
         if upper is None:
@@ -84,28 +93,54 @@ def _audience(session: Session, send: Send, now: datetime) -> Any:
 
     target = send.target or {}
     cond = parse_filter(target.get("segment") or {"all": []})
-    return members_clause(cond, project_id=send.project_id,
-                          dialect_name=session.get_bind().dialect.name, now=now)
+    return members_clause(
+        cond, project_id=send.project_id, dialect_name=session.get_bind().dialect.name, now=now
+    )
 
 
-def _insert_messages(session: Session, send: Send, channel: str, chosen: Any,
-                     now: datetime) -> list[int]:
+def _insert_messages(
+    session: Session, send: Send, channel: str, chosen: Any, now: datetime
+) -> list[int]:
     """INSERT ... SELECT the chunk's messages; ON CONFLICT skips addresses already sent to."""
     expires = now + timedelta(seconds=send.ttl_seconds) if send.ttl_seconds else None
-    source = select(
-        literal(send.project_id), literal(send.id), User.id, literal(channel),
-        address_column(channel), literal(f"send:{send.id}"), literal(send.transactional),
-        literal("queued"), literal(expires, type_=Message.__table__.c.expires_at.type),
-        literal(now, type_=Message.__table__.c.created_at.type),
-        literal(now, type_=Message.__table__.c.created_at.type),
-        literal(now, type_=Message.__table__.c.created_at.type),
-        literal(0), literal(1),
-    ).where(chosen).order_by(User.id)
+    source = (
+        select(
+            literal(send.project_id),
+            literal(send.id),
+            User.id,
+            literal(channel),
+            address_column(channel),
+            literal(f"send:{send.id}"),
+            literal(send.transactional),
+            literal("queued"),
+            literal(expires, type_=Message.__table__.c.expires_at.type),
+            literal(now, type_=Message.__table__.c.created_at.type),
+            literal(now, type_=Message.__table__.c.created_at.type),
+            literal(now, type_=Message.__table__.c.created_at.type),
+            literal(0),
+            literal(1),
+        )
+        .where(chosen)
+        .order_by(User.id)
+    )
     stmt = insert_ignore(session, Message, ["project_id", "dedup_key", "channel", "address"])
     stmt = stmt.from_select(
-        ["project_id", "send_id", "user_id", "channel", "address", "dedup_key", "transactional",
-         "status", "expires_at", "created_at", "updated_at", "enqueued_at", "attempts",
-         "increment_count"],
+        [
+            "project_id",
+            "send_id",
+            "user_id",
+            "channel",
+            "address",
+            "dedup_key",
+            "transactional",
+            "status",
+            "expires_at",
+            "created_at",
+            "updated_at",
+            "enqueued_at",
+            "attempts",
+            "increment_count",
+        ],
         source,
     ).returning(Message.id)
     return list(session.scalars(stmt))
@@ -113,11 +148,16 @@ def _insert_messages(session: Session, send: Send, channel: str, chosen: Any,
 
 def reclaim_stalled_sends(session: Session, now: datetime) -> list[int]:
     """Sends whose fan-out lease ran out (worker died): hand them out again."""
-    ids = list(session.scalars(
-        select(Send.id).where(Send.status == "fanning_out",
-                              (Send.lease_until.is_(None)) | (Send.lease_until < now))
-        .limit(100)
-    ))
+    ids = list(
+        session.scalars(
+            select(Send.id)
+            .where(
+                Send.status == "fanning_out",
+                (Send.lease_until.is_(None)) | (Send.lease_until < now),
+            )
+            .limit(100)
+        )
+    )
     if ids:
         session.execute(update(Send).where(Send.id.in_(ids)).values(lease_until=now + LEASE))
         for send_id in ids:

@@ -7,6 +7,7 @@ holder dies (its connection closes, so PostgreSQL releases the lock; the OS rele
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from pathlib import Path
@@ -37,8 +38,9 @@ class SchedulerLock:
         if self.engine.dialect.name == "postgresql":
             conn = self.engine.connect()
             try:
-                got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
-                                   {"k": ADVISORY_KEY}).scalar()
+                got = conn.execute(
+                    text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}
+                ).scalar()
                 conn.commit()
             except Exception:
                 conn.close()
@@ -127,9 +129,10 @@ class SchedulerService:
         # The job store disposes its engine on shutdown: give it its own, never the app's.
         from app.db import make_engine
 
-        store_engine = make_engine(self.engine.url.render_as_string(hide_password=False),
-                                   **({} if self.engine.dialect.name == "sqlite"
-                                      else {"pool_size": 2, "max_overflow": 2}))
+        store_engine = make_engine(
+            self.engine.url.render_as_string(hide_password=False),
+            **({} if self.engine.dialect.name == "sqlite" else {"pool_size": 2, "max_overflow": 2}),
+        )
         store = SQLAlchemyJobStore(engine=store_engine, tablename="apscheduler_jobs")
         scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")
         scheduler.start()
@@ -149,10 +152,9 @@ class SchedulerService:
 
     def _stop_scheduler(self) -> None:
         if self.scheduler is not None:
-            try:
-                self.scheduler.shutdown(wait=True)  # let a running sweep finish its commit
-            except Exception:
-                pass
+            # wait=True lets a running sweep finish its commit; a failed shutdown changes nothing.
+            with contextlib.suppress(Exception):
+                self.scheduler.shutdown(wait=True)
             self.scheduler = None
         self.active.clear()
         self.lock.release()

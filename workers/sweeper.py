@@ -36,26 +36,37 @@ class SweepStats:
 def sweep(session: Session, now: datetime, settings: dict[str, Any]) -> SweepStats:
     """One pass; the caller owns the session and this commits its work."""
     stats = SweepStats()
-    expired = list(session.scalars(
-        update(Message)
-        .where(Message.status == "queued", Message.expires_at <= now)
-        .values(status="expired", reason="TTL passed before it could be sent", updated_at=now)
-        .returning(Message.id)
-    ))
+    expired = list(
+        session.scalars(
+            update(Message)
+            .where(Message.status == "queued", Message.expires_at <= now)
+            .values(status="expired", reason="TTL passed before it could be sent", updated_at=now)
+            .returning(Message.id)
+        )
+    )
     if expired:
-        session.execute(insert(MessageStatusChange), [
-            {"message_id": i, "status": "expired", "reason": "TTL passed", "at": now}
-            for i in expired
-        ])
+        session.execute(
+            insert(MessageStatusChange),
+            [
+                {"message_id": i, "status": "expired", "reason": "TTL passed", "at": now}
+                for i in expired
+            ],
+        )
     stats.expired = len(expired)
     lease = timedelta(seconds=settings.get("SENDING_LEASE_SECONDS", 300))
-    recovered = list(session.scalars(
-        update(Message)
-        .where(Message.status == "sending", Message.claimed_at < now - lease)
-        .values(status="queued", enqueued_at=None, reason="worker lost its claim; retrying",
-                updated_at=now)
-        .returning(Message.id)
-    ))
+    recovered = list(
+        session.scalars(
+            update(Message)
+            .where(Message.status == "sending", Message.claimed_at < now - lease)
+            .values(
+                status="queued",
+                enqueued_at=None,
+                reason="worker lost its claim; retrying",
+                updated_at=now,
+            )
+            .returning(Message.id)
+        )
+    )
     stats.recovered = len(recovered)
     requeue_after = timedelta(seconds=settings.get("REQUEUE_AFTER_SECONDS", 60))
     due = (
@@ -74,7 +85,7 @@ def sweep(session: Session, now: datetime, settings: dict[str, Any]) -> SweepSta
     if ids:
         session.execute(update(Message).where(Message.id.in_(ids)).values(enqueued_at=now))
         for start in range(0, len(ids), BATCH):
-            defer(session, "deliver_messages", ids[start:start + BATCH])
+            defer(session, "deliver_messages", ids[start : start + BATCH])
     stats.enqueued = len(ids)
     stats.sends = len(reclaim_stalled_sends(session, now))
     while True:  # memberships whose TTL passed become recorded leaves (cause `ttl`)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from flask import Flask, current_app, request
 from flask.views import MethodView
@@ -48,7 +49,7 @@ def limits() -> Limits:
 
 def track_response(result: TrackResult, batch: ParsedBatch) -> tuple[dict, int]:
     """202 with counts; 422 (413 if oversize) when nothing in the request was valid."""
-    body = {
+    body: dict[str, Any] = {
         "accepted": result.accepted,
         "duplicates": result.duplicates,
         "rejected": len(result.errors),

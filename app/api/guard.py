@@ -12,6 +12,7 @@ from flask import current_app, g, request
 
 from app.db import db
 from app.errors import Forbidden, Unauthorized
+from app.models import Project
 from app.services.projects import Principal, authenticate_key, authenticate_token
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,3 +80,11 @@ def require_key(*scopes: str) -> Callable[[F], F]:
 def current_project_id() -> int:
     """The authenticated project of this request."""
     return g.principal.project_id
+
+
+def current_project() -> Project:
+    """The authenticated project's row (it exists: its key just authenticated)."""
+    project = db.session.get(Project, g.principal.project_id)
+    if project is None:
+        raise Unauthorized("The project of this key no longer exists")
+    return project

@@ -32,8 +32,11 @@ REPLAY_LIMIT = 500
 def _end_user() -> tuple[int, User]:
     """The project (from the pk/sk key) and the end user proven by userHash."""
     principal = resolve_principal(credential_from_request(allow_query=True))
-    args = request.args if request.method == "GET" else {**request.args,
-                                                         **(request.get_json(silent=True) or {})}
+    args = (
+        request.args
+        if request.method == "GET"
+        else {**request.args, **(request.get_json(silent=True) or {})}
+    )
     user_id = args.get("userId")
     if not isinstance(user_id, str) or not user_id:
         raise BadRequest("userId is required", {"userId": ["required"]})
@@ -54,21 +57,32 @@ def _end_user() -> tuple[int, User]:
 def _visible(user_pk: int):
     """In-app messages a user can see: reached, not replaced by a newer one of its group."""
     newer = aliased(Message)
-    replaced = select(newer.id).where(newer.replaces_id == Message.id,
-                                      newer.status.in_(REACHED)).exists()
-    return and_(Message.user_id == user_pk, Message.channel == "inapp",
-                Message.status.in_(REACHED), ~replaced)
+    replaced = (
+        select(newer.id).where(newer.replaces_id == Message.id, newer.status.in_(REACHED)).exists()
+    )
+    return and_(
+        Message.user_id == user_pk,
+        Message.channel == "inapp",
+        Message.status.in_(REACHED),
+        ~replaced,
+    )
 
 
 def inbox_item(m: Message) -> dict[str, Any]:
     """One inbox entry as the API and the stream show it."""
     content = m.rendered or {}
-    return {"id": m.id, "title": content.get("title"), "body": content.get("body"),
-            "url": content.get("url"), "data": content.get("data"),
-            "count": m.increment_count, "replaces": m.replaces_id,
-            "createdAt": m.created_at.isoformat(),
-            "readAt": m.read_at.isoformat() if m.read_at else None,
-            "archived": m.archived_at is not None}
+    return {
+        "id": m.id,
+        "title": content.get("title"),
+        "body": content.get("body"),
+        "url": content.get("url"),
+        "data": content.get("data"),
+        "count": m.increment_count,
+        "replaces": m.replaces_id,
+        "createdAt": m.created_at.isoformat(),
+        "readAt": m.read_at.isoformat() if m.read_at else None,
+        "archived": m.archived_at is not None,
+    }
 
 
 @blp.route("")
@@ -78,12 +92,16 @@ class Inbox(MethodView):
     def get(self):
         """`{data, unreadCount, nextCursor}`; `?archived=1` lists the archive."""
         _, user = _end_user()
-        limit = min(max(int(request.args.get("limit", "50") or 50), 1), 200) if request.args.get(
-            "limit", "50").isdigit() else 50
+        limit = (
+            min(max(int(request.args.get("limit", "50") or 50), 1), 200)
+            if request.args.get("limit", "50").isdigit()
+            else 50
+        )
         archived = request.args.get("archived") in ("1", "true")
         stmt = select(Message).where(
             _visible(user.id),
-            Message.archived_at.is_not(None) if archived else Message.archived_at.is_(None))
+            Message.archived_at.is_not(None) if archived else Message.archived_at.is_(None),
+        )
         before = request.args.get("cursor")
         if before:
             if not before.isdigit():
@@ -91,10 +109,16 @@ class Inbox(MethodView):
             stmt = stmt.where(Message.id < int(before))
         rows = list(db.session.scalars(stmt.order_by(Message.id.desc()).limit(limit + 1)))
         cursor = str(rows[limit - 1].id) if len(rows) > limit else None
-        unread = db.session.scalar(select(func.count()).select_from(Message).where(
-            _visible(user.id), Message.read_at.is_(None), Message.archived_at.is_(None)))
-        return {"data": [inbox_item(m) for m in rows[:limit]], "unreadCount": unread,
-                "nextCursor": cursor}
+        unread = db.session.scalar(
+            select(func.count())
+            .select_from(Message)
+            .where(_visible(user.id), Message.read_at.is_(None), Message.archived_at.is_(None))
+        )
+        return {
+            "data": [inbox_item(m) for m in rows[:limit]],
+            "unreadCount": unread,
+            "nextCursor": cursor,
+        }
 
 
 def _mark(message_id: int | None, **values: Any) -> dict[str, Any]:
@@ -105,15 +129,17 @@ def _mark(message_id: int | None, **values: Any) -> dict[str, Any]:
     if "read_at" in values:
         stmt = stmt.where(Message.read_at.is_(None))
         values["status"] = "opened"
-    result = db.session.execute(stmt.values(**values, updated_at=utcnow()),
-                                execution_options={"synchronize_session": False})
+    result = db.session.execute(
+        stmt.values(**values, updated_at=utcnow()), execution_options={"synchronize_session": False}
+    )
     db.session.commit()
-    if message_id is not None and result.rowcount == 0:
-        exists = db.session.scalar(select(Message.id).where(_visible(user.id),
-                                                            Message.id == message_id))
+    if message_id is not None and result.rowcount == 0:  # type: ignore[attr-defined]
+        exists = db.session.scalar(
+            select(Message.id).where(_visible(user.id), Message.id == message_id)
+        )
         if exists is None:
             raise NotFound(f"message {message_id} not in this inbox")
-    return {"updated": result.rowcount}
+    return {"updated": result.rowcount}  # type: ignore[attr-defined]
 
 
 @blp.route("/<int:message_id>/read")
@@ -151,14 +177,20 @@ REPLAY_OVERLAP = timedelta(seconds=60)
 
 def _replay(maker: Any, user_pk: int, last_id: int) -> list[dict[str, Any]]:
     with maker() as session:
-        reference = session.scalar(select(Message.sent_at).where(Message.id == last_id,
-                                                                  Message.user_id == user_pk))
+        reference = session.scalar(
+            select(Message.sent_at).where(Message.id == last_id, Message.user_id == user_pk)
+        )
         missed = Message.id > last_id
         if reference is not None:
-            missed = or_(missed, and_(Message.id < last_id,
-                                      Message.sent_at >= reference - REPLAY_OVERLAP))
-        rows = session.scalars(select(Message).where(_visible(user_pk), missed)
-                               .order_by(Message.id).limit(REPLAY_LIMIT))
+            missed = or_(
+                missed, and_(Message.id < last_id, Message.sent_at >= reference - REPLAY_OVERLAP)
+            )
+        rows = session.scalars(
+            select(Message)
+            .where(_visible(user_pk), missed)
+            .order_by(Message.id)
+            .limit(REPLAY_LIMIT)
+        )
         return [inbox_item(m) for m in rows]
 
 
@@ -206,12 +238,20 @@ class InboxStream(MethodView):
                     if len(sent) > 10_000:
                         sent.clear()
                     content = payload.get("content") or {}
-                    yield _frame({"id": payload["id"], "title": content.get("title"),
-                                  "body": content.get("body"), "url": content.get("url"),
-                                  "data": content.get("data"), "count": payload.get("count", 1),
-                                  "replaces": payload.get("replaces"),
-                                  "createdAt": utcnow().isoformat(), "readAt": None,
-                                  "archived": False})
+                    yield _frame(
+                        {
+                            "id": payload["id"],
+                            "title": content.get("title"),
+                            "body": content.get("body"),
+                            "url": content.get("url"),
+                            "data": content.get("data"),
+                            "count": payload.get("count", 1),
+                            "replaces": payload.get("replaces"),
+                            "createdAt": utcnow().isoformat(),
+                            "readAt": None,
+                            "archived": False,
+                        }
+                    )
             finally:
                 hub.unsubscribe(key, subscription)
 

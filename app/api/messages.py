@@ -12,14 +12,20 @@ from marshmallow import Schema, fields
 from sqlalchemy import delete, select
 
 from app.api.bodies import read_json_body
-from app.api.guard import SECRET, current_project_id, require_key
+from app.api.guard import SECRET, current_project, current_project_id, require_key
 from app.api.pagination import page_args, paginate
 from app.db import db, insert_ignore
 from app.errors import BadRequest, Conflict, InvalidInput, NotFound, TooLarge
 from app.models import Project
 from app.models.base import utcnow
-from app.models.message import CHANNELS, STATUSES, Message, MessageStatusChange, SandboxMessage
-from app.models.message import Suppression
+from app.models.message import (
+    CHANNELS,
+    STATUSES,
+    Message,
+    MessageStatusChange,
+    SandboxMessage,
+    Suppression,
+)
 from app.services import messages as messages_service
 from app.services.profiles import FieldError, normalize_email, normalize_phone
 from app.services.users import load_users_by_external_id
@@ -95,10 +101,17 @@ def _with_user_ids(messages: list[Message]) -> list[Message]:
     from app.models import User
 
     pks = {m.user_id for m in messages if m.user_id is not None}
-    names = dict(db.session.execute(select(User.id, User.external_id).where(User.id.in_(pks))
-                                    ).tuples().all()) if pks else {}
+    names = (
+        dict(
+            db.session.execute(select(User.id, User.external_id).where(User.id.in_(pks)))
+            .tuples()
+            .all()
+        )
+        if pks
+        else {}
+    )
     for m in messages:
-        m.user_external_id = names.get(m.user_id)  # type: ignore[attr-defined]
+        m.user_external_id = names.get(m.user_id)  # type: ignore[attr-defined,arg-type]
     return messages
 
 
@@ -146,10 +159,11 @@ class Messages(MethodView):
         from app.api.project import project_view
 
         items, is_batch = as_batch(read_json_body(), limit=MAX_TEMPLATE_MESSAGES)
-        project = db.session.get(Project, current_project_id())
+        project = current_project()
         window = project_view(project)["settings"]["stackWindowSeconds"]
         results = messages_service.send_template_messages(
-            db.session, project=project, items=items, stack_window=window)
+            db.session, project=project, items=items, stack_window=window
+        )
         db.session.commit()
         answers = [r.as_json() for r in results]
         if not is_batch:
@@ -179,13 +193,15 @@ class Messages(MethodView):
                 raise BadRequest("sendId must be a number", {"sendId": ["a number"]})
             filters["send_id"] = int(args["sendId"])
         if args.get("userId"):
-            user = load_users_by_external_id(db.session, current_project_id(),
-                                             [args["userId"]]).get(args["userId"])
+            user = load_users_by_external_id(
+                db.session, current_project_id(), [args["userId"]]
+            ).get(args["userId"])
             if user is None:
                 return {"data": [], "next_cursor": None}
             filters["user_pk"] = user.id
-        stmt = messages_service.message_log_query(current_project_id(), after_id=after,
-                                                  filters=filters)
+        stmt = messages_service.message_log_query(
+            current_project_id(), after_id=after, filters=filters
+        )
         rows, cursor = paginate(db.session, stmt, limit)
         return {"data": _with_user_ids(rows), "next_cursor": cursor}
 
@@ -202,10 +218,11 @@ class MessageItem(MethodView):
         if message is None or message.project_id != current_project_id():
             raise NotFound(f"message {message_id} not found")
         changes = db.session.scalars(
-            select(MessageStatusChange).where(MessageStatusChange.message_id == message.id)
-            .order_by(MessageStatusChange.id))
-        message.history = [{"status": "queued", "reason": None, "at": message.created_at},
-                           *changes]  # type: ignore[attr-defined]
+            select(MessageStatusChange)
+            .where(MessageStatusChange.message_id == message.id)
+            .order_by(MessageStatusChange.id)
+        )
+        message.history = [{"status": "queued", "reason": None, "at": message.created_at}, *changes]  # type: ignore[attr-defined]
         return _with_user_ids([message])[0]
 
 
@@ -235,7 +252,7 @@ class RawSms(MethodView):
         if len(recipients) > current_app.config["MAX_BATCH"]:
             raise TooLarge("too many recipients", {"recipients": ["at most 1000"]})
         _, ttl, transactional = messages_service.parse_send_options({**body, "channels": ["sms"]})
-        project = db.session.get(Project, current_project_id())
+        project = current_project()
         errors: dict[str, Any] = {}
         numbers: list[str] = []
         for index, item in enumerate(recipients):
@@ -251,17 +268,29 @@ class RawSms(MethodView):
             raise InvalidInput("no valid recipient", {"recipients": errors})
         content = {"body": text, **({"title": title} if title else {})}
         send = messages_service.create_send(
-            db.session, project=project, kind="sms", channels=["sms"], content=content,
-            ttl_seconds=ttl, transactional=transactional)
+            db.session,
+            project=project,
+            kind="sms",
+            channels=["sms"],
+            content=content,
+            ttl_seconds=ttl,
+            transactional=transactional,
+        )
         now = utcnow()
-        rows = [messages_service.message_row(send, channel="sms", address=n, user_id=None,
-                                             now=now) for n in numbers]
+        rows = [
+            messages_service.message_row(send, channel="sms", address=n, user_id=None, now=now)
+            for n in numbers
+        ]
         ids = messages_service.insert_messages(db.session, rows)
         send.recipients = len(ids)
         send.deduplicated = len(rows) - len(ids)
         db.session.commit()
-        return {"id": send.id, "messages": len(ids), "deduplicated": len(rows) - len(ids),
-                "errors": errors}
+        return {
+            "id": send.id,
+            "messages": len(ids),
+            "deduplicated": len(rows) - len(ids),
+            "errors": errors,
+        }
 
 
 @blp.route("/sandbox/messages")
@@ -281,9 +310,20 @@ class SandboxMessages(MethodView):
         if after is not None:
             stmt = stmt.where(SandboxMessage.id > after)
         rows, cursor = paginate(db.session, stmt.order_by(SandboxMessage.id), limit)
-        return {"data": [{"id": r.id, "messageId": r.message_id, "channel": r.channel,
-                          "to": r.to, "content": r.content, "createdAt": r.created_at.isoformat()}
-                         for r in rows], "nextCursor": cursor}
+        return {
+            "data": [
+                {
+                    "id": r.id,
+                    "messageId": r.message_id,
+                    "channel": r.channel,
+                    "to": r.to,
+                    "content": r.content,
+                    "createdAt": r.created_at.isoformat(),
+                }
+                for r in rows
+            ],
+            "nextCursor": cursor,
+        }
 
 
 def _suppression_address(project: Project, channel: str, raw: str) -> str:
@@ -310,9 +350,18 @@ class Suppressions(MethodView):
         if after is not None:
             stmt = stmt.where(Suppression.id > after)
         rows, cursor = paginate(db.session, stmt.order_by(Suppression.id), limit)
-        return {"data": [{"channel": r.channel, "address": r.address, "reason": r.reason,
-                          "createdAt": r.created_at.isoformat()} for r in rows],
-                "nextCursor": cursor}
+        return {
+            "data": [
+                {
+                    "channel": r.channel,
+                    "address": r.address,
+                    "reason": r.reason,
+                    "createdAt": r.created_at.isoformat(),
+                }
+                for r in rows
+            ],
+            "nextCursor": cursor,
+        }
 
     @require_key(SECRET)
     @blp.response(200, CountSchema)
@@ -320,9 +369,16 @@ class Suppressions(MethodView):
         """Add `{channel, address, reason?}`; adding twice is harmless."""
         channel, address, reason = self._parse()
         result = db.session.execute(
-            insert_ignore(db.session, Suppression, ["project_id", "channel", "address"]).values(
-                project_id=current_project_id(), channel=channel, address=address,
-                reason=reason, created_at=datetime.now(UTC)).returning(Suppression.id))
+            insert_ignore(db.session, Suppression, ["project_id", "channel", "address"])
+            .values(
+                project_id=current_project_id(),
+                channel=channel,
+                address=address,
+                reason=reason,
+                created_at=datetime.now(UTC),
+            )
+            .returning(Suppression.id)
+        )
         added = len(result.all())
         db.session.commit()
         return {"added": added}
@@ -332,11 +388,15 @@ class Suppressions(MethodView):
     def delete(self):
         """Remove `{channel, address}`."""
         channel, address, _ = self._parse()
-        result = db.session.execute(delete(Suppression).where(
-            Suppression.project_id == current_project_id(), Suppression.channel == channel,
-            Suppression.address == address))
+        result = db.session.execute(
+            delete(Suppression).where(
+                Suppression.project_id == current_project_id(),
+                Suppression.channel == channel,
+                Suppression.address == address,
+            )
+        )
         db.session.commit()
-        return {"removed": result.rowcount}
+        return {"removed": result.rowcount}  # type: ignore[attr-defined]
 
     @staticmethod
     def _parse() -> tuple[str, str, str]:
@@ -351,5 +411,5 @@ class Suppressions(MethodView):
         reason = body.get("reason", "manual")
         if not isinstance(reason, str) or len(reason) > 40:
             raise InvalidInput("reason too long", {"reason": ["at most 40 characters"]})
-        project = db.session.get(Project, current_project_id())
+        project = current_project()
         return channel, _suppression_address(project, channel, address), reason

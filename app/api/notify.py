@@ -9,10 +9,9 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from app.api.bodies import read_json_body
-from app.api.guard import SECRET, current_project_id, require_key
+from app.api.guard import SECRET, current_project, require_key
 from app.db import db
 from app.errors import BadRequest, InvalidInput, TooLarge
-from app.models import Project
 from app.services import messages as messages_service
 
 blp = Blueprint("notify", __name__, url_prefix="/v1/notify", description="Direct sends")
@@ -79,45 +78,74 @@ def _notify(body: Any, *, require_segment: bool = False) -> dict[str, Any]:
     if require_segment and given != ["segment"]:
         raise InvalidInput("segment is required", {"segment": ["required"]})
     if len(given) != 1:
-        raise InvalidInput("give exactly one of userId, userIds, segment, broadcast",
-                           {t: ["exactly one target"] for t in (given or ["userId"])})
-    unknown = set(body) - set(TARGETS) - {"title", "body", "url", "data", "channels",
-                                          "ttlSeconds", "transactional"}
+        raise InvalidInput(
+            "give exactly one of userId, userIds, segment, broadcast",
+            {t: ["exactly one target"] for t in (given or ["userId"])},
+        )
+    unknown = (
+        set(body)
+        - set(TARGETS)
+        - {"title", "body", "url", "data", "channels", "ttlSeconds", "transactional"}
+    )
     if unknown:
         raise InvalidInput("unknown fields", {k: ["unknown field"] for k in sorted(unknown)})
     content = parse_content(body)
     channels, ttl, transactional = messages_service.parse_send_options(body)
-    project = db.session.get(Project, current_project_id())
+    project = current_project()
     target_name = given[0]
     session = db.session
     if target_name in ("segment", "broadcast"):
         if target_name == "broadcast" and body["broadcast"] is not True:
             raise InvalidInput("broadcast must be true", {"broadcast": ["must be true"]})
-        target = ({"segment": messages_service.parse_segment(session, project.id,
-                                                             body["segment"])}
-                  if target_name == "segment" else {"broadcast": True})
+        target = (
+            {"segment": messages_service.parse_segment(session, project.id, body["segment"])}
+            if target_name == "segment"
+            else {"broadcast": True}
+        )
         send = messages_service.create_send(
-            session, project=project, kind="notify", channels=channels, content=content,
-            ttl_seconds=ttl, transactional=transactional, target=target)
+            session,
+            project=project,
+            kind="notify",
+            channels=channels,
+            content=content,
+            ttl_seconds=ttl,
+            transactional=transactional,
+            target=target,
+        )
         session.commit()
         return {"id": send.id, "status": send.status}
     user_ids = [body["userId"]] if target_name == "userId" else body["userIds"]
-    if not isinstance(user_ids, list) or not user_ids or not all(
-        isinstance(u, str) and 0 < len(u) <= 255 for u in user_ids
+    if (
+        not isinstance(user_ids, list)
+        or not user_ids
+        or not all(isinstance(u, str) and 0 < len(u) <= 255 for u in user_ids)
     ):
-        raise InvalidInput(f"{target_name} must hold non-empty strings",
-                           {target_name: ["strings of 1-255 characters"]})
+        raise InvalidInput(
+            f"{target_name} must hold non-empty strings",
+            {target_name: ["strings of 1-255 characters"]},
+        )
     if len(user_ids) > MAX_USERS:
         raise TooLarge(f"at most {MAX_USERS} userIds", {"userIds": [f"at most {MAX_USERS}"]})
     send = messages_service.create_send(
-        session, project=project, kind="notify", channels=channels, content=content,
-        ttl_seconds=ttl, transactional=transactional)
+        session,
+        project=project,
+        kind="notify",
+        channels=channels,
+        content=content,
+        ttl_seconds=ttl,
+        transactional=transactional,
+    )
     users = messages_service.users_by_external_ids(session, project.id, user_ids)
     summary = messages_service.send_to_users(session, send=send, users=users)
     session.commit()
-    return {"id": send.id, "status": "queued", "messages": len(summary.message_ids),
-            "deduplicated": summary.deduplicated, "unreachable": summary.unreachable,
-            "messageIds": summary.message_ids}
+    return {
+        "id": send.id,
+        "status": "queued",
+        "messages": len(summary.message_ids),
+        "deduplicated": summary.deduplicated,
+        "unreachable": summary.unreachable,
+        "messageIds": summary.message_ids,
+    }
 
 
 @blp.route("")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Response, request
 from flask.views import MethodView
@@ -59,7 +60,7 @@ class Pixel(MethodView):
             principal = resolve_principal(args.get("key"))
         except DomainError:
             return False
-        item = {"name": args.get("event")}
+        item: dict[str, Any] = {"name": args.get("event")}
         for name in ("userId", "anonymousId", "messageId", "timestamp"):
             if args.get(name):
                 item[name] = args[name]

@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from app.api.bodies import read_json_body
-from app.api.guard import SECRET, current_project_id, require_key
+from app.api.guard import SECRET, current_project, require_key
 from app.db import db
 from app.errors import BadRequest, InvalidInput
 from app.models import Project
@@ -24,8 +24,12 @@ def project_view(project: Project) -> dict[str, Any]:
     """The project as the API shows it (secrets excluded)."""
     settings = dict(project.settings or {})
     settings.setdefault("stackWindowSeconds", DEFAULT_STACK_WINDOW)
-    return {"id": project.id, "name": project.name, "defaultRegion": project.default_region,
-            "settings": settings}
+    return {
+        "id": project.id,
+        "name": project.name,
+        "defaultRegion": project.default_region,
+        "settings": settings,
+    }
 
 
 def validate_settings(raw: Any) -> dict[str, Any]:
@@ -58,14 +62,21 @@ def validate_settings(raw: Any) -> dict[str, Any]:
                 except (FieldError, TypeError):
                     errors[f"{where}.timezone"] = ["an IANA time zone"]
                     continue
-            out[key] = {"start": value["start"], "end": value["end"],
-                        "mode": value.get("mode", "defer"),
-                        **({"timezone": value["timezone"]} if value.get("timezone") else {})}
+            out[key] = {
+                "start": value["start"],
+                "end": value["end"],
+                "mode": value.get("mode", "defer"),
+                **({"timezone": value["timezone"]} if value.get("timezone") else {}),
+            }
         elif key == "frequencyCap":
-            count, window = (value.get("count"), value.get("windowSeconds")) if isinstance(
-                value, dict) else (None, None)
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                       for v in (count, window)):
+            count, window = (
+                (value.get("count"), value.get("windowSeconds"))
+                if isinstance(value, dict)
+                else (None, None)
+            )
+            if not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (count, window)
+            ):
                 errors[where] = ["{count, windowSeconds} as positive integers"]
                 continue
             out[key] = {"count": count, "windowSeconds": window}
@@ -88,7 +99,7 @@ class ProjectSettings(MethodView):
     @require_key(SECRET)
     def get(self):
         """Name, default phone region and delivery settings."""
-        return project_view(db.session.get(Project, current_project_id()))
+        return project_view(current_project())
 
     @require_key(SECRET)
     def patch(self):
@@ -96,7 +107,7 @@ class ProjectSettings(MethodView):
         body = read_json_body()
         if not isinstance(body, dict):
             raise BadRequest("Expected a JSON object", {"body": ["wrong type"]})
-        project = db.session.get(Project, current_project_id())
+        project = current_project()
         unknown = set(body) - {"name", "defaultRegion", "settings"}
         if unknown:
             raise InvalidInput("unknown fields", {k: ["unknown field"] for k in sorted(unknown)})
@@ -106,8 +117,9 @@ class ProjectSettings(MethodView):
             project.name = body["name"].strip()
         if "defaultRegion" in body:
             region = body["defaultRegion"]
-            if region is not None and (not isinstance(region, str) or len(region) != 2
-                                       or not region.isalpha()):
+            if region is not None and (
+                not isinstance(region, str) or len(region) != 2 or not region.isalpha()
+            ):
                 raise InvalidInput("ISO 3166 alpha-2", {"defaultRegion": ["e.g. US or KR"]})
             project.default_region = region.upper() if region else None
         if "settings" in body:

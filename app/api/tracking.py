@@ -8,10 +8,9 @@ from flask_smorest import Blueprint
 
 from app.api.bodies import index_errors, read_json_body
 from app.api.events import limits
-from app.api.guard import PUBLISHABLE, SECRET, current_project_id, require_key
+from app.api.guard import PUBLISHABLE, SECRET, current_project, current_project_id, require_key
 from app.db import db
 from app.errors import BadRequest, InvalidInput, TooLarge
-from app.models import Project
 from app.services.events import TrackResult
 from app.services.ingest_writer import writer_for
 from app.services.tracking import _event_from_call as event_from_call
@@ -23,7 +22,7 @@ EVENT_CALLS = ("track", "page", "screen")
 
 
 def _apply(calls: list) -> tuple[dict, int]:
-    project = db.session.get(Project, current_project_id())
+    project = current_project()
     result = apply_calls(db.session, project=project, calls=calls, limits=limits())
     db.session.commit()
     return _answer(result, len(calls))

@@ -7,11 +7,12 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from app.api.bodies import as_batch, read_json_body
-from app.api.guard import SECRET, current_project_id, require_key
+from app.api.guard import SECRET, current_project, current_project_id, require_key
 from app.api.pagination import page_args, paginate
 from app.db import db
 from app.errors import BadRequest, InvalidInput, TooLarge
 from app.models import Project
+from app.models.base import utcnow
 from app.schemas.users import (
     EraseRequestSchema,
     EraseResponseSchema,
@@ -21,7 +22,6 @@ from app.schemas.users import (
     UserUpsertSchema,
 )
 from app.services import segments as segments_service
-from app.models.base import utcnow
 from app.services import users as users_service
 from app.services.audiences import audiences_of
 
@@ -29,7 +29,7 @@ blp = Blueprint("users", __name__, url_prefix="/v1/users", description="User pro
 
 
 def _project() -> Project:
-    project = db.session.get(Project, current_project_id())
+    project = current_project()
     assert project is not None
     return project
 
@@ -154,8 +154,9 @@ class UserItem(MethodView):
     def get(self, user_id: str):
         """The profile and the anonymous ids merged into it."""
         user = users_service.get_user(db.session, project_id=current_project_id(), user_id=user_id)
-        user.anonymous_ids = users_service.anonymous_ids_of(db.session, user.id)
-        user.audiences = audiences_of(db.session, user.id, utcnow())
+        # Not columns: extra attributes the response schema reads.
+        user.anonymous_ids = users_service.anonymous_ids_of(db.session, user.id)  # type: ignore[attr-defined]
+        user.audiences = audiences_of(db.session, user.id, utcnow())  # type: ignore[attr-defined]
         return user
 
     @require_key(SECRET)

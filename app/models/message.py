@@ -24,8 +24,9 @@ STATUSES = (
     "deduplicated",
 )
 # Statuses after which nothing more is attempted.
-FINAL = frozenset({"sent", "delivered", "opened", "clicked", "failed", "expired", "suppressed",
-                   "deduplicated"})
+FINAL = frozenset(
+    {"sent", "delivered", "opened", "clicked", "failed", "expired", "suppressed", "deduplicated"}
+)
 REACHED = ("sent", "delivered", "opened", "clicked")
 CHANNELS = ("inapp", "email", "sms", "push")
 
@@ -67,9 +68,13 @@ class Message(Base):
     __table_args__ = (
         # The same send or campaign never reaches the same address twice on a channel.
         UniqueConstraint("project_id", "dedup_key", "channel", "address"),
-        Index("ix_messages_due", "status", "not_before",
-              postgresql_where=text("status = 'queued'"),
-              sqlite_where=text("status = 'queued'")),
+        Index(
+            "ix_messages_due",
+            "status",
+            "not_before",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
         Index("ix_messages_user_sent", "user_id", "sent_at"),
         Index("ix_messages_send", "send_id", "status"),
         Index("ix_messages_project_created", "project_id", "id"),

@@ -168,7 +168,9 @@ def track_events(session: Session, *, project_id: int, events: Sequence[EventIn]
     postgres = session.get_bind().dialect.name == "postgresql"
     newest: dict[str, datetime] = {}
     for ev in unique:
-        if ev.user_id is not None and (ev.user_id not in newest or ev.timestamp > newest[ev.user_id]):
+        if ev.user_id is not None and (
+            ev.user_id not in newest or ev.timestamp > newest[ev.user_id]
+        ):
             newest[ev.user_id] = ev.timestamp
     if postgres:
         user_rows = upsert_seen_users_pg(session, project_id, newest, now)
@@ -194,9 +196,17 @@ def track_events(session: Session, *, project_id: int, events: Sequence[EventIn]
         inserted = _insert_events_pg(session, project_id, unique, user_pks, now)
     else:
         rows = [
-            {"project_id": project_id, "user_id": uid, "name": ev.name,
-             "properties": ev.properties, "message_id": ev.message_id, "source": ev.source,
-             "timestamp": ev.timestamp, "received_at": now, "erased": False}
+            {
+                "project_id": project_id,
+                "user_id": uid,
+                "name": ev.name,
+                "properties": ev.properties,
+                "message_id": ev.message_id,
+                "source": ev.source,
+                "timestamp": ev.timestamp,
+                "received_at": now,
+                "erased": False,
+            }
             for ev, uid in zip(unique, user_pks, strict=True)
         ]
         # One statement keeps ids in request order; ON CONFLICT only fires for a messageId
@@ -248,21 +258,30 @@ def upsert_seen_users_pg(
         return {}
     rows = session.execute(
         _UPSERT_SEEN,
-        {"project_id": project_id, "now": now, "exts": list(newest),
-         "tss": list(newest.values())},
+        {"project_id": project_id, "now": now, "exts": list(newest), "tss": list(newest.values())},
     )
     return {ext: uid for ext, uid in rows}
 
 
-def _insert_events_pg(session: Session, project_id: int, events: Sequence[EventIn],
-                      user_pks: Sequence[int | None], now: datetime) -> int:
+def _insert_events_pg(
+    session: Session,
+    project_id: int,
+    events: Sequence[EventIn],
+    user_pks: Sequence[int | None],
+    now: datetime,
+) -> int:
     rows = session.execute(
         _INSERT_EVENTS,
-        {"project_id": project_id, "now": now, "uids": list(user_pks),
-         "names": [e.name for e in events],
-         "props": [json.dumps(e.properties, separators=(",", ":")) for e in events],
-         "mids": [e.message_id for e in events], "srcs": [e.source for e in events],
-         "tss": [e.timestamp for e in events]},
+        {
+            "project_id": project_id,
+            "now": now,
+            "uids": list(user_pks),
+            "names": [e.name for e in events],
+            "props": [json.dumps(e.properties, separators=(",", ":")) for e in events],
+            "mids": [e.message_id for e in events],
+            "srcs": [e.source for e in events],
+            "tss": [e.timestamp for e in events],
+        },
     )
     return len(rows.all())
 

@@ -21,8 +21,9 @@ JOB_BATCH = 250
 DEFAULT_CHANNELS = ("inapp",)
 
 
-def parse_segment(session: Session, project_id: int, raw: Any,
-                  field_name: str = "segment") -> dict[str, Any]:
+def parse_segment(
+    session: Session, project_id: int, raw: Any, field_name: str = "segment"
+) -> dict[str, Any]:
     """A segment in any form, or a stored segment's id or name, as a normalized tree.
 
     Invalid input is a 4xx naming the node (`segment.all[1].op`).
@@ -57,16 +58,27 @@ class SendSummary:
     unreachable: dict[str, int] = field(default_factory=dict)
 
 
-def message_row(send: Send, *, channel: str, address: str, user_id: int | None,
-                now: datetime, **extra: Any) -> dict[str, Any]:
+def message_row(
+    send: Send, *, channel: str, address: str, user_id: int | None, now: datetime, **extra: Any
+) -> dict[str, Any]:
     """A messages row for this send, ready for an executemany insert."""
     row = {
-        "project_id": send.project_id, "send_id": send.id, "user_id": user_id,
-        "channel": channel, "address": address, "dedup_key": f"send:{send.id}",
-        "transactional": send.transactional, "status": "queued",
+        "project_id": send.project_id,
+        "send_id": send.id,
+        "user_id": user_id,
+        "channel": channel,
+        "address": address,
+        "dedup_key": f"send:{send.id}",
+        "transactional": send.transactional,
+        "status": "queued",
         "expires_at": now + timedelta(seconds=send.ttl_seconds) if send.ttl_seconds else None,
-        "created_at": now, "updated_at": now, "enqueued_at": now, "attempts": 0,
-        "increment_count": 1, "increment_id": None, "content": None,
+        "created_at": now,
+        "updated_at": now,
+        "enqueued_at": now,
+        "attempts": 0,
+        "increment_count": 1,
+        "increment_id": None,
+        "content": None,
         "overrides": None,
     }
     row.update(extra)
@@ -83,20 +95,40 @@ def insert_messages(session: Session, rows: Sequence[dict[str, Any]]) -> list[in
     stmt = insert_ignore(session, Message, ["project_id", "dedup_key", "channel", "address"])
     ids = list(session.scalars(stmt.returning(Message.id), list(rows)))
     for start in range(0, len(ids), JOB_BATCH):
-        defer(session, "deliver_messages", ids[start:start + JOB_BATCH])
+        defer(session, "deliver_messages", ids[start : start + JOB_BATCH])
     return ids
 
 
-def create_send(session: Session, *, project: Project, kind: str, channels: Sequence[str],
-                content: dict[str, Any], ttl_seconds: int | None, transactional: bool,
-                target: dict[str, Any] | None = None, template_id: int | None = None) -> Send:
+def create_send(
+    session: Session,
+    *,
+    project: Project,
+    kind: str,
+    channels: Sequence[str],
+    content: dict[str, Any],
+    ttl_seconds: int | None,
+    transactional: bool,
+    target: dict[str, Any] | None = None,
+    template_id: int | None = None,
+) -> Send:
     """Store a send request (its content once, not per recipient)."""
-    send = Send(project_id=project.id, kind=kind, channels=list(channels), content=content,
-                ttl_seconds=ttl_seconds, transactional=transactional, target=target,
-                template_id=template_id, status="fanning_out" if target else "done",
-                cursor=0, recipients=0, deduplicated=0, created_at=utcnow(),
-                # The sweeper hands a fan-out out again only if this lease runs out.
-                lease_until=utcnow() + timedelta(minutes=5) if target else None)
+    send = Send(
+        project_id=project.id,
+        kind=kind,
+        channels=list(channels),
+        content=content,
+        ttl_seconds=ttl_seconds,
+        transactional=transactional,
+        target=target,
+        template_id=template_id,
+        status="fanning_out" if target else "done",
+        cursor=0,
+        recipients=0,
+        deduplicated=0,
+        created_at=utcnow(),
+        # The sweeper hands a fan-out out again only if this lease runs out.
+        lease_until=utcnow() + timedelta(minutes=5) if target else None,
+    )
     session.add(send)
     session.flush()
     if target:
@@ -115,8 +147,9 @@ def send_to_users(session: Session, *, send: Send, users: Sequence[User]) -> Sen
             if address is None:
                 summary.unreachable[channel] = summary.unreachable.get(channel, 0) + 1
                 continue
-            rows.append(message_row(send, channel=channel, address=address, user_id=user.id,
-                                    now=now))
+            rows.append(
+                message_row(send, channel=channel, address=address, user_id=user.id, now=now)
+            )
     summary.message_ids = insert_messages(session, rows)
     summary.deduplicated = len(rows) - len(summary.message_ids)
     send.recipients = len(summary.message_ids)
@@ -124,8 +157,9 @@ def send_to_users(session: Session, *, send: Send, users: Sequence[User]) -> Sen
     return summary
 
 
-def users_by_external_ids(session: Session, project_id: int, external_ids: Sequence[str]
-                          ) -> list[User]:
+def users_by_external_ids(
+    session: Session, project_id: int, external_ids: Sequence[str]
+) -> list[User]:
     """Profiles for userIds, created on first sight, in request order."""
     from app.services.users import ensure_user_ids
 
@@ -139,8 +173,10 @@ def validate_channels(raw: Any) -> list[str]:
     if raw is None:
         return list(DEFAULT_CHANNELS)
     if not isinstance(raw, list) or not raw or not all(c in CHANNELS for c in raw):
-        raise InvalidInput("channels must be a non-empty list of " + ", ".join(CHANNELS),
-                           {"channels": [f"one or more of {', '.join(CHANNELS)}"]})
+        raise InvalidInput(
+            "channels must be a non-empty list of " + ", ".join(CHANNELS),
+            {"channels": [f"one or more of {', '.join(CHANNELS)}"]},
+        )
     return list(dict.fromkeys(raw))
 
 
@@ -151,8 +187,9 @@ def parse_send_options(body: dict[str, Any]) -> tuple[list[str], int | None, boo
     """channels, ttlSeconds and transactional of a send request, validated."""
     channels = validate_channels(body.get("channels"))
     ttl = body.get("ttlSeconds")
-    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool)
-                            or not 1 <= ttl <= MAX_TTL):
+    if ttl is not None and (
+        not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL
+    ):
         raise InvalidInput("ttlSeconds out of range", {"ttlSeconds": [f"1-{MAX_TTL}"]})
     transactional = body.get("transactional", False)
     if not isinstance(transactional, bool):
@@ -160,16 +197,20 @@ def parse_send_options(body: dict[str, Any]) -> tuple[list[str], int | None, boo
     return channels, ttl, transactional
 
 
-def message_log_query(project_id: int, *, after_id: int | None, filters: dict[str, Any]
-                      ) -> Select[tuple[Message]]:
+def message_log_query(
+    project_id: int, *, after_id: int | None, filters: dict[str, Any]
+) -> Select[tuple[Message]]:
     """Messages of a project, newest last, filtered by user, send, channel, status and time."""
     stmt = select(Message).where(Message.project_id == project_id).order_by(Message.id)
     if after_id is not None:
         stmt = stmt.where(Message.id > after_id)
     if filters.get("user_pk") is not None:
         stmt = stmt.where(Message.user_id == filters["user_pk"])
-    for name, column in (("send_id", Message.send_id), ("channel", Message.channel),
-                         ("status", Message.status)):
+    for name, column in (
+        ("send_id", Message.send_id),
+        ("channel", Message.channel),
+        ("status", Message.status),
+    ):
         if filters.get(name) is not None:
             stmt = stmt.where(column == filters[name])
     if filters.get("since") is not None:
@@ -181,13 +222,29 @@ def message_log_query(project_id: int, *, after_id: int | None, filters: dict[st
 
 # --- POST /v1/messages: one template message per item, fanned into the template's channels ---
 
-USER_FILL = {"userEmail": "email", "userPhone": "phone", "userLanguage": "language",
-             "userTimezone": "timezone"}
-MESSAGE_FIELDS = {"template", "userId", "data", "id", "incrementId", "overrides", "channels",
-                  "ttlSeconds", "transactional", *USER_FILL}
-UNREACHABLE = {"email": "no email address on the profile",
-               "sms": "no phone number on the profile",
-               "push": "no push provider configured yet"}
+USER_FILL = {
+    "userEmail": "email",
+    "userPhone": "phone",
+    "userLanguage": "language",
+    "userTimezone": "timezone",
+}
+MESSAGE_FIELDS = {
+    "template",
+    "userId",
+    "data",
+    "id",
+    "incrementId",
+    "overrides",
+    "channels",
+    "ttlSeconds",
+    "transactional",
+    *USER_FILL,
+}
+UNREACHABLE = {
+    "email": "no email address on the profile",
+    "sms": "no phone number on the profile",
+    "push": "no push provider configured yet",
+}
 
 
 @dataclass
@@ -223,7 +280,8 @@ def _validate_item(item: Any) -> dict[str, list[str]]:
         errors[name] = ["unknown field"]
     template = item.get("template")
     if not (isinstance(template, str) and template) and not (
-            isinstance(template, int) and not isinstance(template, bool)):
+        isinstance(template, int) and not isinstance(template, bool)
+    ):
         errors["template"] = ["required: a template id or name"]
     user_id = item.get("userId")
     if not isinstance(user_id, str) or not 0 < len(user_id) <= 255:
@@ -266,8 +324,9 @@ def _fill_profile(user: User, item: dict[str, Any], project: Project) -> dict[st
     return errors
 
 
-def send_template_messages(session: Session, *, project: Project, items: Sequence[Any],
-                           stack_window: int) -> list[MessageResult]:
+def send_template_messages(
+    session: Session, *, project: Project, items: Sequence[Any], stack_window: int
+) -> list[MessageResult]:
     """Create each item's messages; one bad item does not stop the others."""
     from app.errors import DomainError, NotFound
     from app.services.templates import get_template
@@ -277,26 +336,42 @@ def send_template_messages(session: Session, *, project: Project, items: Sequenc
     for item in items:
         errors = _validate_item(item)
         if errors:
-            results.append(MessageResult(False, item.get("id") if isinstance(item, dict)
-                                         and isinstance(item.get("id"), str) else None,
-                                         "invalid", errors))
+            results.append(
+                MessageResult(
+                    False,
+                    item.get("id")
+                    if isinstance(item, dict) and isinstance(item.get("id"), str)
+                    else None,
+                    "invalid",
+                    errors,
+                )
+            )
             continue
         client_id = item.get("id")
-        if client_id is not None and (client_id in seen_ids or session.scalar(
-                select(Send.id).where(Send.project_id == project.id,
-                                      Send.client_id == client_id)) is not None):
+        if client_id is not None and (
+            client_id in seen_ids
+            or session.scalar(
+                select(Send.id).where(Send.project_id == project.id, Send.client_id == client_id)
+            )
+            is not None
+        ):
             results.append(MessageResult(False, client_id, "id/exists"))
             continue
         try:
             template = get_template(session, project_id=project.id, ref=item["template"])
         except NotFound:
-            results.append(MessageResult(False, client_id, "template/not-found",
-                                         {"template": ["not found"]}))
+            results.append(
+                MessageResult(False, client_id, "template/not-found", {"template": ["not found"]})
+            )
             continue
         try:
             channels, ttl, transactional = parse_send_options(
-                {**item, "channels": item.get("channels") or [
-                    c for c in CHANNELS if c in (template.channels or {})]})
+                {
+                    **item,
+                    "channels": item.get("channels")
+                    or [c for c in CHANNELS if c in (template.channels or {})],
+                }
+            )
         except DomainError as err:
             results.append(MessageResult(False, client_id, "invalid", err.errors))
             continue
@@ -307,9 +382,16 @@ def send_template_messages(session: Session, *, project: Project, items: Sequenc
             continue
         if client_id is not None:
             seen_ids.add(client_id)
-        send = create_send(session, project=project, kind="message", channels=channels,
-                           content=item.get("data") or {}, ttl_seconds=ttl,
-                           transactional=transactional, template_id=template.id)
+        send = create_send(
+            session,
+            project=project,
+            kind="message",
+            channels=channels,
+            content=item.get("data") or {},
+            ttl_seconds=ttl,
+            transactional=transactional,
+            template_id=template.id,
+        )
         send.client_id = client_id
         result = MessageResult(True, client_id or str(send.id))
         _create_item_messages(session, send, user, item, result, stack_window)
@@ -318,8 +400,14 @@ def send_template_messages(session: Session, *, project: Project, items: Sequenc
     return results
 
 
-def _create_item_messages(session: Session, send: Send, user: User, item: dict[str, Any],
-                          result: MessageResult, stack_window: int) -> None:
+def _create_item_messages(
+    session: Session,
+    send: Send,
+    user: User,
+    item: dict[str, Any],
+    result: MessageResult,
+    stack_window: int,
+) -> None:
     now = utcnow()
     increment_id = item.get("incrementId")
     rows = []
@@ -328,16 +416,25 @@ def _create_item_messages(session: Session, send: Send, user: User, item: dict[s
         if address is None or channel == "push":
             result.channel_errors[channel] = UNREACHABLE.get(channel, "unreachable")
             continue
-        extra: dict[str, Any] = {"overrides": item.get("overrides"),
-                                 "content": item.get("data") or {}}
+        extra: dict[str, Any] = {
+            "overrides": item.get("overrides"),
+            "content": item.get("data") or {},
+        }
         if increment_id is not None:
             extra["increment_id"] = increment_id
             previous = session.scalar(
-                select(Message).where(
-                    Message.project_id == send.project_id, Message.user_id == user.id,
-                    Message.channel == channel, Message.increment_id == increment_id,
-                    Message.created_at > now - timedelta(seconds=stack_window))
-                .order_by(Message.id.desc()).limit(1).with_for_update())
+                select(Message)
+                .where(
+                    Message.project_id == send.project_id,
+                    Message.user_id == user.id,
+                    Message.channel == channel,
+                    Message.increment_id == increment_id,
+                    Message.created_at > now - timedelta(seconds=stack_window),
+                )
+                .order_by(Message.id.desc())
+                .limit(1)
+                .with_for_update()
+            )
             if previous is not None and previous.status == "queued":
                 # Still pending: stack into it (latest content, one more in the count).
                 previous.content = extra["content"]
@@ -347,12 +444,18 @@ def _create_item_messages(session: Session, send: Send, user: User, item: dict[s
                 previous.updated_at = now
                 result.message_ids.append(previous.id)
                 continue
-            if previous is not None and previous.status in ("sending", "sent", "delivered",
-                                                            "opened", "clicked"):
+            if previous is not None and previous.status in (
+                "sending",
+                "sent",
+                "delivered",
+                "opened",
+                "clicked",
+            ):
                 # Already out: the new one replaces it on the device.
                 extra["replaces_id"] = previous.id
                 extra["increment_count"] = previous.increment_count + 1
-        rows.append(message_row(send, channel=channel, address=address, user_id=user.id,
-                                now=now, **extra))
+        rows.append(
+            message_row(send, channel=channel, address=address, user_id=user.id, now=now, **extra)
+        )
     result.message_ids += insert_messages(session, rows)
     send.recipients = len(result.message_ids)

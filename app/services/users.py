@@ -98,6 +98,7 @@ def parse_profile_change(item: Any, *, default_region: str | None) -> ProfileCha
             errors[f"attributes.{key}"] = ["attribute names are 1-255 characters"]
     if errors:
         raise InvalidInput("Invalid user: " + ", ".join(sorted(errors)), errors)
+    assert isinstance(user_id, str)
     return ProfileChange(user_id=user_id, fields=clean, attributes=attributes)
 
 

@@ -9,14 +9,27 @@ def test_probes_and_openapi(client):
     assert client.get("/healthz").json == {"status": "ok"}
     assert client.get("/readyz").json["database"] == "ok"
     spec = client.get("/openapi.json").json
-    for path in ("/v1/users", "/v1/users/{user_id}", "/v1/events", "/v1/pixel.gif",
-                 "/v1/identify", "/v1/batch", "/v1/auth/token", "/v1/users/delete"):
+    for path in (
+        "/v1/users",
+        "/v1/users/{user_id}",
+        "/v1/events",
+        "/v1/pixel.gif",
+        "/v1/identify",
+        "/v1/batch",
+        "/v1/auth/token",
+        "/v1/users/delete",
+    ):
         assert path in spec["paths"], path
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(tmp_path):
-    app = create_app({"DATABASE_URL": "postgresql://postgres@127.0.0.1:9/nowhere",
-                      "INSTANCE_DIR": str(tmp_path), "SECRET_KEY": "x" * 32})
+    app = create_app(
+        {
+            "DATABASE_URL": "postgresql://postgres@127.0.0.1:9/nowhere",
+            "INSTANCE_DIR": str(tmp_path),
+            "SECRET_KEY": "x" * 32,
+        }
+    )
     r = app.test_client().get("/readyz")
     assert r.status_code == 503 and r.json["code"] == 503
     assert app.test_client().get("/healthz").status_code == 200

@@ -17,8 +17,9 @@ class SseReader:
 
     def __init__(self, url: str, params: dict, headers: dict | None = None) -> None:
         self.events: queue.Queue = queue.Queue()
-        self.response = requests.get(url, params=params, headers=headers or {}, stream=True,
-                                     timeout=(5, 60))
+        self.response = requests.get(
+            url, params=params, headers=headers or {}, stream=True, timeout=(5, 60)
+        )
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -49,12 +50,16 @@ class SseReader:
 
 
 def _params(project, user_id: str) -> dict:
-    return {"key": project.publishable, "userId": user_id,
-            "userHash": user_hash(project.identity_secret, user_id)}
+    return {
+        "key": project.publishable,
+        "userId": user_id,
+        "userHash": user_hash(project.identity_secret, user_id),
+    }
 
 
-def test_stream_delivers_new_messages_and_replays_what_was_missed(app, api, project,
-                                                                    live_server, workers):
+def test_stream_delivers_new_messages_and_replays_what_was_missed(
+    app, api, project, live_server, workers
+):
     api.post("/v1/users", json={"userId": "ann"})
     stream = SseReader(live_server + "/v1/inbox/stream", _params(project, "ann"))
     assert stream.response.status_code == 200
@@ -67,12 +72,16 @@ def test_stream_delivers_new_messages_and_replays_what_was_missed(app, api, proj
     finally:
         stream.close()
     # While disconnected, two more arrive; reconnecting with Last-Event-ID replays them.
-    ids = [api.post("/v1/notify", json={"userId": "ann", "body": b}).json["messageIds"][0]
-           for b in ("two", "three")]
-    wait_for(lambda: api.get("/v1/inbox", query_string={"userId": "ann"}).json["unreadCount"]
-             == 3)
-    again = SseReader(live_server + "/v1/inbox/stream", _params(project, "ann"),
-                      headers={"Last-Event-ID": str(got["id"])})
+    ids = [
+        api.post("/v1/notify", json={"userId": "ann", "body": b}).json["messageIds"][0]
+        for b in ("two", "three")
+    ]
+    wait_for(lambda: api.get("/v1/inbox", query_string={"userId": "ann"}).json["unreadCount"] == 3)
+    again = SseReader(
+        live_server + "/v1/inbox/stream",
+        _params(project, "ann"),
+        headers={"Last-Event-ID": str(got["id"])},
+    )
     try:
         replayed = [again.next_message(), again.next_message()]
         assert [m["id"] for m in replayed] == ids
@@ -107,24 +116,28 @@ def test_inbox_read_archive_and_unread_count(app, client, api, project, workers)
     assert detail["status"] == "opened"
     client.post(f"/v1/inbox/{inbox['data'][1]['id']}/archive", query_string=params)
     assert [m["body"] for m in client.get("/v1/inbox", query_string=params).json["data"]] == [
-        "c", "a"]
+        "c",
+        "a",
+    ]
     archived = client.get("/v1/inbox", query_string={**params, "archived": "1"}).json["data"]
     assert [m["body"] for m in archived] == ["b"]
     client.post("/v1/inbox/read-all", query_string=params)
     assert client.get("/v1/inbox", query_string=params).json["unreadCount"] == 0
     # Another user's message id is not in this inbox.
     api.post("/v1/notify", json={"userId": "bob", "body": "x"})
-    bob_id = wait_for(lambda: client.get("/v1/inbox", query_string=_params(project, "bob"))
-                      .json["data"])[0]["id"]
+    bob_id = wait_for(
+        lambda: client.get("/v1/inbox", query_string=_params(project, "bob")).json["data"]
+    )[0]["id"]
     assert client.post(f"/v1/inbox/{bob_id}/read", query_string=params).status_code == 404
 
 
 def test_frames_published_out_of_order_all_reach_the_stream(app, api, project, live_server):
     """Concurrent workers publish out of id order; no frame may be dropped."""
+    from sqlalchemy import select
+
     from app.db import db
     from app.models import User
     from app.realtime import get_hub, stream_key
-    from sqlalchemy import select
 
     api.post("/v1/users", json={"userId": "ann"})
     with app.app_context():
@@ -134,8 +147,9 @@ def test_frames_published_out_of_order_all_reach_the_stream(app, api, project, l
         assert stream.events.get(timeout=10) == {"comment": "connected"}
         hub = get_hub(None)
         for message_id in (5, 3, 4, 9, 1):
-            hub.publish(stream_key(project.id, pk), {"id": message_id,
-                                                     "content": {"body": str(message_id)}})
+            hub.publish(
+                stream_key(project.id, pk), {"id": message_id, "content": {"body": str(message_id)}}
+            )
         got = [stream.next_message()["id"] for _ in range(5)]
         assert got == [5, 3, 4, 9, 1]
     finally:

@@ -26,8 +26,9 @@ def test_notify_one_user_is_stored_then_delivered_in_app(app, api, workers):
 
 
 def test_rows_are_committed_even_without_workers(app, api):
-    r = api.post("/v1/notify", json={"userIds": ["a", "b", "a"], "body": "x",
-                                     "channels": ["inapp", "email"]})
+    r = api.post(
+        "/v1/notify", json={"userIds": ["a", "b", "a"], "body": "x", "channels": ["inapp", "email"]}
+    )
     assert r.status_code == 202
     assert r.json["messages"] == 2  # a and b in-app; nobody has an email
     assert r.json["unreachable"] == {"email": 2}
@@ -35,11 +36,17 @@ def test_rows_are_committed_even_without_workers(app, api):
 
 
 def test_email_and_sms_go_to_the_sandbox(app, api, workers):
-    api.post("/v1/users", json={"userId": "u1", "email": "u1@example.com",
-                                "phone": "+14155550123"})
-    r = api.post("/v1/notify", json={"userId": "u1", "title": "Sale", "body": "50% off",
-                                     "url": "https://shop.example/sale",
-                                     "channels": ["email", "sms"]})
+    api.post("/v1/users", json={"userId": "u1", "email": "u1@example.com", "phone": "+14155550123"})
+    r = api.post(
+        "/v1/notify",
+        json={
+            "userId": "u1",
+            "title": "Sale",
+            "body": "50% off",
+            "url": "https://shop.example/sale",
+            "channels": ["email", "sms"],
+        },
+    )
     assert r.json["messages"] == 2
     wait_for(lambda: set(_statuses(app).values()) == {"sent"})
     sandbox = api.get("/v1/sandbox/messages").json["data"]
@@ -52,13 +59,16 @@ def test_email_and_sms_go_to_the_sandbox(app, api, workers):
 
 
 def test_bad_notify_input_names_the_field(api):
-    cases = [({"title": "x"}, "userId"), ({"userId": "u", "userIds": ["v"], "body": "x"}, "userId"),
-             ({"userId": "u"}, "body"), ({"userId": "u", "body": "x", "channels": ["fax"]},
-                                        "channels"),
-             ({"userId": "u", "body": "x", "ttlSeconds": 0}, "ttlSeconds"),
-             ({"segment": "plan:", "body": "x"}, "segment"),
-             ({"segment": {"attr": "x", "op": "bogus"}, "body": "x"}, "segment.op"),
-             ({"userIds": [1], "body": "x"}, "userIds")]
+    cases = [
+        ({"title": "x"}, "userId"),
+        ({"userId": "u", "userIds": ["v"], "body": "x"}, "userId"),
+        ({"userId": "u"}, "body"),
+        ({"userId": "u", "body": "x", "channels": ["fax"]}, "channels"),
+        ({"userId": "u", "body": "x", "ttlSeconds": 0}, "ttlSeconds"),
+        ({"segment": "plan:", "body": "x"}, "segment"),
+        ({"segment": {"attr": "x", "op": "bogus"}, "body": "x"}, "segment.op"),
+        ({"userIds": [1], "body": "x"}, "userIds"),
+    ]
     for body, field in cases:
         r = api.post("/v1/notify", json=body)
         assert r.status_code in (400, 422), (body, r.json)
@@ -73,8 +83,9 @@ def test_expired_messages_are_never_sent(app, api, sweeper):
     r = api.post("/v1/notify", json={"userId": "u", "body": "late", "ttlSeconds": 60})
     [mid] = r.json["messageIds"]
     with app.app_context():
-        db.session.execute(update(Message).values(
-            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        db.session.execute(
+            update(Message).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
         db.session.commit()
     assert sweeper().expired == 1
     assert _statuses(app)[mid] == "expired"
@@ -83,10 +94,14 @@ def test_expired_messages_are_never_sent(app, api, sweeper):
 
 
 def test_same_send_never_reaches_an_address_twice(app, api, workers):
-    api.post("/v1/users", json=[{"userId": "a", "email": "same@example.com"},
-                                {"userId": "b", "email": "SAME@example.com"}])
-    r = api.post("/v1/notify", json={"userIds": ["a", "b"], "body": "once",
-                                     "channels": ["email"]})
+    api.post(
+        "/v1/users",
+        json=[
+            {"userId": "a", "email": "same@example.com"},
+            {"userId": "b", "email": "SAME@example.com"},
+        ],
+    )
+    r = api.post("/v1/notify", json={"userIds": ["a", "b"], "body": "once", "channels": ["email"]})
     assert r.json["messages"] == 1 and r.json["deduplicated"] == 1
     wait_for(lambda: set(_statuses(app).values()) == {"sent"})
     assert len(api.get("/v1/sandbox/messages").json["data"]) == 1

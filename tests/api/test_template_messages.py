@@ -12,11 +12,17 @@ TEMPLATE = {
     "name": "order-shipped",
     "defaultLanguage": "en",
     "channels": {
-        "inapp": {"en": {"title": "Shipped", "body": "Order {{ params.order }} is on its way"},
-                  "fr": {"title": "Expédiée", "body": "Commande {{ params.order }} en route"}},
-        "email": {"en": {"subject": "Order {{ params.order }} shipped",
-                         "html": "<p>Hi {{ user.first_name }}, order {{ params.order }}</p>",
-                         "text": "Hi {{ user.first_name }}"}},
+        "inapp": {
+            "en": {"title": "Shipped", "body": "Order {{ params.order }} is on its way"},
+            "fr": {"title": "Expédiée", "body": "Commande {{ params.order }} en route"},
+        },
+        "email": {
+            "en": {
+                "subject": "Order {{ params.order }} shipped",
+                "html": "<p>Hi {{ user.first_name }}, order {{ params.order }}</p>",
+                "text": "Hi {{ user.first_name }}",
+            }
+        },
         "sms": {"en": {"body": "Order {{ params.order }} shipped"}},
     },
 }
@@ -29,11 +35,19 @@ def _messages(app) -> list[Message]:
 
 def test_template_message_renders_per_channel_and_language(app, api, workers):
     assert api.post("/v1/templates", json=TEMPLATE).status_code == 201
-    api.post("/v1/users", json={"userId": "u1", "language": "fr-CA",
-                                "attributes": {"first_name": "Zoé"}})
-    r = api.post("/v1/messages", json={"template": "order-shipped", "userId": "u1",
-                                       "data": {"order": "A-17"},
-                                       "userEmail": "zoe@example.com", "id": "ship-A-17"})
+    api.post(
+        "/v1/users", json={"userId": "u1", "language": "fr-CA", "attributes": {"first_name": "Zoé"}}
+    )
+    r = api.post(
+        "/v1/messages",
+        json={
+            "template": "order-shipped",
+            "userId": "u1",
+            "data": {"order": "A-17"},
+            "userEmail": "zoe@example.com",
+            "id": "ship-A-17",
+        },
+    )
     assert r.status_code == 200, r.json
     assert r.json["ok"] is True and r.json["id"] == "ship-A-17"
     assert r.json["smsError"] == "no phone number on the profile"
@@ -44,26 +58,29 @@ def test_template_message_renders_per_channel_and_language(app, api, workers):
     assert "Zoé" in by_channel["email"]["html"]
     # userEmail filled the missing email; it never overwrites an existing one.
     assert api.get("/v1/users/u1").json["email"] == "zoe@example.com"
-    api.post("/v1/messages", json={"template": "order-shipped", "userId": "u1",
-                                   "userEmail": "other@example.com"})
+    api.post(
+        "/v1/messages",
+        json={"template": "order-shipped", "userId": "u1", "userEmail": "other@example.com"},
+    )
     assert api.get("/v1/users/u1").json["email"] == "zoe@example.com"
 
 
 def test_client_id_sent_twice_is_id_exists(api):
     api.post("/v1/templates", json=TEMPLATE)
-    first = api.post("/v1/messages", json={"template": "order-shipped", "userId": "u",
-                                           "id": "m-1"})
+    first = api.post("/v1/messages", json={"template": "order-shipped", "userId": "u", "id": "m-1"})
     assert first.status_code == 200
-    again = api.post("/v1/messages", json={"template": "order-shipped", "userId": "u",
-                                           "id": "m-1"})
+    again = api.post("/v1/messages", json={"template": "order-shipped", "userId": "u", "id": "m-1"})
     assert again.status_code == 409 and again.json["message"] == "id/exists"
-    batch = api.post("/v1/messages", json=[
-        {"template": "order-shipped", "userId": "u", "id": "m-1"},
-        {"template": "order-shipped", "userId": "u", "id": "m-2"},
-        {"template": "order-shipped", "userId": "u", "id": "m-2"},
-        {"template": "nope", "userId": "u"},
-        {"userId": "u"},
-    ]).json["data"]
+    batch = api.post(
+        "/v1/messages",
+        json=[
+            {"template": "order-shipped", "userId": "u", "id": "m-1"},
+            {"template": "order-shipped", "userId": "u", "id": "m-2"},
+            {"template": "order-shipped", "userId": "u", "id": "m-2"},
+            {"template": "nope", "userId": "u"},
+            {"userId": "u"},
+        ],
+    ).json["data"]
     assert [b["ok"] for b in batch] == [False, True, False, False, False]
     assert batch[0]["error"] == batch[2]["error"] == "id/exists"
     assert batch[3]["error"] == "template/not-found"
@@ -75,20 +92,34 @@ def test_client_id_sent_twice_is_id_exists(api):
 def test_increment_id_stacks_pending_and_replaces_sent(app, api, client, project, workers):
     from app.services.projects import user_hash
 
-    api.post("/v1/templates", json={"name": "likes", "channels": {
-        "inapp": {"en": {"title": "New likes", "body": "{{ params.who }} liked your post"}}}})
+    api.post(
+        "/v1/templates",
+        json={
+            "name": "likes",
+            "channels": {
+                "inapp": {"en": {"title": "New likes", "body": "{{ params.who }} liked your post"}}
+            },
+        },
+    )
     # Without workers the first two would both be pending; with workers the first may be out.
-    first = api.post("/v1/messages", json={"template": "likes", "userId": "u",
-                                           "data": {"who": "Ann"}, "incrementId": "post-1"})
+    first = api.post(
+        "/v1/messages",
+        json={"template": "likes", "userId": "u", "data": {"who": "Ann"}, "incrementId": "post-1"},
+    )
     [first_id] = first.json["messageIds"]
     wait_for(lambda: _messages(app)[0].status == "sent")
-    second = api.post("/v1/messages", json={"template": "likes", "userId": "u",
-                                            "data": {"who": "Bob"}, "incrementId": "post-1"})
+    second = api.post(
+        "/v1/messages",
+        json={"template": "likes", "userId": "u", "data": {"who": "Bob"}, "incrementId": "post-1"},
+    )
     [second_id] = second.json["messageIds"]
     assert second_id != first_id
     wait_for(lambda: all(m.status == "sent" for m in _messages(app)))
-    params = {"key": project.publishable, "userId": "u",
-              "userHash": user_hash(project.identity_secret, "u")}
+    params = {
+        "key": project.publishable,
+        "userId": "u",
+        "userHash": user_hash(project.identity_secret, "u"),
+    }
     inbox = client.get("/v1/inbox", query_string=params).json["data"]
     assert len(inbox) == 1  # the newer one replaced the older on the device
     assert inbox[0]["body"] == "Bob liked your post" and inbox[0]["count"] == 2
@@ -96,11 +127,22 @@ def test_increment_id_stacks_pending_and_replaces_sent(app, api, client, project
 
 
 def test_increment_id_updates_a_pending_message(app, api):
-    api.post("/v1/templates", json={"name": "likes", "channels": {
-        "inapp": {"en": {"title": "New likes", "body": "{{ params.who }} liked it"}}}})
-    ids = [api.post("/v1/messages", json={"template": "likes", "userId": "u",
-                                          "data": {"who": who}, "incrementId": "p"}
-                    ).json["messageIds"][0] for who in ("Ann", "Bob", "Cy")]
+    api.post(
+        "/v1/templates",
+        json={
+            "name": "likes",
+            "channels": {
+                "inapp": {"en": {"title": "New likes", "body": "{{ params.who }} liked it"}}
+            },
+        },
+    )
+    ids = [
+        api.post(
+            "/v1/messages",
+            json={"template": "likes", "userId": "u", "data": {"who": who}, "incrementId": "p"},
+        ).json["messageIds"][0]
+        for who in ("Ann", "Bob", "Cy")
+    ]
     assert len(set(ids)) == 1  # no workers running: all three stacked into one row
     [message] = _messages(app)
     assert message.increment_count == 3 and message.content == {"who": "Cy"}

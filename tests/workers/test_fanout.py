@@ -14,28 +14,47 @@ from workers import fanout
 
 def _messages(app) -> list[tuple[str, str, str]]:
     with app.app_context():
-        rows = db.session.execute(select(User.external_id, Message.channel, Message.address)
-                                  .join(User, User.id == Message.user_id).order_by(Message.id))
+        rows = db.session.execute(
+            select(User.external_id, Message.channel, Message.address)
+            .join(User, User.id == Message.user_id)
+            .order_by(Message.id)
+        )
         return [tuple(r) for r in rows]
 
 
 def test_segment_send_reaches_exactly_the_segment_on_each_channel(app, api, workers):
-    api.post("/v1/users", json=[
-        {"userId": "p1", "email": "p1@example.com", "attributes": {"plan": "pro"}},
-        {"userId": "p2", "attributes": {"plan": "pro", "role": "admin"}},
-        {"userId": "f1", "email": "f1@example.com", "attributes": {"plan": "free"}},
-        {"userId": "p3", "email": "p1@example.com", "attributes": {"plan": "pro"}},
-    ])
-    r = api.post("/v1/notify/batch", json={"segment": "plan:pro", "title": "Pro news",
-                                           "body": "x", "channels": ["inapp", "email"]})
+    api.post(
+        "/v1/users",
+        json=[
+            {"userId": "p1", "email": "p1@example.com", "attributes": {"plan": "pro"}},
+            {"userId": "p2", "attributes": {"plan": "pro", "role": "admin"}},
+            {"userId": "f1", "email": "f1@example.com", "attributes": {"plan": "free"}},
+            {"userId": "p3", "email": "p1@example.com", "attributes": {"plan": "pro"}},
+        ],
+    )
+    r = api.post(
+        "/v1/notify/batch",
+        json={
+            "segment": "plan:pro",
+            "title": "Pro news",
+            "body": "x",
+            "channels": ["inapp", "email"],
+        },
+    )
     assert r.status_code == 202 and r.json["status"] == "fanning_out"
     send_id = r.json["id"]
-    wait_for(lambda: len(_messages(app)) == 4 and all(
-        m.status == "sent" for m in api_messages(app)))
+    wait_for(
+        lambda: len(_messages(app)) == 4 and all(m.status == "sent" for m in api_messages(app))
+    )
     got = sorted(_messages(app))
-    assert got == sorted([("p1", "inapp", _inapp(app, "p1")), ("p2", "inapp", _inapp(app, "p2")),
-                          ("p3", "inapp", _inapp(app, "p3")),
-                          ("p1", "email", "p1@example.com")])
+    assert got == sorted(
+        [
+            ("p1", "inapp", _inapp(app, "p1")),
+            ("p2", "inapp", _inapp(app, "p2")),
+            ("p3", "inapp", _inapp(app, "p3")),
+            ("p1", "email", "p1@example.com"),
+        ]
+    )
     with app.app_context():
         send = db.session.get(Send, send_id)
         assert (send.status, send.recipients, send.deduplicated) == ("done", 4, 1)
@@ -89,8 +108,7 @@ def test_stored_segment_by_name_and_audience_membership_target_a_send(app, api, 
     api.post("/v1/users", json=[{"userId": "a"}, {"userId": "b"}, {"userId": "c"}])
     assert api.post("/v1/audiences", json={"name": "vip"}).status_code == 201
     api.post("/v1/audiences/vip/members", json={"userIds": ["a", "c"]})
-    r = api.post("/v1/segments", json={"name": "vips",
-                                       "filter": {"audience": "vip", "op": "in"}})
+    r = api.post("/v1/segments", json={"name": "vips", "filter": {"audience": "vip", "op": "in"}})
     assert r.status_code == 201, r.json
     r = api.post("/v1/notify", json={"segment": "vips", "body": "for vips"})
     assert r.status_code == 202, r.json
@@ -111,13 +129,16 @@ def test_sweeper_turns_expired_memberships_into_recorded_leaves(app, api, sweepe
     api.post("/v1/audiences", json={"name": "trial"})
     api.post("/v1/audiences/trial/members", json={"userIds": ["a"], "ttlSeconds": 3600})
     with app.app_context():
-        db.session.execute(update(AudienceMember).values(
-            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        db.session.execute(
+            update(AudienceMember).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
         db.session.commit()
     assert api.get("/v1/users/a").json["audiences"] == []  # expired counts at once
     assert sweeper().memberships == 1
     assert sweeper().memberships == 0
     with app.app_context():
-        changes = [(c.kind, c.cause) for c in db.session.scalars(
-            select(AudienceChange).order_by(AudienceChange.id))]
+        changes = [
+            (c.kind, c.cause)
+            for c in db.session.scalars(select(AudienceChange).order_by(AudienceChange.id))
+        ]
     assert changes == [("joined", "api"), ("left", "ttl")]

@@ -48,8 +48,9 @@ def test_the_sweeper_job_runs_from_the_persistent_store(app, api):
 
     api.post("/v1/notify", json={"userId": "u", "body": "x", "ttlSeconds": 60})
     with app.app_context():
-        db.session.execute(update(Message).values(
-            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        db.session.execute(
+            update(Message).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
         db.session.commit()
     from workers import runtime
 
@@ -57,6 +58,7 @@ def test_the_sweeper_job_runs_from_the_persistent_store(app, api):
     service = SchedulerService(db.engine, dict(app.config))
     service.start()
     try:
+
         def expired() -> bool:
             with app.app_context():
                 return db.session.scalar(select(Message.status)) == "expired"

@@ -39,7 +39,7 @@ class SendResult:
     rendered: dict[str, Any] | None = None
 
 
-class Retry(Exception):  # noqa: N818 - Dramatiq's name for the same idea
+class Retry(Exception):
     """A transient failure: try again after `delay` seconds (a Retry-After, a timeout...)."""
 
     def __init__(self, reason: str, delay: float | None = None) -> None:

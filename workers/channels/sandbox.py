@@ -14,8 +14,9 @@ class SandboxEmailProvider:
     def send(self, delivery: Delivery, ctx: ProviderContext) -> SendResult:
         """Store the rendered email."""
         ctx.store_sandbox(delivery)
-        return SendResult("sent", provider_id=f"sandbox-{delivery.message_id}",
-                          rendered=delivery.content)
+        return SendResult(
+            "sent", provider_id=f"sandbox-{delivery.message_id}", rendered=delivery.content
+        )
 
 
 class SandboxSmsProvider:
@@ -27,5 +28,6 @@ class SandboxSmsProvider:
     def send(self, delivery: Delivery, ctx: ProviderContext) -> SendResult:
         """Store the rendered SMS."""
         ctx.store_sandbox(delivery)
-        return SendResult("sent", provider_id=f"sandbox-{delivery.message_id}",
-                          rendered=delivery.content)
+        return SendResult(
+            "sent", provider_id=f"sandbox-{delivery.message_id}", rendered=delivery.content
+        )
