@@ -34,6 +34,8 @@ lint: $(STAMP_TEST)
 
 bench: $(STAMP_TEST)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/segments.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

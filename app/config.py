@@ -56,6 +56,8 @@ class Settings:
     # Worker threads inside `cairn serve` when the broker is in-process.
     EMBEDDED_WORKER_THREADS: int = 4
     EMBEDDED_SCHEDULER: bool = True
+    # SSE comment frames keep proxies from closing idle streams and reveal gone clients.
+    SSE_HEARTBEAT_SECONDS: int = 15
     TESTING: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -86,6 +86,8 @@ def app(database_url: str, tmp_path: Path):
             "SECRET_KEY": "test-secret-key-0123456789",
             "TESTING": True,
             "ALLOW_PRIVATE_ENDPOINTS": True,
+            # Streams notice a closed client at the next heartbeat: keep tests quick.
+            "SSE_HEARTBEAT_SECONDS": 1,
         }
     )
     yield application

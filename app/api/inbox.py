@@ -207,7 +207,7 @@ class InboxStream(MethodView):
         project_id, user = _end_user()
         last = request.headers.get("Last-Event-ID") or request.args.get("lastEventId") or ""
         last_id = int(last) if last.isdigit() else None
-        heartbeat = current_app.config.get("SSE_HEARTBEAT_SECONDS", 15)
+        heartbeat = current_app.config["SSE_HEARTBEAT_SECONDS"]
         hub = get_hub(current_app.config.get("REDIS_URL") or None)
         maker = db.sessionmaker
         user_pk = user.id

@@ -13,17 +13,16 @@ Two habits keep SQL honest against Python:
 
 from __future__ import annotations
 
+import json
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    Numeric,
     Table,
     and_,
     case,
@@ -39,7 +38,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 
 from app.models.audience import Audience, AudienceMember
 from app.models.event import Event
@@ -259,6 +258,13 @@ class _Field:
     def number(self, value: float | int) -> ColumnElement[Any]:
         return literal(value)
 
+    def number_compare(self, op: str, value: float | int) -> Clause:
+        """Rule 4, `op` one of gt gte lt lte."""
+        return self.number_test(lambda number: _COMPARISONS[op][0](number, self.number(value)))
+
+    def number_between(self, low: float | int, high: float | int) -> Clause:
+        return self.number_test(lambda number: number.between(self.number(low), self.number(high)))
+
     def moment_between(self, low_us: int, high_us: int) -> Clause:
         return false()
 
@@ -350,13 +356,18 @@ class _PostgresJson(_Field):
     def starts_with(self, value: str) -> Clause:
         return self.guarded("string", _prefix(self.text, value))
 
-    def number(self, value: float | int) -> ColumnElement[Any]:
-        # str() of a float is its shortest round-trip decimal, the same text json.dumps
-        # wrote into the column, so numeric comparison agrees with Python's float order.
-        return literal(Decimal(str(value)), Numeric())
+    def number_compare(self, op: str, value: float | int) -> Clause:
+        return self.number_path(f"@ {_COMPARISONS[op][1]} {_path_number(value)}")
 
-    def number_test(self, test: Callable[[ColumnElement[Any]], Clause]) -> Clause:
-        return self.guarded("number", test(sql_cast(self.text, Numeric())))
+    def number_between(self, low: float | int, high: float | int) -> Clause:
+        return self.number_path(f"@ >= {_path_number(low)} && @ <= {_path_number(high)}")
+
+    def number_path(self, predicate: str) -> Clause:
+        # One walk of the document and no cast: a strict-mode jsonpath compares numbers as
+        # numeric and any other type as unknown (a filter that drops it), never unwraps an
+        # array, and `@?` turns the missing-key error into NULL.
+        path = f'strict $."{self.key}" ? ({predicate})'  # names never hold '"' or '\\'
+        return _definite(self.document.op("@?")(sql_cast(literal(path), JSONPATH)))
 
     def moment_between(self, low_us: int, high_us: int) -> Clause:
         micros = epoch_us_sql(self.text, "postgresql", self.outer)
@@ -399,7 +410,9 @@ class _SqliteJson(_Field):
         return case((self.type == "text", _prefix(self.value, value)), else_=false())
 
     def number_test(self, test: Callable[[ColumnElement[Any]], Clause]) -> Clause:
-        return case((self.type.in_(self.NUMBER_TYPES), test(self.value)), else_=false())
+        # The value first: AND stops there for most rows, sparing the json_type lookup.
+        # Booleans extract as 0 / 1, hence the type test.
+        return _definite(and_(test(self.value), self.type.in_(self.NUMBER_TYPES)))
 
     def moment_between(self, low_us: int, high_us: int) -> Clause:
         micros = epoch_us_sql(self.value, "sqlite", self.outer)
@@ -426,16 +439,31 @@ def _values(value: Any) -> tuple[Scalar, ...]:
     return value if isinstance(value, tuple) else ()
 
 
-def _compare(test: Callable[[Any, Any], Any]) -> Callable[[_Field, Any, datetime], Clause]:
+_COMPARISONS: dict[str, tuple[Callable[[Any, Any], Any], str]] = {
+    "gt": (operator.gt, ">"),
+    "gte": (operator.ge, ">="),
+    "lt": (operator.lt, "<"),
+    "lte": (operator.le, "<="),
+}
+
+
+def _path_number(value: float | int) -> str:
+    # json.dumps writes a float as its shortest round-trip decimal (`1e+16`, `1e-07`), the same
+    # text it wrote into the column, so numeric order agrees with Python's float order. Both
+    # spellings are jsonpath numeric literals.
+    return json.dumps(value)
+
+
+def _compare(op: str) -> Callable[[_Field, Any, datetime], Clause]:
     def compile_op(field: _Field, value: Any, _now: datetime) -> Clause:
-        return field.number_test(lambda number: test(number, field.number(value)))
+        return field.number_compare(op, value)
 
     return compile_op
 
 
 def _between(field: _Field, value: Any, _now: datetime) -> Clause:
     low, high = value
-    return field.number_test(lambda number: number.between(field.number(low), field.number(high)))
+    return field.number_between(low, high)
 
 
 def _moment_op(
@@ -482,10 +510,7 @@ _SQL_OPS: dict[str, Callable[[_Field, Any, datetime], Clause]] = {
     "textIn": lambda field, value, _now: _any([field.text_equals(str(v)) for v in _values(value)]),
     "contains": lambda field, value, _now: field.contains(_scalar(value)),
     "startsWith": lambda field, value, _now: field.starts_with(value),
-    "gt": _compare(operator.gt),
-    "gte": _compare(operator.ge),
-    "lt": _compare(operator.lt),
-    "lte": _compare(operator.le),
+    **{op: _compare(op) for op in _COMPARISONS},
     "between": _between,
     **{op: _moment_op(interval) for op, interval in _MOMENT_INTERVALS.items()},
 }

@@ -335,7 +335,7 @@ def _selected(conn: Connection, cond: Condition, population: list[Person]) -> se
 
 
 @settings(
-    max_examples=60,
+    max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -477,3 +477,89 @@ def test_sql_timestamps_parse_like_python(db: Engine, texts: list[str]) -> None:
         ]
         row = conn.execute(select(*columns)).one()
     assert dict(zip(texts, row, strict=True)) == dict(zip(texts, expected, strict=True))
+
+
+# --- numbers and typed equality, exhaustively over awkward stored values --------------------
+
+AWKWARD_VALUES: list[Any] = [
+    None,
+    [],
+    [150],
+    [1, 2],
+    {},
+    {"a": 1},
+    True,
+    False,
+    "150",
+    "pro",
+    "",
+    0,
+    -0.0,
+    0.1,
+    0.30000000000000004,
+    1,
+    100,
+    150,
+    300,
+    300.5,
+    2**53,
+    2**53 + 1,
+    -(2**53),
+    -(2**53) - 1,
+    1e16,
+    1e300,
+]
+NUMBER_BOUNDS: list[Any] = [0, 0.1, 0.30000000000000004, 1, 100, 300, 2**53, -(2**53), 1e16, 1.5]
+AWKWARD_FILTERS: list[dict[str, Any]] = [
+    *(
+        {"attr": "score", "op": op, "value": bound}
+        for op in ("gt", "gte", "lt", "lte", "eq", "neq")
+        for bound in NUMBER_BOUNDS
+    ),
+    *(
+        {"attr": "score", "op": "between", "value": [low, high]}
+        for low, high in [(100, 300), (0.1, 0.30000000000000004), (2**53, 2**53), (-(2**53), 2**53)]
+    ),
+    *({"attr": "score", "op": "eq", "value": v} for v in ["150", "pro", "", True, False]),
+    *({"attr": "score", "op": "textEq", "value": v} for v in ["150", "1", "0", "true", "1.0"]),
+    *({"attr": "score", "op": op} for op in ("exists", "notExists")),
+    {"attr": "score", "op": "in", "value": [150, "pro", True]},
+    {"attr": "score", "op": "nin", "value": [150, "pro", True]},
+    {"attr": "score", "op": "contains", "value": 150},
+    {"attr": "score", "op": "contains", "value": "p"},
+    {"attr": "score", "op": "startsWith", "value": "1"},
+]
+
+
+def test_awkward_values_agree(db: Engine) -> None:
+    """Every stored JSON shape against every number / equality operator, and their negations."""
+    population = []
+    for i, value in enumerate(AWKWARD_VALUES, start=1):
+        person = Person(i, {**_plain_row(i), "attributes": {"score": value}}, has_push=False)
+        population.append(person)
+    population.append(Person(len(population) + 1, _plain_row(len(population) + 1), False))
+    with db.connect() as conn:
+        transaction = conn.begin()
+        try:
+            _insert(conn, population)
+            for raw in AWKWARD_FILTERS:
+                for cond in (parse_filter(raw), parse_filter({"not": raw})):
+                    expected = {p.id for p in population if evaluate(cond, p.facts())}
+                    assert _selected(conn, cond, population) == expected, to_json(cond)
+        finally:
+            transaction.rollback()
+
+
+def _plain_row(user_id: int) -> dict[str, Any]:
+    return {
+        "id": user_id,
+        "project_id": PROJECT,
+        "external_id": f"u-{user_id}",
+        "email": None,
+        "phone": None,
+        "language": None,
+        "timezone": None,
+        "attributes": {},
+        "created_at": NOW,
+        "last_seen_at": None,
+    }
