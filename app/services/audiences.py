@@ -18,13 +18,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import insert_ignore
-from app.errors import Conflict, InvalidInput, NotFound, TooLarge
+from app.errors import InvalidInput, TooLarge
 from app.models import Audience, AudienceChange, AudienceMember, User
 from app.models.audience import CHANGE_CAUSES
+from app.services.named import ensure_name_free, flush_named, get_named, list_named_query
 from app.services.users import ensure_user_ids
 
 MAX_NAME_LENGTH = 255
@@ -35,7 +35,6 @@ MAX_TTL_SECONDS = 10 * 366 * 86_400
 EXPIRE_BATCH = 5000
 _CHUNK = 500
 # Ids are BIGINT on PostgreSQL: a longer run of digits cannot be an id.
-_MAX_ID_DIGITS = 18
 
 
 def is_current(now: datetime) -> ColumnElement[bool]:
@@ -96,41 +95,16 @@ def _clean_description(description: Any) -> str | None:
     return description
 
 
-def _exists(name: str) -> Conflict:
-    return Conflict(
-        f"name/exists: an audience named {name!r} already exists", {"name": ["name/exists"]}
-    )
-
-
-def _ensure_name_free(
-    session: Session, project_id: int, name: str, exclude_id: int | None = None
-) -> None:
-    stmt = select(Audience.id).where(Audience.project_id == project_id, Audience.name == name)
-    if exclude_id is not None:
-        stmt = stmt.where(Audience.id != exclude_id)
-    if session.scalar(stmt) is not None:
-        raise _exists(name)
-
-
-def _flush(session: Session, name: str) -> None:
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        # A concurrent request took the name between our check and the insert.
-        raise _exists(name) from None
-
-
 def create_audience(
     session: Session, *, project_id: int, name: Any, description: Any = None
 ) -> Audience:
     """Validate and add an empty audience; Conflict when the name is taken."""
     clean_name = _clean_name(name)
     clean_description = _clean_description(description)
-    _ensure_name_free(session, project_id, clean_name)
+    ensure_name_free(session, Audience, project_id=project_id, name=clean_name, kind="audience")
     audience = Audience(project_id=project_id, name=clean_name, description=clean_description)
     session.add(audience)
-    _flush(session, clean_name)
+    flush_named(session, name=clean_name, kind="audience")
     return audience
 
 
@@ -147,9 +121,16 @@ def update_audience(
     if "description" in changes:
         audience.description = _clean_description(changes["description"])
     if name != audience.name:
-        _ensure_name_free(session, project_id, name, exclude_id=audience.id)
+        ensure_name_free(
+            session,
+            Audience,
+            project_id=project_id,
+            name=name,
+            kind="audience",
+            exclude_id=audience.id,
+        )
         audience.name = name
-    _flush(session, name)
+    flush_named(session, name=name, kind="audience")
     return audience
 
 
@@ -161,22 +142,15 @@ def delete_audience(session: Session, *, project_id: int, ref: str) -> None:
 
 def get_audience(session: Session, *, project_id: int, ref: str) -> Audience:
     """An audience of the project by numeric id or by name, or NotFound."""
-    if ref.isascii() and ref.isdigit() and len(ref) <= _MAX_ID_DIGITS:
-        column = Audience.id == int(ref)
-    else:
-        column = Audience.name == ref
-    audience = session.scalar(select(Audience).where(Audience.project_id == project_id, column))
-    if audience is None:
-        raise NotFound(f"audience {ref!r} not found", {"id": ["not found"]})
+    audience: Audience = get_named(
+        session, Audience, project_id=project_id, ref=ref, kind="audience"
+    )
     return audience
 
 
 def list_audiences_query(project_id: int, *, after_id: int | None = None) -> Select[Any]:
     """The project's audiences in id order, after the cursor's id."""
-    stmt = select(Audience).where(Audience.project_id == project_id).order_by(Audience.id)
-    if after_id is not None:
-        stmt = stmt.where(Audience.id > after_id)
-    return stmt
+    return list_named_query(Audience, project_id, after_id=after_id)
 
 
 def member_counts(session: Session, audience_ids: Sequence[int], now: datetime) -> dict[int, int]:

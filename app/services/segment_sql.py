@@ -581,7 +581,6 @@ class _Compiler:
     def event(self, cond: EventCondition, _fields: Callable[[str], _Field]) -> Clause:
         where = [
             events.c.project_id == self.project_id,
-            events.c.user_id == users.c.id,
             events.c.name == cond.event,
             events.c.erased == false(),
         ]
@@ -590,11 +589,16 @@ class _Compiler:
             where.append(events.c.timestamp <= self.now)
         if cond.where is not None:
             where.append(self.compile(cond.where, self.property_field))
-        if cond.op == "notPerformed":
-            return not_(exists(select(literal(1)).select_from(events).where(*where)))
-        if cond.count == (("gte", 1),):
-            return exists(select(literal(1)).select_from(events).where(*where))
-        count = select(func.count()).select_from(events).where(*where).scalar_subquery()
+        if cond.op == "notPerformed" or cond.count == (("gte", 1),):
+            # Correlated EXISTS: a semi / anti join, stopping at the user's first event.
+            performed = exists(
+                select(literal(1)).select_from(events).where(events.c.user_id == users.c.id, *where)
+            )
+            return performed if cond.op == "performed" else not_(performed)
+        # Other counts: one pass over the matching events grouped by user, not a count per
+        # user (a correlated subquery PostgreSQL runs once per row). The HAVING keeps the users
+        # whose count fails the rules when 0 passes them (users without events must match),
+        # those whose count passes them otherwise.
         tests = {
             "eq": operator.eq,
             "gt": operator.gt,
@@ -602,7 +606,20 @@ class _Compiler:
             "lt": operator.lt,
             "lte": operator.le,
         }
-        return _all([tests[op](count, n) for op, n in cond.count])
+        count = func.count()
+        rules = _all([tests[op](count, _int(n)) for op, n in cond.count])
+        admits_zero = all(tests[op](0, n) for op, n in cond.count)
+        grouped = (
+            select(events.c.user_id)
+            .where(*where, events.c.user_id.is_not(None))
+            .group_by(events.c.user_id)
+            .having(not_(rules) if admits_zero else rules)
+        )
+        if not admits_zero:
+            return users.c.id.in_(grouped)
+        # NOT EXISTS, not NOT IN: an anti join, where NOT IN over a large set is a subplan.
+        failing = grouped.subquery()
+        return not_(exists(select(literal(1)).where(failing.c.user_id == users.c.id)))
 
     def audience(self, cond: AudienceCondition, _fields: Callable[[str], _Field]) -> Clause:
         member, audience = audience_members, audiences

@@ -14,19 +14,24 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import InvalidInput, NotFound
 from app.models import Segment, User
 from app.models.base import utcnow
+from app.services.named import (
+    ensure_name_free,
+    find_named,
+    flush_named,
+    get_named,
+    list_named_query,
+)
 from app.services.segment_sql import compile_filter
 from journeys.filters import Condition, FilterError, parse_filter, to_json
 
 MAX_NAME_LENGTH = 255
 PREVIEW_SAMPLE = 10
 # Ids are BIGINT on PostgreSQL: a longer run of digits cannot be an id.
-_MAX_ID_DIGITS = 18
 
 
 # --- filters ------------------------------------------------------------------------------
@@ -116,42 +121,17 @@ def _clean_name(name: Any) -> str:
     return clean
 
 
-def _exists(name: str) -> Conflict:
-    return Conflict(
-        f"name/exists: a segment named {name!r} already exists", {"name": ["name/exists"]}
-    )
-
-
-def _ensure_name_free(
-    session: Session, project_id: int, name: str, exclude_id: int | None = None
-) -> None:
-    stmt = select(Segment.id).where(Segment.project_id == project_id, Segment.name == name)
-    if exclude_id is not None:
-        stmt = stmt.where(Segment.id != exclude_id)
-    if session.scalar(stmt) is not None:
-        raise _exists(name)
-
-
-def _flush(session: Session, name: str) -> None:
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        # A concurrent request took the name between our check and the insert.
-        raise _exists(name) from None
-
-
 def create_segment(session: Session, *, project_id: int, name: Any, filter: Any) -> Segment:
     """Validate and store a segment with its filter normalized to the JSON tree."""
     clean_name = _clean_name(name)
     tree = to_json(parse_segment_filter(filter))
-    _ensure_name_free(session, project_id, clean_name)
+    ensure_name_free(session, Segment, project_id=project_id, name=clean_name, kind="segment")
     now = utcnow()
     segment = Segment(
         project_id=project_id, name=clean_name, filter=tree, created_at=now, updated_at=now
     )
     session.add(segment)
-    _flush(session, clean_name)
+    flush_named(session, name=clean_name, kind="segment")
     return segment
 
 
@@ -168,10 +148,17 @@ def update_segment(
     if "filter" in changes:
         segment.filter = to_json(parse_segment_filter(changes["filter"]))
     if name != segment.name:
-        _ensure_name_free(session, project_id, name, exclude_id=segment.id)
+        ensure_name_free(
+            session,
+            Segment,
+            project_id=project_id,
+            name=name,
+            kind="segment",
+            exclude_id=segment.id,
+        )
         segment.name = name
     segment.updated_at = utcnow()
-    _flush(session, name)
+    flush_named(session, name=name, kind="segment")
     return segment
 
 
@@ -181,30 +168,21 @@ def delete_segment(session: Session, *, project_id: int, ref: str) -> None:
     session.flush()
 
 
-def _is_id(ref: str) -> bool:
-    return ref.isascii() and ref.isdigit() and len(ref) <= _MAX_ID_DIGITS
-
-
 def find_segment(session: Session, *, project_id: int, ref: str) -> Segment | None:
     """A segment of the project by numeric id or by name, or None."""
-    column = Segment.id == int(ref) if _is_id(ref) else Segment.name == ref
-    return session.scalar(select(Segment).where(Segment.project_id == project_id, column))
+    segment: Segment | None = find_named(session, Segment, project_id=project_id, ref=ref)
+    return segment
 
 
 def get_segment(session: Session, *, project_id: int, ref: str) -> Segment:
     """A segment of the project by numeric id or by name, or NotFound."""
-    segment = find_segment(session, project_id=project_id, ref=ref)
-    if segment is None:
-        raise NotFound(f"segment {ref!r} not found", {"id": ["not found"]})
+    segment: Segment = get_named(session, Segment, project_id=project_id, ref=ref, kind="segment")
     return segment
 
 
 def list_segments_query(project_id: int, *, after_id: int | None = None) -> Select[Any]:
     """The project's segments in id order, after the cursor's id."""
-    stmt = select(Segment).where(Segment.project_id == project_id).order_by(Segment.id)
-    if after_id is not None:
-        stmt = stmt.where(Segment.id > after_id)
-    return stmt
+    return list_named_query(Segment, project_id, after_id=after_id)
 
 
 def condition_of(segment: Segment) -> Condition:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Select, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import InvalidInput
 from app.models import Template, User
 from app.models.base import utcnow
 from app.rendering import (
@@ -20,6 +19,7 @@ from app.rendering import (
     check_syntax,
     render,
 )
+from app.services.named import ensure_name_free, flush_named, get_named, list_named_query
 from app.services.profiles import FieldError, normalize_language
 from app.services.users import get_user
 
@@ -28,7 +28,6 @@ MAX_DESCRIPTION_LENGTH = 10_000
 # Per field source; the rendered output has its own caps in app.rendering.
 MAX_SOURCE_CHARS = 262_144
 # Ids are BIGINT on PostgreSQL: a longer run of digits cannot be an id.
-_MAX_ID_DIGITS = 18
 _DEFAULT_LANGUAGE = "en"
 
 
@@ -207,31 +206,6 @@ def _default_language(value: Any) -> str:
     return language
 
 
-def _ensure_name_free(
-    session: Session, project_id: int, name: str, exclude_id: int | None = None
-) -> None:
-    stmt = select(Template.id).where(Template.project_id == project_id, Template.name == name)
-    if exclude_id is not None:
-        stmt = stmt.where(Template.id != exclude_id)
-    if session.scalar(stmt) is not None:
-        raise _exists(name)
-
-
-def _exists(name: str) -> Conflict:
-    return Conflict(
-        f"name/exists: a template named {name!r} already exists", {"name": ["name/exists"]}
-    )
-
-
-def _flush(session: Session, name: str) -> None:
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        # A concurrent request took the name between our check and the insert.
-        raise _exists(name) from None
-
-
 def create_template(
     session: Session,
     *,
@@ -249,7 +223,7 @@ def create_template(
         raise _invalid(errors)
     language = _default_language(default_language)
     clean_channels = validate_channels(channels, default_language=language)
-    _ensure_name_free(session, project_id, clean_name)
+    ensure_name_free(session, Template, project_id=project_id, name=clean_name, kind="template")
     now = utcnow()
     template = Template(
         project_id=project_id,
@@ -261,7 +235,7 @@ def create_template(
         updated_at=now,
     )
     session.add(template)
-    _flush(session, clean_name)
+    flush_named(session, name=clean_name, kind="template")
     return template
 
 
@@ -306,13 +280,20 @@ def update_template(
             channels = patch
     clean_channels = validate_channels(channels, default_language=language)
     if name != template.name:
-        _ensure_name_free(session, project_id, name, exclude_id=template.id)
+        ensure_name_free(
+            session,
+            Template,
+            project_id=project_id,
+            name=name,
+            kind="template",
+            exclude_id=template.id,
+        )
     template.name = name
     template.description = description
     template.default_language = language
     template.channels = clean_channels
     template.updated_at = utcnow()
-    _flush(session, name)
+    flush_named(session, name=name, kind="template")
     return template
 
 
@@ -324,26 +305,15 @@ def delete_template(session: Session, *, project_id: int, ref: str | int) -> Non
 
 def get_template(session: Session, *, project_id: int, ref: str | int) -> Template:
     """A template of the project by numeric id or by name, or NotFound."""
-    template: Template | None = None
-    if isinstance(ref, int) or (ref.isascii() and ref.isdigit() and len(ref) <= _MAX_ID_DIGITS):
-        template = session.scalar(
-            select(Template).where(Template.project_id == project_id, Template.id == int(ref))
-        )
-    elif isinstance(ref, str):
-        template = session.scalar(
-            select(Template).where(Template.project_id == project_id, Template.name == ref)
-        )
-    if template is None:
-        raise NotFound(f"template {ref!r} not found", {"id": ["not found"]})
+    template: Template = get_named(
+        session, Template, project_id=project_id, ref=ref, kind="template"
+    )
     return template
 
 
 def list_templates_query(project_id: int, *, after_id: int | None = None) -> Select[Any]:
     """The project's templates in id order, after the cursor's id."""
-    stmt = select(Template).where(Template.project_id == project_id).order_by(Template.id)
-    if after_id is not None:
-        stmt = stmt.where(Template.id > after_id)
-    return stmt
+    return list_named_query(Template, project_id, after_id=after_id)
 
 
 def user_context(user: User) -> dict[str, Any]:

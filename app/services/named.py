@@ -1,0 +1,74 @@
+"""Resources a project names (segments, audiences, templates): unique names, id-or-name lookup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, NotFound
+
+MAX_ID_DIGITS = 18
+
+
+def is_id(ref: str) -> bool:
+    """True when a reference is a row id (ASCII digits) rather than a name."""
+    return ref.isascii() and ref.isdigit() and len(ref) <= MAX_ID_DIGITS
+
+
+def find_named(session: Session, model: Any, *, project_id: int, ref: str | int) -> Any | None:
+    """The project's row by numeric id or by name, or None."""
+    column = model.id == int(ref) if isinstance(ref, int) or is_id(ref) else model.name == ref
+    return session.scalar(select(model).where(model.project_id == project_id, column))
+
+
+def get_named(session: Session, model: Any, *, project_id: int, ref: str | int, kind: str) -> Any:
+    """The project's row by numeric id or by name, or NotFound naming `kind`."""
+    row = find_named(session, model, project_id=project_id, ref=ref)
+    if row is None:
+        raise NotFound(f"{kind} {ref!r} not found", {"id": ["not found"]})
+    return row
+
+
+def name_taken(kind: str, name: str) -> Conflict:
+    """The 409 for a taken name (`name/exists`)."""
+    article = "an" if kind[0] in "aeiou" else "a"
+    return Conflict(
+        f"name/exists: {article} {kind} named {name!r} already exists", {"name": ["name/exists"]}
+    )
+
+
+def ensure_name_free(
+    session: Session,
+    model: Any,
+    *,
+    project_id: int,
+    name: str,
+    kind: str,
+    exclude_id: int | None = None,
+) -> None:
+    """Conflict if another row of the project already has this name."""
+    stmt = select(model.id).where(model.project_id == project_id, model.name == name)
+    if exclude_id is not None:
+        stmt = stmt.where(model.id != exclude_id)
+    if session.scalar(stmt) is not None:
+        raise name_taken(kind, name)
+
+
+def flush_named(session: Session, *, name: str, kind: str) -> None:
+    """Flush; a concurrent request that took the name first becomes a 409, not a 500."""
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise name_taken(kind, name) from None
+
+
+def list_named_query(model: Any, project_id: int, *, after_id: int | None = None) -> Select[Any]:
+    """The project's rows in id order, after the cursor's id."""
+    stmt = select(model).where(model.project_id == project_id).order_by(model.id)
+    if after_id is not None:
+        stmt = stmt.where(model.id > after_id)
+    return stmt
