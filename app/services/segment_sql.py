@@ -401,13 +401,11 @@ class _SqliteJson(_Field):
         )
         branches = [case((self.type == "array", in_array), else_=false())]
         if isinstance(value, str):
-            branches.append(
-                case((self.type == "text", func.instr(self.value, value) > 0), else_=false())
-            )
+            branches.append(_definite(and_(func.instr(self.value, value) > 0, self.type == "text")))
         return _any(branches)
 
     def starts_with(self, value: str) -> Clause:
-        return case((self.type == "text", _prefix(self.value, value)), else_=false())
+        return _definite(and_(_prefix(self.value, value), self.type == "text"))
 
     def number_test(self, test: Callable[[ColumnElement[Any]], Clause]) -> Clause:
         # The value first: AND stops there for most rows, sparing the json_type lookup.
@@ -420,11 +418,15 @@ class _SqliteJson(_Field):
 
 
 def _sqlite_equals(json_type: Any, value: Any, expected: Scalar) -> Clause:
+    # The value first, with IS (never NULL): SQLite's AND stops there for most rows, sparing
+    # the json_type lookup, and once the value matched the key exists, so the type is not NULL
+    # either. The type test keeps arrays and objects (extracted as JSON text) from equalling a
+    # string and booleans (extracted as 0 / 1) from equalling a number.
     if isinstance(expected, bool):
         return _definite(json_type == ("true" if expected else "false"))
     if isinstance(expected, str):
-        return case((json_type == "text", value == expected), else_=false())
-    return case((json_type.in_(_SqliteJson.NUMBER_TYPES), value == expected), else_=false())
+        return and_(value.is_not_distinct_from(expected), json_type == "text")
+    return and_(value.is_not_distinct_from(expected), json_type.in_(_SqliteJson.NUMBER_TYPES))
 
 
 # --- operators ----------------------------------------------------------------------------
