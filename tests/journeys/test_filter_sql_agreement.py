@@ -335,7 +335,7 @@ def _selected(conn: Connection, cond: Condition, population: list[Person]) -> se
 
 
 @settings(
-    max_examples=300,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -528,6 +528,17 @@ AWKWARD_FILTERS: list[dict[str, Any]] = [
     {"attr": "score", "op": "contains", "value": 150},
     {"attr": "score", "op": "contains", "value": "p"},
     {"attr": "score", "op": "startsWith", "value": "1"},
+    {"attr": "score", "op": "in", "value": [150, 300.5, 2**53, "150", "", True, False]},
+    {
+        "any": [
+            {"attr": "score", "op": "eq", "value": 150},
+            {"attr": "score", "op": "eq", "value": "pro"},
+            {"attr": "score", "op": "in", "value": [0.1, "150", 1]},
+            {"attr": "score", "op": "eq", "value": False},
+            {"attr": "score", "op": "gt", "value": 1e16},
+        ]
+    },
+    {"any": [{"attr": "score", "op": "eq", "value": v} for v in ["pro", "150", ""]]},
 ]
 
 
@@ -563,3 +574,63 @@ def _plain_row(user_id: int) -> dict[str, Any]:
         "created_at": NOW,
         "last_seen_at": None,
     }
+
+
+AWKWARD_MOMENTS: list[Any] = [
+    "2026-01-15",
+    "2026-01-14T23:59:59.999999Z",
+    "2026-01-16T00:00:00+23:59",  # 2026-01-15T00:01 UTC: local date a day after
+    "2026-01-14T00:01:00-23:59",  # 2026-01-15T00:00 UTC: local date a day before
+    "2026-01-15T12:00:00.25",  # NOW
+    "2026-01-15 12:00:00.250001+00:00",
+    "2026-02-30",
+    "2026-01-15T12:00:00+24:00",
+    "0001-01-01",
+    "0001-01-01T10:00:00+11:00",  # before year 1 in UTC: invalid
+    "0001-01-02T00:00:00+23:59",
+    "9999-12-31T23:59:59.999999Z",
+    "9999-12-31T23:00:00-01:00",  # after year 9999 in UTC: invalid
+    "9999-12-31T23:00:00+01:00",
+    20260115,
+    "20260115",
+    ["2026-01-15"],
+]
+MOMENT_FILTERS: list[dict[str, Any]] = [
+    *(
+        {"attr": "signup", "op": op, "value": value}
+        for op in ("before", "after")
+        for value in [
+            "2026-01-15",
+            "2026-01-15T00:00:00.000001Z",
+            "2026-01-14T23:59:59.999999Z",
+            "2026-01-15T00:01:00Z",
+            "0001-01-01",
+            "0001-01-02",
+            "9999-12-31",
+            "9999-12-31T23:59:59.999999Z",
+        ]
+    ),
+    *(
+        {"attr": "signup", "op": op, "value": value}
+        for op in ("withinLast", "moreThan")
+        for value in ["1s", "12h", "1d", "2d", "30d"]
+    ),
+]
+
+
+def test_awkward_moments_agree(db: Engine) -> None:
+    """Date operators near the day, offset and calendar edges, and their negations."""
+    population = [
+        Person(i, {**_plain_row(i), "attributes": {"signup": value}}, has_push=False)
+        for i, value in enumerate(AWKWARD_MOMENTS, start=1)
+    ]
+    with db.connect() as conn:
+        transaction = conn.begin()
+        try:
+            _insert(conn, population)
+            for raw in MOMENT_FILTERS:
+                for cond in (parse_filter(raw), parse_filter({"not": raw})):
+                    expected = {p.id for p in population if evaluate(cond, p.facts())}
+                    assert _selected(conn, cond, population) == expected, to_json(cond)
+        finally:
+            transaction.rollback()
