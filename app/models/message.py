@@ -78,7 +78,16 @@ class Message(Base):
         Index("ix_messages_user_sent", "user_id", "sent_at"),
         Index("ix_messages_send", "send_id", "status"),
         Index("ix_messages_project_created", "project_id", "id"),
-        Index("ix_messages_increment", "project_id", "user_id", "channel", "increment_id"),
+        # Partial: most messages have no incrementId, and bulk fan-out should not pay for it.
+        Index(
+            "ix_messages_increment",
+            "project_id",
+            "user_id",
+            "channel",
+            "increment_id",
+            postgresql_where=text("increment_id IS NOT NULL"),
+            sqlite_where=text("increment_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

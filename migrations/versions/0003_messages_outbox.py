@@ -168,6 +168,8 @@ def upgrade() -> None:
             "ix_messages_increment",
             ["project_id", "user_id", "channel", "increment_id"],
             unique=False,
+            postgresql_where=sa.text("increment_id IS NOT NULL"),
+            sqlite_where=sa.text("increment_id IS NOT NULL"),
         )
         batch_op.create_index("ix_messages_project_created", ["project_id", "id"], unique=False)
         batch_op.create_index("ix_messages_send", ["send_id", "status"], unique=False)
