@@ -126,12 +126,15 @@ class SchedulerService:
         self._stop_scheduler()
 
     def _start_scheduler(self) -> None:
-        # The job store disposes its engine on shutdown: give it its own, never the app's.
+        # The job store disposes its engine on shutdown: give it its own, never the app's,
+        # and without a pool, so a connection its scheduler thread hands back after that
+        # dispose is closed instead of being left to the garbage collector.
+        from sqlalchemy.pool import NullPool
+
         from app.db import make_engine
 
         store_engine = make_engine(
-            self.engine.url.render_as_string(hide_password=False),
-            **({} if self.engine.dialect.name == "sqlite" else {"pool_size": 2, "max_overflow": 2}),
+            self.engine.url.render_as_string(hide_password=False), poolclass=NullPool
         )
         store = SQLAlchemyJobStore(engine=store_engine, tablename="apscheduler_jobs")
         scheduler = BackgroundScheduler(jobstores={"default": store}, timezone="UTC")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import warnings
-
 from sqlalchemy import text
 
 from app.db import db
@@ -36,7 +33,6 @@ def test_only_one_scheduler_is_active_and_a_standby_takes_over(app):
     finally:
         first.stop()
         second.stop()
-        _collect()
 
 
 def test_the_sweeper_job_runs_from_the_persistent_store(app, api):
@@ -66,13 +62,3 @@ def test_the_sweeper_job_runs_from_the_persistent_store(app, api):
         wait_for(expired, timeout=30)
     finally:
         service.stop()
-        _collect()
-
-
-def _collect() -> None:
-    # APScheduler's job store engine can leave pooled psycopg connections to the garbage
-    # collector after shutdown (seen only when a test stops schedulers in-process); collect
-    # them here so the warning is not charged to whichever test runs next.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
