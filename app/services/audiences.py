@@ -24,10 +24,15 @@ from app.db import insert_ignore
 from app.errors import InvalidInput, TooLarge
 from app.models import Audience, AudienceChange, AudienceMember, User
 from app.models.audience import CHANGE_CAUSES
-from app.services.named import ensure_name_free, flush_named, get_named, list_named_query
+from app.services.named import (
+    ensure_name_free,
+    flush_named,
+    get_named,
+    list_named_query,
+    name_problem,
+)
 from app.services.users import ensure_user_ids
 
-MAX_NAME_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 10_000
 MAX_MEMBERS_PER_CALL = 1000
 MAX_USER_ID_LENGTH = 255
@@ -67,17 +72,7 @@ def _invalid(errors: dict[str, list[str]]) -> InvalidInput:
 
 
 def _clean_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise _invalid({"name": ["required, a non-empty string"]})
-    clean = name.strip()
-    why = None
-    if len(clean) > MAX_NAME_LENGTH:
-        why = f"at most {MAX_NAME_LENGTH} characters"
-    elif clean.isdigit():
-        # `/v1/audiences/{id}` and segment filters take an id or a name.
-        why = "must not be only digits"
-    elif "/" in clean or any(ord(c) < 32 for c in clean):
-        why = "must not contain '/' or control characters"
+    clean, why = name_problem(name)
     if why:
         raise _invalid({"name": [why]})
     return clean

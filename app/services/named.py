@@ -72,3 +72,25 @@ def list_named_query(model: Any, project_id: int, *, after_id: int | None = None
     if after_id is not None:
         stmt = stmt.where(model.id > after_id)
     return stmt
+
+
+MAX_NAME_LENGTH = 255
+
+
+def name_problem(name: Any, *, forbidden: str = "/") -> tuple[str, str | None]:
+    """The stripped name and why it cannot be used (None when it can).
+
+    An all-digit name would read as an id in `/{id}` paths, hence refused; `forbidden` lists
+    characters that mean something else where the name is used (`/` in paths).
+    """
+    if not isinstance(name, str) or not name.strip():
+        return "", "required, a non-empty string"
+    clean = name.strip()
+    if len(clean) > MAX_NAME_LENGTH:
+        return clean, f"at most {MAX_NAME_LENGTH} characters"
+    if clean.isdigit():
+        return clean, "must not be only digits"
+    if any(c in clean for c in forbidden) or any(ord(c) < 32 for c in clean):
+        listed = ", ".join(f"'{c}'" for c in forbidden)
+        return clean, f"must not contain {listed} or control characters"
+    return clean, None

@@ -25,11 +25,11 @@ from app.services.named import (
     flush_named,
     get_named,
     list_named_query,
+    name_problem,
 )
 from app.services.segment_sql import compile_filter
 from journeys.filters import Condition, FilterError, parse_filter, to_json
 
-MAX_NAME_LENGTH = 255
 PREVIEW_SAMPLE = 10
 # Ids are BIGINT on PostgreSQL: a longer run of digits cannot be an id.
 
@@ -102,19 +102,9 @@ def _invalid(errors: dict[str, list[str]]) -> InvalidInput:
 
 
 def _clean_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise _invalid({"name": ["required, a non-empty string"]})
-    clean = name.strip()
-    why = None
-    if len(clean) > MAX_NAME_LENGTH:
-        why = f"at most {MAX_NAME_LENGTH} characters"
-    elif clean.isdigit():
-        # `/v1/segments/{id}` and `?segment=` take an id or a name.
-        why = "must not be only digits"
-    elif any(c in clean for c in "/:") or any(ord(c) < 32 for c in clean):
-        # `?segment=` reads text with ':' as a string-form filter.
-        why = "must not contain '/', ':' or control characters"
-    elif clean[0] in "{[":
+    # `?segment=` reads text with ':' as a string-form filter and `{`/`[` as JSON.
+    clean, why = name_problem(name, forbidden="/:")
+    if why is None and clean[0] in "{[":
         why = "must not start with '{' or '[' (read as a JSON filter)"
     if why:
         raise _invalid({"name": [why]})

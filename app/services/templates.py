@@ -19,11 +19,16 @@ from app.rendering import (
     check_syntax,
     render,
 )
-from app.services.named import ensure_name_free, flush_named, get_named, list_named_query
+from app.services.named import (
+    ensure_name_free,
+    flush_named,
+    get_named,
+    list_named_query,
+    name_problem,
+)
 from app.services.profiles import FieldError, normalize_language
 from app.services.users import get_user
 
-MAX_NAME_LENGTH = 255
 MAX_DESCRIPTION_LENGTH = 10_000
 # Per field source; the rendered output has its own caps in app.rendering.
 MAX_SOURCE_CHARS = 262_144
@@ -38,17 +43,9 @@ def _invalid(errors: dict[str, list[str]]) -> InvalidInput:
 
 
 def _clean_name(name: Any, errors: dict[str, list[str]]) -> str:
-    if not isinstance(name, str) or not name.strip():
-        errors["name"] = ["required, a non-empty string"]
-        return ""
-    clean: str = name.strip()
-    if len(clean) > MAX_NAME_LENGTH:
-        errors["name"] = [f"at most {MAX_NAME_LENGTH} characters"]
-    elif clean.isdigit():
-        # `/v1/templates/{id}` takes an id or a name: an all-digit name would read as an id.
-        errors["name"] = ["must not be only digits"]
-    elif "/" in clean or any(ord(c) < 32 for c in clean):
-        errors["name"] = ["must not contain '/' or control characters"]
+    clean, why = name_problem(name)
+    if why:
+        errors["name"] = [why]
     return clean
 
 
