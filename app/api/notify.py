@@ -71,6 +71,26 @@ def parse_content(body: dict[str, Any]) -> dict[str, Any]:
     return content
 
 
+def _create_send(
+    project: Any,
+    content: dict[str, Any],
+    channels: list[str],
+    ttl: int | None,
+    transactional: bool,
+    target: dict[str, Any] | None,
+) -> Any:
+    return messages_service.create_send(
+        db.session,
+        project=project,
+        kind="notify",
+        channels=channels,
+        content=content,
+        ttl_seconds=ttl,
+        transactional=transactional,
+        target=target,
+    )
+
+
 def _notify(body: Any, *, require_segment: bool = False) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("Expected a JSON object", {"body": ["wrong type"]})
@@ -102,16 +122,7 @@ def _notify(body: Any, *, require_segment: bool = False) -> dict[str, Any]:
             if target_name == "segment"
             else {"broadcast": True}
         )
-        send = messages_service.create_send(
-            session,
-            project=project,
-            kind="notify",
-            channels=channels,
-            content=content,
-            ttl_seconds=ttl,
-            transactional=transactional,
-            target=target,
-        )
+        send = _create_send(project, content, channels, ttl, transactional, target)
         session.commit()
         return {"id": send.id, "status": send.status}
     user_ids = [body["userId"]] if target_name == "userId" else body["userIds"]
@@ -126,15 +137,7 @@ def _notify(body: Any, *, require_segment: bool = False) -> dict[str, Any]:
         )
     if len(user_ids) > MAX_USERS:
         raise TooLarge(f"at most {MAX_USERS} userIds", {"userIds": [f"at most {MAX_USERS}"]})
-    send = messages_service.create_send(
-        session,
-        project=project,
-        kind="notify",
-        channels=channels,
-        content=content,
-        ttl_seconds=ttl,
-        transactional=transactional,
-    )
+    send = _create_send(project, content, channels, ttl, transactional, None)
     users = messages_service.users_by_external_ids(session, project.id, user_ids)
     summary = messages_service.send_to_users(session, send=send, users=users)
     session.commit()

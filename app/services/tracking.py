@@ -12,7 +12,6 @@ from app.models import Project, User
 from app.models.base import utcnow
 from app.services.events import EventIn, Limits, TrackResult, parse_event, track_events
 from app.services.users import (
-    ProfileChange,
     apply_change,
     ensure_anonymous_ids,
     identify,
@@ -98,14 +97,9 @@ def _identify(session: Session, project: Project, call: dict[str, Any]) -> None:
             raise InvalidInput("userId or anonymousId required", {"userId": ["required"]})
         # Traits of someone not yet known: kept on the anonymous profile until they identify.
         uid = ensure_anonymous_ids(session, project.id, [anonymous_id], utcnow())[anonymous_id]
-        change = _change_from_traits(project, "anonymous", traits)
         user = session.get(User, uid)
         assert user is not None
-        apply_change(
-            user,
-            ProfileChange(user_id="", fields=change.fields, attributes=change.attributes),
-            utcnow(),
-        )
+        apply_change(user, _change_from_traits(project, anonymous_id, traits), utcnow())
         return
     change = _change_from_traits(project, user_id, traits)
     identify(session, project=project, user_id=user_id, anonymous_id=anonymous_id, change=change)
