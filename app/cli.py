@@ -154,6 +154,31 @@ def key_revoke(prefix: str) -> None:
     click.echo(f"revoked {shown}")
 
 
+@cli.command("user-hash")
+@click.argument("user_id")
+@click.option("--project", "project_id", type=int, default=None, help="default: the first project")
+@with_appcontext
+def user_hash_command(user_id: str, project_id: int | None) -> None:
+    """Print USER_ID's userHash: hex HMAC-SHA256(project identity secret, USER_ID).
+
+    Your backend computes the same value for its signed-in user; this is for trying things out.
+    """
+    from app.models import Project
+    from app.services.projects import user_hash
+
+    with db.begin() as session:
+        if project_id is None:
+            project = session.scalar(select(Project).order_by(Project.id).limit(1))
+            where = "no project yet: run `cairn serve` once or `cairn project create`"
+        else:
+            project = session.get(Project, project_id)
+            where = f"project {project_id} not found"
+        if project is None:
+            click.echo(f"Error: {where}", err=True)
+            sys.exit(1)
+        click.echo(user_hash(project.identity_secret, user_id))
+
+
 def ensure_default_project() -> dict[str, Any] | None:
     """Create the first project on a fresh install; its credentials, or None if one exists."""
     from app.models import Project

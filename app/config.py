@@ -58,6 +58,13 @@ class Settings:
     EMBEDDED_SCHEDULER: bool = True
     # SSE comment frames keep proxies from closing idle streams and reveal gone clients.
     SSE_HEARTBEAT_SECONDS: int = 15
+    # Which provider sends each channel (names in workers/channels/providers); empty means
+    # the channel's default (`sandbox` for email and SMS). A project's `settings.providers`
+    # overrides these.
+    EMAIL_PROVIDER: str = ""
+    SMS_PROVIDER: str = ""
+    PUSH_PROVIDER: str = ""
+    INAPP_PROVIDER: str = ""
     TESTING: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -101,6 +108,20 @@ class Settings:
             self.SECRET_KEY = _instance_file_secret(instance, "secret_key")
         elif len(self.SECRET_KEY) < 16:
             raise ConfigError("SECRET_KEY: must be at least 16 characters")
+        self._check_providers()
+
+    def _check_providers(self) -> None:
+        """An unknown provider name (or one that does not send its channel) stops the start."""
+        from workers.channels import CHANNELS
+        from workers.channels.providers import provider_problem, setting_name
+
+        for channel in CHANNELS:
+            name = setting_name(channel)
+            value = getattr(self, name, None) or self.extra.get(name)
+            if value:
+                problem = provider_problem(channel, value)
+                if problem is not None:
+                    raise ConfigError(f"{name}: {problem}")
 
     def as_flask(self) -> dict[str, Any]:
         """The settings as a Flask config mapping."""

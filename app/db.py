@@ -75,6 +75,16 @@ class Database:
                     session.rollback()
                 session.close()
 
+    def commit_request(self) -> None:
+        """Commit the request's session once, after the view returned without an error.
+
+        Endpoints and services never commit: a request's writes land together or not at all,
+        and a database error here is answered by the error handlers (503) like any other.
+        """
+        session: Session | None = g.get("db_session")
+        if session is not None and (session.in_transaction() or session.new or session.dirty):
+            session.commit()
+
     @property
     def session(self) -> Session:
         """The current request's session, created on first use."""

@@ -68,14 +68,12 @@ class TooLarge(DomainError):
 
 def error_body(code: int, message: str, errors: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON error shape of API.md."""
-    body: dict[str, Any] = {
+    return {
         "code": code,
         "status": HTTPStatus(code).phrase,
         "message": message,
+        "errors": errors or {},
     }
-    if errors:
-        body["errors"] = errors
-    return body
 
 
 def _respond(code: int, message: str, errors: dict[str, Any] | None = None, headers=None):
@@ -87,7 +85,11 @@ def _respond(code: int, message: str, errors: dict[str, Any] | None = None, head
 
 
 def _flatten_marshmallow(messages: Any) -> dict[str, Any]:
-    """flask-smorest nests errors by location (`json`, `query`); keep the field names on top."""
+    """Marshmallow's nested errors as the API names fields: `userIds[1]`, `settings.quietHours`.
+
+    flask-smorest nests errors by location (`json`, `query`); the field names go on top. A
+    batch keeps its item index as the top key (`{"0": {"name": [...]}}`), as services do.
+    """
     if isinstance(messages, dict) and set(messages) <= {"json", "query", "form", "headers"}:
         merged: dict[str, Any] = {}
         for value in messages.values():
@@ -95,8 +97,26 @@ def _flatten_marshmallow(messages: Any) -> dict[str, Any]:
                 merged.update(value)
             else:
                 merged["_schema"] = value
-        return merged
-    return messages if isinstance(messages, dict) else {"_schema": messages}
+        messages = merged
+    if not isinstance(messages, dict):
+        return {"_schema": messages}
+    if messages and all(isinstance(key, int) for key in messages):
+        return {str(key): _paths(value, "") for key, value in messages.items()}
+    return _paths(messages, "")
+
+
+def _paths(value: Any, path: str) -> Any:
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        here = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else key)
+        flat = _paths(item, here)
+        if isinstance(flat, dict):
+            out.update(flat)
+        else:
+            out[here or "_schema"] = flat
+    return out
 
 
 def _first_field(errors: dict[str, Any], path: str = "") -> str:

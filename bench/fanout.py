@@ -23,7 +23,6 @@ The last line printed is one JSON object with every figure. The whole run stops 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import hmac
@@ -40,20 +39,39 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import harness
 import psycopg
 import redis
 import requests
-from sqlalchemy.engine import make_url
+from harness import (
+    HOST,
+    LOOPBACK,
+    PY,
+    ROOT,
+    BenchTimeout,
+    CpuMeter,
+    Proc,
+    alarm,
+    cairn_command,
+    check_database,
+    conn_kwargs,
+    emit,
+    fmt_cpu,
+    free_port,
+    log_problems,
+    pct,
+    pids_named,
+    ratio,
+    reset_database,
+    verdict,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-CAIRN = str(Path(PY).parent / "cairn")
-HOST = "127.0.0.1"
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+CAIRN = cairn_command()
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/cairn_bench_fanout"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/5"
 
@@ -64,12 +82,17 @@ GOAL_SSE_P50_MS = 50.0
 GOAL_SSE_P99_MS = 250.0
 
 JOB_BATCH = 250  # workers.fanout.BATCH: message ids per deliver_messages job
+# --quick: a smoke run of every phase in seconds (the figures mean nothing).
+QUICK = {
+    "users": 2000,
+    "processes": 1,
+    "threads": 2,
+    "noop_jobs": 200,
+    "latency_sends": 50,
+    "pubsub_messages": 50,
+}
 
 sys.path.insert(0, str(ROOT))  # bench.noop_actor (namespace package) for the enqueue side
-
-
-class BenchTimeout(Exception):
-    """The whole run went over --max-seconds."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,178 +103,24 @@ T0 = time.monotonic()
 
 
 def log(msg: str) -> None:
+    """A progress line with the seconds since the start (the phases' timeline)."""
     print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
 
 
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile of seconds, in ms; NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(p / 100 * len(ordered))))
-    return ordered[rank - 1] * 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def conn_kwargs(url: str) -> dict[str, Any]:
-    u = make_url(url)
-    return {
-        "host": u.host or HOST,
-        "port": u.port or 5432,
-        "user": u.username or "postgres",
-        "dbname": u.database,
-        **({"password": u.password} if u.password else {}),
-    }
-
-
-def check_urls(db_url: str, redis_url: str) -> None:
-    u = make_url(db_url)
-    if u.get_backend_name() != "postgresql":
-        sys.exit("the benchmark needs PostgreSQL")
-    if (u.host or HOST) not in LOOPBACK:
-        sys.exit("only loopback database hosts are allowed")
-    if u.database in ("test", "postgres", "template0", "template1", None):
-        sys.exit(f"refusing to wipe database {u.database!r}")
+def check_redis(redis_url: str) -> None:
+    """Exit unless `redis_url` is a loopback redis:// URL (its database gets flushed)."""
     r = urllib.parse.urlparse(redis_url)
     if r.scheme != "redis" or (r.hostname or "") not in LOOPBACK:
         sys.exit("only loopback redis:// URLs are allowed")
 
 
-def reset_database(url: str) -> None:
-    kw = conn_kwargs(url)
-    name = kw["dbname"]
-    with psycopg.connect(**dict(kw, dbname="postgres"), autocommit=True, connect_timeout=10) as c:
-        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            c.execute(f'CREATE DATABASE "{name}"')
-            log(f"created database {name}")
-    with psycopg.connect(**kw, autocommit=True, connect_timeout=10) as c:
-        c.execute("DROP SCHEMA IF EXISTS public CASCADE")
-        c.execute("CREATE SCHEMA public")
-    log(f"reset schema public of {name}")
-
-
-# --------------------------------------------------------------------------------------------
-# Processes (each in its own process group, always stopped)
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class Proc:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
-        self.name = name
-        self.log_path = logdir / f"{name}.log"
-        self._sink = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            args,
-            env=env,
-            cwd=ROOT,
-            stdout=self._sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def pids(self) -> list[int]:
-        """Every live process in this group."""
-        out = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if os.getpgid(int(entry.name)) == self.proc.pid:
-                        out.append(int(entry.name))
-                except OSError:
-                    pass
-        return out
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 15) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        # Stragglers of the group (a forked child outliving its parent).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self._sink.close()
-
-
-def proc_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy() -> float:
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return (sum(values[:8]) - idle) / CLK_TCK
-
-
-def pids_named(comm: str) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == comm:
-                    out.append(int(entry.name))
-            except OSError:
-                pass
-    return out
-
-
-class CpuMeter:
-    """Cores used during a phase by each group of processes, PostgreSQL, this script, the rest."""
-
-    def __init__(self, groups: dict[str, Proc]) -> None:
-        self.groups = groups
-
-    def snap(self) -> dict[str, Any]:
-        procs = {
-            name: {p: proc_cpu(p) for p in g.pids()} for name, g in self.groups.items() if g.alive()
-        }
-        procs["postgres"] = {p: proc_cpu(p) for p in pids_named("postgres")}
-        procs["redis"] = {p: proc_cpu(p) for p in pids_named("redis-server")}
-        procs["bench"] = {os.getpid(): proc_cpu(os.getpid())}
-        return {"t": time.monotonic(), "machine": machine_busy(), "procs": procs}
-
-    @staticmethod
-    def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
-        wall = max(b["t"] - a["t"], 1e-6)
-        out: dict[str, float] = {}
-        for name, now in b["procs"].items():
-            before = a["procs"].get(name, {})
-            out[name] = round(
-                sum(max(0.0, c - before.get(p, 0.0)) for p, c in now.items()) / wall, 2
-            )
-        out["machine"] = round((b["machine"] - a["machine"]) / wall, 2)
-        out["other"] = round(
-            max(0.0, out["machine"] - sum(v for k, v in out.items() if k != "machine")), 2
-        )
-        return out
-
-
-def fmt_cpu(cpu: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.2f}" for k, v in cpu.items())
+def meter(groups: dict[str, Proc]) -> CpuMeter:
+    """Cores of each group, of PostgreSQL and Redis, and of this script."""
+    sources: dict[str, Callable[[], Iterable[int]]] = {n: g.pids for n, g in groups.items()}
+    sources["postgres"] = lambda: pids_named("postgres")
+    sources["redis"] = lambda: pids_named("redis-server")
+    sources["bench"] = lambda: [os.getpid()]
+    return CpuMeter(sources)
 
 
 def wait_ready(p: Proc, count: int, timeout: float) -> None:
@@ -360,10 +229,10 @@ def noop_baseline(
         logdir,
     )
     procs.append(worker)
-    meter = CpuMeter({"noop": worker})
+    cpu = meter({"noop": worker})
     try:
         started = time.perf_counter()
-        a = meter.snap()
+        a = cpu.snap()
         deadline = time.monotonic() + 60
         done = 0
         while time.monotonic() < deadline:
@@ -373,7 +242,7 @@ def noop_baseline(
             if not worker.alive():
                 raise RuntimeError(f"noop workers exited:\n{worker.output()[-3000:]}")
             time.sleep(0.05)
-        b = meter.snap()
+        b = cpu.snap()
         first = float(r.get(noop_actor.FIRST) or 0)
         last = float(r.get(noop_actor.LAST) or 0)
         window = max(last - first, 1e-6)
@@ -384,7 +253,7 @@ def noop_baseline(
             "startup_to_done_s": round(time.perf_counter() - started, 2),
             "window_s": round(window, 3),
             "jobs_per_s": round((done - 1) / window) if done > 1 else 0,
-            "cpu": CpuMeter.diff(a, b),
+            "cpu": cpu.cores(a, b),
         }
     finally:
         worker.stop()
@@ -706,15 +575,8 @@ def tap_order(tap: RedisTap) -> list[int]:
 # Main
 
 
-def ratio(a: float | None, b: float | None) -> float | None:
-    if not a or not b:
-        return None
-    return round(a / b, 3)
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
+    ap = harness.parser(__doc__, os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL), 225.0)
     ap.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--processes", type=int, default=2, help="dramatiq worker processes")
@@ -723,9 +585,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=50.0, help="latency phases: sends per second")
     ap.add_argument("--latency-sends", type=int, default=1000)
     ap.add_argument("--pubsub-messages", type=int, default=500)
-    ap.add_argument("--max-seconds", type=int, default=225)
     ap.add_argument("--logs", default=None, help="keep serve/worker logs here (default: a tmp dir)")
-    ap.add_argument("--json-out", default=None)
     ap.add_argument(
         "--py-spy",
         default=None,
@@ -739,14 +599,11 @@ def main() -> int:
         help="experiment: set dramatiq_worker_timeout for the app's workers (caps the"
         " idle consumer's poll backoff; Dramatiq's default is 1000)",
     )
-    args = ap.parse_args()
-    check_urls(args.database_url, args.redis_url)
-
-    def on_alarm(*_: Any) -> None:
-        raise BenchTimeout(f"over --max-seconds={args.max_seconds}")
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(args.max_seconds)
+    args = harness.parse(ap, None, QUICK)
+    check_database(args.database_url)
+    check_redis(args.redis_url)
+    timer = contextlib.ExitStack()
+    timer.enter_context(alarm(args.max_seconds))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     started = time.monotonic()
 
@@ -841,19 +698,10 @@ def main() -> int:
         )
         procs.append(workers)
         api = f"http://{HOST}:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            if not serve.alive():
-                raise RuntimeError(f"cairn serve exited:\n{serve.output()[-3000:]}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(api + "/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cairn serve did not come up:\n{serve.output()[-3000:]}")
-            time.sleep(0.2)
+        serve.wait_http_ok(api + "/healthz", 60)
         wait_ready(workers, args.processes, 60)
         log(f"serve on :{port}, workers ready (logs in {logdir})")
-        meter = CpuMeter({"serve": serve, "workers": workers})
+        cpu = meter({"serve": serve, "workers": workers})
 
         # ---- broadcast
         reserve = 20 + args.latency_sends / args.rate + args.pubsub_messages / args.rate
@@ -880,7 +728,7 @@ def main() -> int:
                 start_new_session=True,
             )
             time.sleep(1)
-        a = meter.snap()
+        a = cpu.snap()
         try:
             bc = broadcast(api, sk, db, args.users, timeout=max(10.0, min(150.0, budget)))
         finally:
@@ -891,7 +739,7 @@ def main() -> int:
                     spy.wait(20)
                 if spy.poll() is None:
                     os.killpg(spy.pid, signal.SIGKILL)
-        bc["cpu"] = CpuMeter.diff(a, meter.snap())
+        bc["cpu"] = cpu.cores(a, cpu.snap())
         results["broadcast"] = bc
         log(f"broadcast: {json.dumps(bc)}")
         if bc.get("timed_out"):
@@ -910,7 +758,7 @@ def main() -> int:
         log(f"pubsub: {json.dumps(ps)}")
 
         # ---- SSE latency
-        a = meter.snap()
+        a = cpu.snap()
         sse = sse_latency(
             port,
             sk,
@@ -922,17 +770,15 @@ def main() -> int:
             args.rate,
             args.latency_sends,
         )
-        sse["cpu"] = CpuMeter.diff(a, meter.snap())
+        sse["cpu"] = cpu.cores(a, cpu.snap())
         results["sse"] = sse
         log(f"sse: {json.dumps(sse)}")
 
         # App errors seen in the logs.
         for p in (serve, workers):
             text = p.output()
-            n_tb = text.count("Traceback (most recent call last)")
-            n_err = sum(1 for line in text.splitlines() if " ERROR " in line or "[ERROR]" in line)
-            results.setdefault("log_errors", {})[p.name] = {"tracebacks": n_tb, "errors": n_err}
-            if n_tb:
+            results.setdefault("log_errors", {})[p.name] = problems = log_problems(text)
+            if problems["tracebacks"]:
                 i = text.find("Traceback (most recent call last)")
                 results["log_errors"][p.name]["first"] = text[max(0, i - 300) : i + 2500]
         db.close()
@@ -945,7 +791,7 @@ def main() -> int:
         results["failed"] = f"{type(err).__name__}: {err}"
         rc = 2
     finally:
-        signal.alarm(0)
+        timer.close()
         for p in reversed(procs):
             p.stop()
         with contextlib.suppress(Exception):
@@ -953,10 +799,7 @@ def main() -> int:
         results["total_s"] = round(time.monotonic() - started, 1)
 
     summary(results)
-    line = json.dumps(results, default=str, separators=(",", ":"))
-    if args.json_out:
-        Path(args.json_out).write_text(line + "\n")
-    print(line, flush=True)
+    emit(results, args.json_out)
     return rc
 
 
@@ -979,7 +822,7 @@ def summary(r: dict[str, Any]) -> None:
     }
 
     def ok(flag: bool | None) -> str:
-        return "  n/a" if flag is None else (" MET" if flag else " MISSED")
+        return " " + verdict(flag)
 
     def f(v: Any, unit: str = "") -> str:
         return "n/a" if v is None else f"{v:,}{unit}" if isinstance(v, int) else f"{v}{unit}"

@@ -18,7 +18,7 @@ The last line printed is one JSON object with every figure. The whole run stops 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import http.client
 import json
 import multiprocessing as mp
@@ -27,27 +27,42 @@ import queue
 import random
 import resource
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import harness
 import psycopg
+from harness import (
+    HOST,
+    BenchTimeout,
+    CpuMeter,
+    Deadline,
+    Proc,
+    alarm,
+    backend_pids,
+    cairn_command,
+    check_database,
+    conn_kwargs,
+    emit,
+    free_port,
+    log,
+    log_problems,
+    pct,
+    reset_database,
+    verdict,
+)
 from psycopg.types.json import Jsonb
 from sqlalchemy.engine import make_url
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/cairn_bench"
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-HOST = "127.0.0.1"
 
 # The goals from the ingestion issue.
 GOAL_BATCHED_EPS = 20_000
@@ -59,80 +74,19 @@ PROPERTIES = {"path": "/p/123", "ref": "x", "n": 42}
 COPY_COLUMNS = (
     "project_id, user_id, name, properties, message_id, source, timestamp, received_at, erased"
 )
-
-
-class BenchTimeout(Exception):
-    """The whole run went over --max-seconds."""
-
-
-# --------------------------------------------------------------------------------------------
-# Small helpers
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (values in seconds, answer in ms); NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1] * 1000
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def conn_kwargs(url: str) -> dict[str, Any]:
-    """psycopg connect() keywords from a SQLAlchemy-style URL."""
-    u = make_url(url)
-    out: dict[str, Any] = {
-        "dbname": u.database,
-        "user": u.username,
-        "host": u.host,
-        "port": u.port,
-        "password": u.password,
-    }
-    return {k: v for k, v in out.items() if v is not None}
-
-
-class Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
-
-    def left(self) -> float:
-        return self.end - time.monotonic()
-
-    def budget(self, wanted: float, reserve: float = 15.0) -> float:
-        """`wanted` seconds, or less so that `reserve` remains for the rest."""
-        return max(0.0, min(wanted, self.left() - reserve))
-
-
-# --------------------------------------------------------------------------------------------
-# Database
-
-
-def reset_database(url: str) -> None:
-    """Create the bench database if missing, then drop and recreate schema public."""
-    kw = conn_kwargs(url)
-    name = kw["dbname"]
-    if name in ("test", "postgres", "template0", "template1"):
-        sys.exit(f"refusing to reset database {name!r}: use a database of its own (cairn_bench)")
-    admin = dict(kw, dbname="postgres")
-    with psycopg.connect(**admin, autocommit=True, connect_timeout=10) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
-            log(f"created database {name}")
-    with psycopg.connect(**kw, autocommit=True, connect_timeout=10) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-    log(f"reset schema public of {name}")
+# --quick: a smoke run of every phase in seconds (the figures mean nothing).
+QUICK = {
+    "batches": 4,
+    "batch_size": 100,
+    "senders": "2",
+    "single_seconds": 3.0,
+    "single_procs": 1,
+    "single_threads": 2,
+    "paced_rate": 100.0,
+    "paced_seconds": 3.0,
+    "paced_threads": 2,
+    "ceiling_seconds": 2.0,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,174 +95,32 @@ def reset_database(url: str) -> None:
 
 @dataclass
 class Server:
-    proc: subprocess.Popen[bytes]
+    """`cairn serve` as deployed, on a free port, with the secret key it printed on first start."""
+
+    proc: Proc
     port: int
     secret_key: str
-    stderr_path: Path
-    lines: list[str] = field(default_factory=list)
-
-    def worker_pids(self) -> list[int]:
-        """gunicorn worker processes: the children of the `cairn serve` master."""
-        out = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.proc.pid:
-                out.append(int(entry.name))
-        return sorted(out)
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy() -> float:
-    """CPU seconds all CPUs have spent busy since boot (from /proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return (sum(values[:8]) - idle) / CLK_TCK
-
-
-class CpuMeter:
-    """Cores used during a phase by the server, its PostgreSQL backends and everything else."""
-
-    def __init__(self, server: Server, url: str) -> None:
-        self.server = server
-        self.url = url
-
-    def _backends(self) -> list[int]:
-        with psycopg.connect(**conn_kwargs(self.url), autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                " AND pid <> pg_backend_pid()"
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    def _snap(self) -> dict[str, Any]:
-        server_pids = [self.server.proc.pid, *self.server.worker_pids()]
-        pg = self._backends()
-        return {
-            "t": time.monotonic(),
-            "machine": machine_busy(),
-            "server": {p: proc_cpu(p) for p in server_pids},
-            "pg": {p: proc_cpu(p) for p in pg},
-        }
-
-    def start(self) -> None:
-        self.begin = self._snap()
-
-    def stop(self, client_cpu: float) -> dict[str, float]:
-        """Cores used on average since start(): server, postgres, bench client, others."""
-        end = self._snap()
-        wall = end["t"] - self.begin["t"]
-
-        def used(kind: str) -> float:
-            before = self.begin[kind]
-            return float(sum(v - before.get(p, 0.0) for p, v in end[kind].items()))
-
-        server, pg = used("server"), used("pg")
-        machine = end["machine"] - self.begin["machine"]
-        return {
-            k: round(v / wall, 2)
-            for k, v in {
-                "server": server,
-                "postgres": pg,
-                "client": client_cpu,
-                "other": max(0.0, machine - server - pg - client_cpu),
-                "machine": machine,
-            }.items()
-        }
 
 
 def start_server(
     url: str, instance_dir: str, workers: int | None, threads: int | None, timeout: float
 ) -> Server:
-    cairn = Path(sys.executable).parent / "cairn"
-    exe = str(cairn) if cairn.exists() else shutil.which("cairn")
-    if exe is None:
-        sys.exit("cannot find the `cairn` command: run `pip install -e .` in the venv first")
     port = free_port()
-    cmd = [exe, "serve", "--host", HOST, "--port", str(port)]
+    cmd = [cairn_command(), "serve", "--host", HOST, "--port", str(port)]
     if workers:
         cmd += ["--workers", str(workers)]
     if threads:
         cmd += ["--threads", str(threads)]
     env = dict(os.environ, DATABASE_URL=url, INSTANCE_DIR=instance_dir, PYTHONUNBUFFERED="1")
-    stderr_path = Path(instance_dir) / "server.stderr"
     log("starting: " + " ".join(cmd))
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=stderr_path.open("wb"), start_new_session=True
-    )
-    lines: list[str] = []
-    found: queue.Queue[str] = queue.Queue()
-
-    def read_stdout() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            lines.append(line)
-            if line.strip().startswith("secret key"):
-                found.put(line.split()[-1])
-
-    threading.Thread(target=read_stdout, daemon=True).start()
-    server = Server(proc, port, "", stderr_path, lines)
-    end = time.monotonic() + timeout
+    proc = Proc("server", cmd, env, Path(instance_dir))
     try:
-        server.secret_key = found.get(timeout=timeout)
-    except queue.Empty:
-        stop_server(server)
-        sys.exit("server printed no secret key:\n" + "\n".join(lines) + tail(stderr_path))
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            sys.exit(f"server exited with {proc.returncode}" + tail(stderr_path))
-        try:
-            c = http.client.HTTPConnection(HOST, port, timeout=2)
-            c.request("GET", "/healthz")
-            if c.getresponse().status == 200:
-                c.close()
-                return server
-        except OSError:
-            pass
-        time.sleep(0.2)
-    stop_server(server)
-    sys.exit("server did not answer /healthz in time" + tail(stderr_path))
-
-
-def tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n--- server stderr ---\n" + "\n".join(path.read_text().splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-def stop_server(server: Server) -> None:
-    """SIGTERM the server's process group, SIGKILL it if still there after 10 s."""
-    proc = server.proc
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-    # Workers left behind by a killed master are in the same group.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+        line = proc.wait_for_line(lambda text: text.strip().startswith("secret key"), timeout)
+        proc.wait_http_ok(f"http://{HOST}:{port}/healthz", timeout)
+    except RuntimeError as err:
+        proc.stop(timeout=10)
+        sys.exit(str(err))
+    return Server(proc, port, line.split()[-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +134,18 @@ def event(uid: int) -> dict[str, Any]:
         "properties": PROPERTIES,
         "messageId": str(uuid.uuid4()),
     }
+
+
+def track_body(rnd: random.Random) -> bytes:
+    """One Segment-spec `track` call, as an SDK sends it."""
+    return json.dumps(
+        {
+            "event": "page_view",
+            "userId": f"u{rnd.randrange(100_000)}",
+            "properties": PROPERTIES,
+            "messageId": str(uuid.uuid4()),
+        }
+    ).encode()
 
 
 def make_batches(count: int, size: int) -> list[bytes]:
@@ -486,14 +310,7 @@ def _single_client_proc(
                 scheduled = time.monotonic()
                 if scheduled >= end:
                     break
-            body = json.dumps(
-                {
-                    "event": "page_view",
-                    "userId": f"u{rnd.randrange(100_000)}",
-                    "properties": PROPERTIES,
-                    "messageId": str(uuid.uuid4()),
-                }
-            ).encode()
+            body = track_body(rnd)
             t0 = time.perf_counter()
             try:
                 if path == "/healthz":
@@ -671,12 +488,7 @@ def count_events(url: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument(
-        "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL),
-        help="SQLAlchemy URL of a database this run may wipe (default %(default)s)",
-    )
+    p = harness.parser(__doc__, os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL), 170.0)
     p.add_argument("--batches", type=int, default=100, help="batches per batched run")
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument(
@@ -698,18 +510,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=None, help="passed to cairn serve")
     p.add_argument("--threads", type=int, default=None, help="passed to cairn serve")
-    p.add_argument("--max-seconds", type=float, default=170.0, help="hard limit of the run")
     p.add_argument(
         "--no-analyze",
         action="store_true",
         help="do not ANALYZE between phases (autovacuum's job; it may be off)",
     )
-    p.add_argument("--json-out", default=None, help="also write the JSON result to this file")
-    return p.parse_args(argv)
-
-
-def goal(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
+    return harness.parse(p, argv, QUICK)
 
 
 def fmt_run(r: dict[str, Any]) -> str:
@@ -727,26 +533,19 @@ def fmt_run(r: dict[str, Any]) -> str:
     return line
 
 
-@contextlib.contextmanager
-def alarm(seconds: float) -> Iterator[None]:
-    def on_alarm(_sig: int, _frame: Any) -> None:
-        raise BenchTimeout(f"bench went over {seconds:.0f} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(int(seconds) + 1)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+def metered(meter: CpuMeter, phase: Callable[..., RunResult], *args: Any) -> dict[str, Any]:
+    """Run one phase, `phase(*args)`, under the CPU meter: its summary with the cores used."""
+    meter.start()
+    run = phase(*args)
+    r = run.summary()
+    r["cpu_cores"] = meter.stop(client=run.client_cpu)
+    return r
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     url = args.database_url
-    host = make_url(url).host
-    if host is not None and host not in LOOPBACK:
-        sys.exit(f"refusing a non-loopback database host {host!r}: the bench wipes its database")
+    check_database(url)
     deadline = Deadline(args.max_seconds)
     senders = [int(s) for s in str(args.senders).split(",") if s.strip()]
     result: dict[str, Any] = {
@@ -768,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
             result["autovacuum"] = autovacuum_setting(url)
             if not args.no_analyze:
                 analyze(url)
-            workers = server.worker_pids()
+            workers = server.proc.children()
             result["server"] = {
                 "workers": len(workers),
                 "threads": args.threads or 32,
@@ -779,7 +578,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"x {args.threads or 32} threads (pids {workers})"
             )
 
-            meter = CpuMeter(server, url)
+            meter = CpuMeter({"server": server.proc.pids, "postgres": lambda: backend_pids(url)})
+            # /v1/track (or GET /healthz) from --single-procs client processes.
+            clients = functools.partial(run_single, server.port, key, args.single_procs)
             result["batched"] = []
             for n in senders:
                 budget = deadline.budget(35, reserve=60)
@@ -791,10 +592,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"batched: {args.batches} x {args.batch_size} events, {n} senders "
                     f"(at most {budget:.0f} s)"
                 )
-                meter.start()
-                run = run_batched(server.port, key, bodies, n, budget)
-                r = run.summary()
-                r["cpu_cores"] = meter.stop(run.client_cpu)
+                r = metered(meter, run_batched, server.port, key, bodies, n, budget)
                 r["complete"] = r["requests"] == args.batches
                 result["batched"].append(r)
                 log("  " + fmt_run(r))
@@ -814,12 +612,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"single: /v1/track, {args.single_procs}x{args.single_threads} keep-alive "
                     f"clients, {budget:.0f} s"
                 )
-                meter.start()
-                run = run_single(
-                    server.port, key, args.single_procs, args.single_threads, budget, None
-                )
-                r = run.summary()
-                r["cpu_cores"] = meter.stop(run.client_cpu)
+                r = metered(meter, clients, args.single_threads, budget, None)
                 result["single"] = r
                 log("  " + fmt_run(r))
             budget = deadline.budget(args.paced_seconds, reserve=12)
@@ -828,12 +621,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"paced: /v1/track at {args.paced_rate:.0f}/s, "
                     f"{args.single_procs}x{args.paced_threads} clients, {budget:.0f} s"
                 )
-                meter.start()
-                run = run_single(
-                    server.port, key, args.single_procs, args.paced_threads, budget, args.paced_rate
-                )
-                r = run.summary()
-                r["cpu_cores"] = meter.stop(run.client_cpu)
+                r = metered(meter, clients, args.paced_threads, budget, args.paced_rate)
                 r["achieved"] = r["events_per_s"] >= 0.95 * args.paced_rate
                 result["paced"] = r
                 log("  " + fmt_run(r))
@@ -843,43 +631,26 @@ def main(argv: list[str] | None = None) -> int:
                     f"ceiling: GET /healthz, {args.single_procs}x{args.single_threads} clients, "
                     f"{budget:.0f} s"
                 )
-                meter.start()
-                run = run_single(
-                    server.port,
-                    key,
-                    args.single_procs,
-                    args.single_threads,
-                    budget,
-                    None,
-                    "/healthz",
-                )
-                r = run.summary()
-                r["cpu_cores"] = meter.stop(run.client_cpu)
+                r = metered(meter, clients, args.single_threads, budget, None, "/healthz")
                 result["healthz_ceiling"] = r
                 log("  " + fmt_run(r).replace("events/s", "req/s   "))
             result["analyzed_between_phases"] = not args.no_analyze
             result["events_in_table"] = count_events(url)
         finally:
             if server is not None:
-                errors = sum(
-                    1
-                    for line in server.stderr_path.read_text(errors="replace").splitlines()
-                    if "Traceback" in line or " ERROR " in line
-                )
+                errors = sum(log_problems(server.proc.output()).values())
                 result["server_errors_logged"] = errors
-                stop_server(server)
+                server.proc.stop(timeout=10)
                 log(
-                    f"server stopped (exit {server.proc.returncode}); "
+                    f"server stopped (exit {server.proc.proc.returncode}); "
                     f"{errors} error lines in its log"
                 )
                 if errors:
-                    print(tail(server.stderr_path), flush=True)
+                    print(server.proc.tail(), flush=True)
             shutil.rmtree(instance_dir, ignore_errors=True)
 
     report(result)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(result) + "\n")
-    print(json.dumps(result), flush=True)
+    emit(result, args.json_out)
     return 0
 
 
@@ -914,7 +685,7 @@ def report(result: dict[str, Any]) -> None:
         print(
             f"  best {batched['events_per_s']:,.0f} events/s, ratio to COPY {ratio:.3f}   "
             f"goal >= {GOAL_BATCHED_EPS:,} events/s and ratio >= {GOAL_BATCHED_RATIO}: "
-            f"{goal(ok)}"
+            f"{verdict(ok)}"
         )
     if single:
         ratio = single["events_per_s"] / copy_rps
@@ -924,7 +695,7 @@ def report(result: dict[str, Any]) -> None:
         print(f"single /v1/track (max rate):  {fmt_run(single)}")
         print(
             f"  ratio to COPY {ratio:.4f}   goal >= {GOAL_SINGLE_EPS:,} events/s with p99 <= "
-            f"{GOAL_SINGLE_P99_MS:.0f} ms: {goal(ok)}"
+            f"{GOAL_SINGLE_P99_MS:.0f} ms: {verdict(ok)}"
         )
     if paced:
         ok = paced["achieved"] and paced["p99_ms"] <= GOAL_SINGLE_P99_MS
@@ -933,7 +704,7 @@ def report(result: dict[str, Any]) -> None:
         print(
             f"  target rate {'achieved' if paced['achieved'] else 'NOT achieved'}; latency from "
             f"scheduled send; goal p99 <= {GOAL_SINGLE_P99_MS:.0f} ms at "
-            f"{GOAL_SINGLE_EPS:,}/s: {goal(ok)}"
+            f"{GOAL_SINGLE_EPS:,}/s: {verdict(ok)}"
         )
     ceiling = result.get("healthz_ceiling")
     if ceiling:

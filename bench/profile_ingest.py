@@ -10,17 +10,14 @@ driver-side query conversion, round trip and PostgreSQL execution), and the top 
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
-import json
 import os
 import pstats
 import random
 import re
 import sys
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -28,8 +25,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ingest import DEFAULT_URL, PROPERTIES, analyze, make_batches, reset_database
+import harness
+from harness import reset_database
+from ingest import DEFAULT_URL, analyze, make_batches, track_body
 from sqlalchemy import event
+
+# --quick: a smoke run in seconds (the figures mean nothing).
+QUICK = {"requests": 3, "batch_size": 50, "top": 5}
 
 
 def statement_kind(sql: str) -> str:
@@ -46,8 +48,7 @@ def statement_kind(sql: str) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
+    p = harness.parser(__doc__, os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL), json_out=False)
     p.add_argument("--path", choices=["events", "track"], default="events")
     p.add_argument("--requests", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=1000)
@@ -63,7 +64,7 @@ def main() -> int:
         action="store_true",
         help="skip ANALYZE after the warm-up (see bench/README.md)",
     )
-    args = p.parse_args()
+    args = harness.parse(p, None, QUICK)
 
     reset_database(args.database_url)
     os.environ["DATABASE_URL"] = args.database_url
@@ -88,23 +89,13 @@ def main() -> int:
         if args.path == "events":
             return make_batches(n, args.batch_size)
         rnd = random.Random()
-        return [
-            json.dumps(
-                {
-                    "event": "page_view",
-                    "userId": f"u{rnd.randrange(100_000)}",
-                    "properties": PROPERTIES,
-                    "messageId": str(uuid.uuid4()),
-                }
-            ).encode()
-            for _ in range(n)
-        ]
+        return [track_body(rnd) for _ in range(n)]
 
     url = "/v1/events" if args.path == "events" else "/v1/track"
     for body in bodies(5):  # warm-up: connections, statement caches
         assert client.post(url, data=body, headers=headers).status_code in (200, 202)
     if args.path == "track":  # users known already, as after a while in production
-        for body in make_batches(20, 1000):
+        for body in make_batches(2, 50) if args.quick else make_batches(20, 1000):
             assert client.post("/v1/events", data=body, headers=headers).status_code == 202
     if not args.no_analyze:
         analyze(args.database_url)

@@ -1,4 +1,4 @@
-"""Segment query benchmark: compiled filters (app.services.segment_sql) against hand-written SQL.
+"""Segment query benchmark: compiled filters (app.segment_sql) against hand-written SQL.
 
 Run with `.venv/bin/python bench/segments.py` (PostgreSQL, 1M users / 5M events) or
 `.venv/bin/python bench/segments.py --sqlite /tmp/cairn_segments.db` (100K users / 500K events).
@@ -22,7 +22,6 @@ The last line printed is one JSON object with every figure (`--json-out FILE` wr
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -40,7 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import harness  # noqa: E402
 import psycopg  # noqa: E402
+from harness import Deadline, conn_kwargs, emit, loadavg, log, reset_database  # noqa: E402
 from sqlalchemy import (  # noqa: E402
     ClauseElement,
     Engine,
@@ -52,13 +53,12 @@ from sqlalchemy import (  # noqa: E402
     select,
     text,
 )
-from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.ext.compiler import compiles  # noqa: E402
 
 from app.db import make_engine  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.models.base import UTCDateTime  # noqa: E402
-from app.services.segment_sql import compile_filter, events, users  # noqa: E402
+from app.segment_sql import compile_filter, events, users  # noqa: E402
 from journeys.filters import (  # noqa: E402
     EventFact,
     UserFacts,
@@ -71,36 +71,14 @@ DEFAULT_URL = os.environ.get(
     "BENCH_SEGMENTS_DATABASE_URL",
     "postgresql+psycopg://postgres@127.0.0.1:5432/cairn_bench_segments",
 )
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 GOAL_RATIO = 1.2
 GOAL_SELECTIVE_COUNT_MS = 10.0
 SELECTIVE = "b"
 CHUNK = 10_000
 GIN_INDEX = "ix_users_attributes_gin"
+# --quick: a smoke run in seconds (the figures mean nothing).
+QUICK = {"users": 2000, "events": 10_000, "runs": 2, "sample": 500}
 GIN_DDL = f"CREATE INDEX IF NOT EXISTS {GIN_INDEX} ON users USING gin (attributes jsonb_path_ops)"
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
-class Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.start = time.monotonic()
-        self.end = self.start + seconds
-
-    def left(self) -> float:
-        return self.end - time.monotonic()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.start
 
 
 # --------------------------------------------------------------------------------------------
@@ -462,35 +440,6 @@ def event_rows(
 # Database setup
 
 
-def conn_kwargs(url: str) -> dict[str, Any]:
-    u = make_url(url)
-    out: dict[str, Any] = {
-        "dbname": u.database,
-        "user": u.username,
-        "host": u.host,
-        "port": u.port,
-        "password": u.password,
-    }
-    return {k: v for k, v in out.items() if v is not None}
-
-
-def reset_postgres(url: str) -> None:
-    kw = conn_kwargs(url)
-    name = kw["dbname"]
-    if name in ("test", "postgres", "template0", "template1", "cairn"):
-        sys.exit(f"refusing to reset database {name!r}: use a database of its own")
-    if kw.get("host") not in LOOPBACK:
-        sys.exit(f"refusing a non-loopback host {kw.get('host')!r}")
-    with psycopg.connect(**dict(kw, dbname="postgres"), autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-            log(f"created database {name}")
-    with psycopg.connect(**kw, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-    log(f"reset schema public of {name}")
-
-
 def _copy_lines(rows: Iterator[tuple[Any, ...]], size: int) -> Iterator[str]:
     """COPY text format; the generated values hold no tab, newline or backslash."""
     batch: list[str] = []
@@ -667,7 +616,8 @@ def least(values: list[float]) -> float | None:
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 2) if a is not None and b else None
+    """compiled / hand-written, to two decimals."""
+    return harness.ratio(a, b, digits=2)
 
 
 def run_count(engine: Engine, side: Side) -> float:
@@ -848,15 +798,13 @@ def evaluator_bench(
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--database-url", default=DEFAULT_URL)
+    ap = harness.parser(__doc__, DEFAULT_URL, 470.0)
     ap.add_argument("--sqlite", metavar="PATH", help="run on a SQLite file (recreated) instead")
     ap.add_argument("--users", type=int, help="default 1,000,000 (PG) / 100,000 (SQLite)")
     ap.add_argument("--events", type=int, help="default 5,000,000 (PG) / 500,000 (SQLite)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--runs", type=int, default=5, help="timed runs per measurement (max)")
     ap.add_argument("--sample", type=int, default=10_000, help="profiles for the evaluator")
-    ap.add_argument("--max-seconds", type=float, default=470.0)
     ap.add_argument("--statement-timeout", type=float, default=60.0, help="seconds (PG)")
     ap.add_argument("--skip-load", action="store_true", help="reuse the data of a previous run")
     ap.add_argument(
@@ -874,8 +822,7 @@ def main() -> int:
     )
     ap.add_argument("--explain", choices=("slow", "all", "none"), default="slow")
     ap.add_argument("--explain-out", help="default /tmp/cairn_segments_explain_<dialect>.txt")
-    ap.add_argument("--json-out")
-    args = ap.parse_args()
+    args = harness.parse(ap, None, QUICK)
 
     deadline = Deadline(args.max_seconds)
     dialect = "sqlite" if args.sqlite else "postgresql"
@@ -896,7 +843,7 @@ def main() -> int:
     else:
         url = args.database_url
         if not args.skip_load:
-            reset_postgres(url)
+            reset_database(url)
 
     t_setup = time.perf_counter()
     if not args.skip_load:
@@ -1125,10 +1072,7 @@ def main() -> int:
         "failures": failures,
         "total_s": round(deadline.elapsed(), 1),
     }
-    line = json.dumps(summary, default=str)
-    if args.json_out:
-        Path(args.json_out).write_text(line + "\n")
-    print(line)
+    emit(summary, args.json_out)
     engine.dispose()
     return 0
 

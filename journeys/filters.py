@@ -1,6 +1,6 @@
 """The segment filter language: parse three input forms to one condition tree, evaluate it.
 
-This module does no I/O and touches no globals. `app.services.segment_sql` compiles the same
+This module does no I/O and touches no globals. `app.segment_sql` compiles the same
 tree to SQL; the rules below are the contract both evaluators implement, and a property test
 holds them to it (tests/journeys/test_filter_sql_agreement.py).
 
@@ -51,8 +51,10 @@ Type rules
    is 0.
 8. Audiences: the value (an id or a name, always a string) is one of the user's current
    memberships, given as strings, ids and names alike.
-9. Reachability: email / sms / inapp need a non-empty email / phone / userId; push needs
-   `has_push`.
+9. Reachability: the channel is one of the user's `reachable` channels. The caller computes
+   that set with its channel registry (`workers.channels.reachable_channels`: email / sms /
+   inapp need a non-empty email / phone / userId; push a device), and the SQL compiler gets
+   the same registry's clauses, so both evaluators agree by construction.
 10. `all []` is true, `any []` false. Limits: depth 10, 200 nodes, lists of 1000, strings of
     1000 characters.
 """
@@ -92,6 +94,8 @@ STRING_FIELDS = {
     "userId": "user_id",
 }
 TIMESTAMP_FIELDS = {"createdAt": "created_at", "lastSeenAt": "last_seen_at"}
+# The channel names the filter language accepts (stored in segment filters: never rename);
+# tests/workers/test_channels.py holds them equal to the channel registry's.
 CHANNELS = ("email", "sms", "push", "inapp")
 EVENT_OPS = ("performed", "notPerformed")
 COUNT_OPS = ("eq", "gt", "gte", "lt", "lte")
@@ -199,7 +203,8 @@ class UserFacts:
     last_seen_at: datetime | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
     audiences: frozenset[str] = frozenset()
-    has_push: bool = False
+    # The channels the user has an address on, from the caller's channel registry.
+    reachable: frozenset[str] = frozenset()
     events: Sequence[EventFact] = ()
 
 
@@ -436,6 +441,17 @@ def _check_list(raw: object, path: str) -> list[Any]:
     return list(raw)
 
 
+def _whole_number(raw: object) -> int | None:
+    """A JSON integer as JSON Schema counts them (`3` and `3.0`, never `true`), or None."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    return None
+
+
 def _value_none(raw: object, path: str) -> Value:
     if raw is not None:
         raise FilterError("this operator takes no value", path)
@@ -667,19 +683,23 @@ class _TreeParser:
     def count_rules(raw: object, path: str) -> tuple[tuple[str, int], ...]:
         if not isinstance(raw, dict) or not raw:
             raise FilterError('expected an object like {"gte": 2}', path)
+        counts: dict[str, int] = {}
         for key, value in raw.items():
             if key not in COUNT_OPS:
                 raise FilterError(f"expected one of {', '.join(COUNT_OPS)}", _join(path, key))
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10**9:
+            whole = _whole_number(value)
+            if whole is None or not 0 <= whole <= 10**9:
                 raise FilterError("expected a whole number from 0", _join(path, key))
-        return tuple((key, raw[key]) for key in COUNT_OPS if key in raw)
+            counts[key] = whole
+        return tuple((key, counts[key]) for key in COUNT_OPS if key in counts)
 
     @staticmethod
     def audience(raw: Mapping[str, Any], path: str) -> AudienceCondition:
         _check_keys(raw, ("audience", "op"), path)
         audience = raw["audience"]
-        if isinstance(audience, int) and not isinstance(audience, bool) and audience >= 0:
-            audience = str(audience)
+        whole = _whole_number(audience)
+        if whole is not None and whole >= 0:
+            audience = str(whole)
         audience = _name(audience, _join(path, "audience"), "audience")
         op = raw.get("op", "in")
         if op not in AUDIENCE_OPS:
@@ -973,16 +993,8 @@ def _eval_audience(cond: Any, scope: _Scope) -> bool:
     return member if cond.op == "in" else not member
 
 
-CHANNEL_REACHABLE: dict[str, Callable[[UserFacts], bool]] = {
-    "email": lambda facts: bool(facts.email),
-    "sms": lambda facts: bool(facts.phone),
-    "inapp": lambda facts: bool(facts.user_id),
-    "push": lambda facts: facts.has_push,
-}
-
-
 def _eval_channel(cond: Any, scope: _Scope) -> bool:
-    return CHANNEL_REACHABLE[cond.channel](scope.facts)
+    return cond.channel in scope.facts.reachable
 
 
 _EVALUATORS: dict[type, Callable[[Any, _Scope], bool]] = {

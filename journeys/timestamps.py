@@ -7,7 +7,7 @@ Accepted, and nothing else (no week dates, no `HH:MM` without seconds, no julian
 
 Fractions beyond microseconds are truncated. The calendar is checked (no February 30, hours
 up to 23, no leap seconds) and the instant, once shifted to UTC, must lie within years
-0001-9999. `app.services.segment_sql` implements the same rules in SQL; keep them in step.
+0001-9999. `app.segment_sql` implements the same rules in SQL; keep them in step.
 """
 
 from __future__ import annotations

@@ -10,11 +10,13 @@ from typing import Any
 
 import dramatiq
 
+from app.models.base import utcnow
 from workers import runtime
 from workers.broker import broker  # noqa: F401 - must be set before the actors below
 from workers.delivery import deliver_batch
 from workers.fanout import fan_out
 from workers.middleware import job_session
+from workers.sweeper import sweep as run_sweep
 
 # Dramatiq's defaults are 20 retries over 7 days and a 10-minute limit; ours are explicit.
 # Per-message provider retries live in the database (not_before), so these only cover
@@ -37,3 +39,11 @@ def deliver_messages(message_ids: list[int]) -> None:
 def fan_out_send(send_id: int) -> None:
     """Create the message rows of a segment or broadcast send, chunk by chunk."""
     fan_out(job_session(), send_id)
+
+
+# Enqueued every second by the scheduler: a sweep that waited longer than this in the queue is
+# skipped (the next one does the same work), so an outage does not leave a pile of them.
+@dramatiq.actor(queue_name="sweep", max_retries=0, max_age=30_000, time_limit=300_000)
+def sweep() -> None:
+    """Run every sweep task once (workers.sweeps)."""
+    run_sweep(job_session(), utcnow(), runtime.settings())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from sqlalchemy import select
@@ -12,31 +11,11 @@ from app.models import Template, User
 from app.models.message import Message, Send
 from app.rendering import RenderError, build_context, render
 from app.services.templates import user_context
+from workers.channels import CHANNELS
 
 
 class ContentError(Exception):
     """The content cannot be produced (render error, missing channel in the template)."""
-
-
-def direct_fields(channel: str, content: dict[str, Any]) -> dict[str, Any]:
-    """Map `{title, body, url, data}` of a direct send onto a channel's fields."""
-    title = content.get("title") or ""
-    body = content.get("body") or ""
-    url = content.get("url")
-    if channel == "email":
-        paragraphs = "".join(f"<p>{html.escape(p)}</p>" for p in body.split("\n\n") if p)
-        link = f'<p><a href="{html.escape(url)}">{html.escape(url)}</a></p>' if url else ""
-        text = body + (f"\n\n{url}" if url else "")
-        return {"subject": title or body[:78], "html": paragraphs + link, "text": text}
-    if channel == "sms":
-        parts = [p for p in (title, body, url) if p]
-        return {"body": "\n".join(parts)}
-    out: dict[str, Any] = {"title": title, "body": body}
-    if url:
-        out["url"] = url
-    if content.get("data"):
-        out["data"] = content["data"]
-    return out
 
 
 class ContentBuilder:
@@ -54,18 +33,33 @@ class ContentBuilder:
         )
 
     def build(self, message: Message, send: Send | None, user: User | None) -> dict[str, Any]:
-        """The fields to send for this message; raises ContentError."""
+        """The fields to send for this message; raises ContentError.
+
+        Direct content (`title`, `body`, `url`) and `overrides` are templates like a stored
+        template's fields: rendered in the sandbox with `user` and `data` (`params`).
+        """
         params = message.content if message.content is not None else (send.content if send else {})
         params = params or {}
-        overrides = (message.overrides or {}).get(message.channel) or {}
-        if send is None or send.template_id is None:
-            return {**direct_fields(message.channel, params), **overrides}
+        direct = send is None or send.template_id is None
+        # A direct send keeps its overrides with its content (fan-out rows carry none).
+        overrides = message.overrides or (params.get("overrides") if direct else None) or {}
+        context = build_context(
+            user=user_context(user) if user is not None else None,
+            params=(params.get("data") or {}) if direct else params,
+        )
+        extra = _render_fields(
+            message.channel, overrides.get(message.channel) or {}, context, "overrides"
+        )
+        if direct:
+            text = {k: params[k] for k in ("title", "body", "url") if params.get(k)}
+            fields = CHANNELS[message.channel].direct_fields(
+                {**params, **_render_fields(message.channel, text, context, "content")}
+            )
+            return {**fields, **extra}
+        assert send is not None and send.template_id is not None
         template = self.templates.get(send.template_id)
         if template is None:
             raise ContentError("the template was deleted")
-        context = build_context(
-            user=user_context(user) if user is not None else None, params=params
-        )
         try:
             rendered = render(
                 template.channels,
@@ -76,4 +70,32 @@ class ContentBuilder:
             )
         except RenderError as err:
             raise ContentError(str(err)) from None
-        return {**rendered.fields, **overrides, "language": rendered.language_used}
+        return {**rendered.fields, **extra, "language": rendered.language_used}
+
+
+_MARKERS = ("{{", "{%", "{#")
+
+
+def _is_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return any(m in value for m in _MARKERS)
+    if isinstance(value, dict):
+        return any(_is_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_is_template(v) for v in value)
+    return False
+
+
+def _render_fields(
+    channel: str, fields: dict[str, Any], context: dict[str, Any], label: str
+) -> dict[str, Any]:
+    """Render loose fields (direct content, overrides) under the channel's caps and escaping;
+    errors name `<channel>.<label>.<field>`."""
+    templated = {k: v for k, v in fields.items() if _is_template(v)}
+    if not templated:
+        return dict(fields)  # plain text renders to itself: skip the sandbox
+    try:
+        rendered = render({channel: {label: templated}}, channel, label, label, context).fields
+    except RenderError as err:
+        raise ContentError(str(err)) from None
+    return {**fields, **rendered}

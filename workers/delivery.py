@@ -1,14 +1,19 @@
-"""Deliver a batch of messages: claim, check (TTL, suppression, quiet hours, caps), send, record.
+"""Deliver a batch of messages: claim, load, plan, send, record.
 
-Each step that has a side effect outside the database first makes its claim durable, so a
-redelivered job finds nothing to do and a crashed worker's claims are recovered by the sweeper.
+No transaction is open while a provider runs (on SQLite an open transaction holds the write
+lock, so one slow SMTP or HTTP send would stall ingestion): the claim commits, the load is one
+short read transaction closed before any content is built, the plan is pure
+(`journeys.delivery_policy`), providers send with no session in use, and the outcomes and the
+providers' effects are recorded in one short transaction. A claim is durable before the send,
+so a redelivered job finds nothing to do and a crashed worker's claims are recovered by the
+sweeper.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +21,7 @@ from typing import Any
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.db import insert_ignore
 from app.models import Project, User
 from app.models.base import utcnow
 from app.models.message import (
@@ -27,15 +33,27 @@ from app.models.message import (
     Suppression,
 )
 from app.realtime import get_hub, stream_key
-from journeys.quiet_hours import parse_hhmm, quiet_until
-from workers.channels import (
+from journeys.delivery_policy import (
+    DEFER,
+    EXPIRE,
+    SEND,
+    Candidate,
+    FrequencyCap,
+    QuietHours,
+    plan,
+)
+from journeys.quiet_hours import parse_hhmm
+from workers.channels.base import (
+    Deactivate,
     Delivery,
+    KeepCopy,
     ProviderContext,
+    Publish,
     Retry,
     SendResult,
-    get_provider,
-    provider_for,
+    Suppress,
 )
+from workers.channels.providers import get_provider, provider_for
 from workers.content import ContentBuilder, ContentError
 
 log = logging.getLogger(__name__)
@@ -55,6 +73,9 @@ class Outcome:
     provider_id: str | None = None
     rendered: dict[str, Any] | None = None
     not_before: datetime | None = None
+    # What the provider asked us to do to our data, with the delivery it concerns.
+    effects: tuple[Any, ...] = ()
+    delivery: Delivery | None = None
 
 
 @dataclass
@@ -63,6 +84,19 @@ class BatchStats:
 
     claimed: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Loaded:
+    """Everything one batch reads, loaded in one short transaction."""
+
+    messages: list[Message]
+    users: dict[int, User]
+    sends: dict[int, Send]
+    projects: dict[int, Project]
+    suppressed: dict[tuple[int, str, str], str]
+    recent: Counter[int]
+    builder: ContentBuilder
 
 
 def backoff(attempt: int) -> timedelta:
@@ -100,59 +134,48 @@ def deliver_batch(
     stats.claimed = len(ids)
     if not ids:
         return stats
-    messages = list(
-        session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id))
-    )
-    users = _load(session, User, {m.user_id for m in messages if m.user_id is not None})
-    sends = _load(session, Send, {m.send_id for m in messages if m.send_id is not None})
-    projects = _load(session, Project, {m.project_id for m in messages})
-    suppressed = _suppressed(session, messages)
-    recent = _recent_counts(session, messages, projects, now)
-    hub = get_hub(settings.get("REDIS_URL") or None)
-    to_publish: list[Delivery] = []
-    ctx = ProviderContext(
-        store_sandbox=lambda d: session.add(
-            SandboxMessage(
-                project_id=d.project_id,
-                message_id=d.message_id,
-                channel=d.channel,
-                to=d.address,
-                content=d.content,
-                created_at=utcnow(),
-            )
-        ),
-        # Published after the commit below, so a stream that replays from the database and
-        # then listens can never miss a message between the two.
-        publish=to_publish.append,
-        settings=settings,
-    )
-    builder = ContentBuilder(session, sends)
+    loaded = _load(session, ids, now)
+    # Nothing below may touch the database until the record step: closing (not only
+    # committing) makes a stray lazy load fail loudly instead of opening a transaction.
+    session.close()
     outcomes: dict[int, Outcome] = {}
-    for message in messages:
+    for message in loaded.messages:
         try:
-            outcome = _deliver_one(
-                message, users, sends, projects, suppressed, recent, ctx, settings, now, builder
-            )
+            outcome = _deliver_one(message, loaded, settings, now)
         except Exception as err:  # a bug in one message must not sink the batch
             log.exception("delivery of message %s crashed", message.id)
             outcome = Outcome("failed", f"internal error: {type(err).__name__}")
         outcomes[message.id] = outcome
         stats.outcomes[outcome.status] += 1
-    _record(session, messages, outcomes, utcnow())
+    _record(session, loaded.messages, outcomes, utcnow())
     session.commit()
-    published = [
-        _publication(d)
-        for d in to_publish
-        if outcomes[d.message_id].status == "sent" and d.user_id is not None
-    ]
-    try:
-        hub.publish_many(published)
-    except Exception as err:  # the rows are sent; open streams catch up on reconnect
-        log.warning("publishing %d in-app messages failed: %s", len(published), err)
+    _publish(settings, outcomes)
     return stats
 
 
-def _load(session: Session, model: Any, ids: set[int]) -> dict[int, Any]:
+# --- load: one read transaction -----------------------------------------------------------
+
+
+def _load(session: Session, ids: list[int], now: datetime) -> _Loaded:
+    messages = list(
+        session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id))
+    )
+    sends = _by_id(session, Send, {m.send_id for m in messages if m.send_id is not None})
+    projects = _by_id(session, Project, {m.project_id for m in messages})
+    loaded = _Loaded(
+        messages=messages,
+        users=_by_id(session, User, {m.user_id for m in messages if m.user_id is not None}),
+        sends=sends,
+        projects=projects,
+        suppressed=_suppressed(session, messages),
+        recent=_recent_counts(session, messages, projects, now),
+        builder=ContentBuilder(session, sends),
+    )
+    session.commit()
+    return loaded
+
+
+def _by_id(session: Session, model: Any, ids: set[int]) -> dict[int, Any]:
     if not ids:
         return {}
     return {row.id: row for row in session.scalars(select(model).where(model.id.in_(ids)))}
@@ -180,7 +203,7 @@ def _recent_counts(
         cap = _cap(projects[m.project_id])
         if cap is None or m.transactional or m.user_id is None:
             continue
-        by_window.setdefault(cap[1], set()).add(m.user_id)
+        by_window.setdefault(cap.window_seconds, set()).add(m.user_id)
     for window, user_ids in by_window.items():
         rows = session.execute(
             select(Message.user_id, func.count())
@@ -196,52 +219,64 @@ def _recent_counts(
     return counts
 
 
-def _cap(project: Project) -> tuple[int, int] | None:
+# --- plan and send: no transaction open ---------------------------------------------------
+
+
+def _cap(project: Project) -> FrequencyCap | None:
     cap = (project.settings or {}).get("frequencyCap")
     if not cap:
         return None
-    return int(cap["count"]), int(cap["windowSeconds"])
+    return FrequencyCap(int(cap["count"]), int(cap["windowSeconds"]))
+
+
+def _quiet_hours(project: Project) -> QuietHours | None:
+    config = (project.settings or {}).get("quietHours")
+    if not config:
+        return None
+    return QuietHours(
+        start=parse_hhmm(config["start"]),
+        end=parse_hhmm(config["end"]),
+        mode=config.get("mode", "defer"),
+        timezone=config.get("timezone") or "UTC",
+    )
+
+
+def _candidate(message: Message, loaded: _Loaded, now: datetime) -> Candidate:
+    project = loaded.projects[message.project_id]
+    user = loaded.users.get(message.user_id) if message.user_id is not None else None
+    return Candidate(
+        now=now,
+        transactional=message.transactional,
+        expires_at=message.expires_at,
+        suppressed=loaded.suppressed.get((message.project_id, message.channel, message.address)),
+        user_timezone=user.timezone if user is not None else None,
+        quiet_hours=_quiet_hours(project),
+        cap=_cap(project),
+        recent=loaded.recent[message.user_id] if message.user_id is not None else None,
+    )
+
+
+_DECIDED = {EXPIRE: "expired", DEFER: "queued"}
 
 
 def _deliver_one(
-    message: Message,
-    users: dict[int, User],
-    sends: dict[int, Send],
-    projects: dict[int, Project],
-    suppressed: dict[tuple[int, str, str], str],
-    recent: Counter[int],
-    ctx: ProviderContext,
-    settings: dict[str, Any],
-    now: datetime,
-    builder: ContentBuilder,
+    message: Message, loaded: _Loaded, settings: dict[str, Any], now: datetime
 ) -> Outcome:
-    project = projects[message.project_id]
-    user = users.get(message.user_id) if message.user_id is not None else None
-    send = sends.get(message.send_id) if message.send_id is not None else None
-    if message.expires_at is not None and message.expires_at <= now:
-        return Outcome("expired", "TTL passed before it could be sent")
-    reason = suppressed.get((message.project_id, message.channel, message.address))
-    if reason is not None:
-        return Outcome("suppressed", f"address suppressed ({reason})")
-    if not message.transactional:
-        quiet = _quiet_hours(project, user, now)
-        if quiet is not None:
-            mode, until = quiet
-            if mode == "drop":
-                return Outcome("suppressed", "quiet hours")
-            return Outcome(
-                "queued", f"quiet hours: deferred to {until.isoformat()}", not_before=until
-            )
-        cap = _cap(project)
-        if cap is not None and message.user_id is not None:
-            if recent[message.user_id] >= cap[0]:
-                return Outcome("suppressed", f"frequency cap: {cap[0]} per {cap[1]} s reached")
-            recent[message.user_id] += 1
-    provider_name = provider_for(message.channel, settings)
+    decision = plan(_candidate(message, loaded, now))
+    if decision.action != SEND:
+        status = _DECIDED.get(decision.action, "suppressed")
+        return Outcome(status, decision.reason, not_before=decision.until)
+    if not message.transactional and message.user_id is not None:
+        # Counted when planned, so a batch holding several of one user's messages caps them.
+        loaded.recent[message.user_id] += 1
+    project = loaded.projects[message.project_id]
+    provider_name = provider_for(message.channel, settings, project.settings or {})
     if provider_name is None:
         return Outcome("failed", f"no provider configured for channel {message.channel}")
+    user = loaded.users.get(message.user_id) if message.user_id is not None else None
+    send = loaded.sends.get(message.send_id) if message.send_id is not None else None
     try:
-        content = builder.build(message, send, user)
+        content = loaded.builder.build(message, send, user)
     except ContentError as err:
         return Outcome("failed", f"render error: {err}")
     delivery = Delivery(
@@ -257,49 +292,81 @@ def _deliver_one(
         overrides=message.overrides or {},
     )
     try:
-        result: SendResult = get_provider(provider_name).send(delivery, ctx)
+        provider = get_provider(provider_name)
+    except KeyError:
+        return Outcome("failed", f"unknown provider {provider_name!r}", provider=provider_name)
+    ctx = ProviderContext(settings=settings, project_settings=project.settings or {})
+    try:
+        result: SendResult = provider.send(delivery, ctx)
     except Retry as err:
-        if message.attempts >= MAX_ATTEMPTS:
-            return Outcome(
-                "failed",
-                f"gave up after {message.attempts} attempts: {err.reason}",
-                provider=provider_name,
-            )
-        delay = timedelta(seconds=err.delay) if err.delay else backoff(message.attempts)
-        return Outcome(
-            "queued", f"retrying: {err.reason}", provider=provider_name, not_before=now + delay
-        )
-    return Outcome(result.status, result.reason, provider_name, result.provider_id, result.rendered)
-
-
-def _quiet_hours(project: Project, user: User | None, now: datetime) -> tuple[str, datetime] | None:
-    config = (project.settings or {}).get("quietHours")
-    if not config:
-        return None
-    zone = (user.timezone if user is not None else None) or config.get("timezone") or "UTC"
-    until = quiet_until(now, parse_hhmm(config["start"]), parse_hhmm(config["end"]), zone)
-    if until is None:
-        return None
-    return config.get("mode", "defer"), until
-
-
-def _publication(delivery: Delivery) -> tuple[str, dict[str, Any]]:
-    assert delivery.user_id is not None
-    return (
-        stream_key(delivery.project_id, delivery.user_id),
-        {
-            "id": delivery.message_id,
-            "content": delivery.content,
-            "replaces": delivery.replaces_id,
-            "count": delivery.increment_count,
-        },
+        result = SendResult("retry", err.reason, retry_after=err.delay)
+    if result.status == "retry":
+        return _retry(message, provider_name, result, now)
+    return Outcome(
+        result.status,
+        result.reason,
+        provider_name,
+        result.provider_id,
+        result.rendered,
+        effects=result.effects,
+        delivery=delivery,
     )
+
+
+def _retry(message: Message, provider: str, result: SendResult, now: datetime) -> Outcome:
+    reason = result.reason or "transient failure"
+    if message.attempts >= MAX_ATTEMPTS:
+        return Outcome(
+            "failed", f"gave up after {message.attempts} attempts: {reason}", provider=provider
+        )
+    delay = (
+        timedelta(seconds=result.retry_after) if result.retry_after else backoff(message.attempts)
+    )
+    return Outcome("queued", f"retrying: {reason}", provider=provider, not_before=now + delay)
+
+
+# --- record: one short transaction --------------------------------------------------------
+
+
+def _keep_copy(session: Session, d: Delivery, _effect: Any, now: datetime) -> None:
+    session.add(
+        SandboxMessage(
+            project_id=d.project_id,
+            message_id=d.message_id,
+            channel=d.channel,
+            to=d.address,
+            content=d.content,
+            created_at=now,
+        )
+    )
+
+
+def _suppress(session: Session, d: Delivery, effect: Any, now: datetime) -> None:
+    session.execute(
+        insert_ignore(session, Suppression, ["project_id", "channel", "address"]).values(
+            project_id=d.project_id,
+            channel=d.channel,
+            address=d.address,
+            reason=str(effect.reason)[:40],
+            created_at=now,
+        )
+    )
+
+
+# Effect type -> how the record step applies it. Publish is applied after the commit instead.
+EFFECTS: dict[type, Callable[[Session, Delivery, Any, datetime], None]] = {
+    KeepCopy: _keep_copy,
+    Suppress: _suppress,
+    # A dead address is never tried again; push will mark its subscription inactive instead.
+    Deactivate: _suppress,
+    Publish: lambda *_: None,
+}
 
 
 def _record(
     session: Session, messages: list[Message], outcomes: dict[int, Outcome], now: datetime
 ) -> None:
-    """Write every outcome and its history row in two statements."""
+    """Write every outcome, its history row and the providers' effects."""
     rows = []
     history = []
     for m in messages:
@@ -331,3 +398,39 @@ def _record(
     for group in groups.values():
         session.execute(update(Message), group)
     session.execute(insert(MessageStatusChange), history)
+    for o in outcomes.values():
+        for effect in o.effects:
+            assert o.delivery is not None
+            EFFECTS[type(effect)](session, o.delivery, effect, now)
+
+
+def _publish(settings: dict[str, Any], outcomes: dict[int, Outcome]) -> None:
+    """After the commit, so a stream that replays from the database and then listens can
+    never miss a message between the two."""
+    published = [
+        _publication(o.delivery)
+        for o in outcomes.values()
+        if o.status == "sent"
+        and o.delivery is not None
+        and o.delivery.user_id is not None
+        and any(isinstance(e, Publish) for e in o.effects)
+    ]
+    if not published:
+        return
+    try:
+        get_hub(settings).publish_many(published)
+    except Exception as err:  # the rows are sent; open streams catch up on reconnect
+        log.warning("publishing %d in-app messages failed: %s", len(published), err)
+
+
+def _publication(delivery: Delivery) -> tuple[str, dict[str, Any]]:
+    assert delivery.user_id is not None
+    return (
+        stream_key(delivery.project_id, delivery.user_id),
+        {
+            "id": delivery.message_id,
+            "content": delivery.content,
+            "replaces": delivery.replaces_id,
+            "count": delivery.increment_count,
+        },
+    )

@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, cast, func, literal, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from app.db import defer, insert_ignore
 from app.models import User
 from app.models.base import utcnow
-from app.models.message import Message, Send
+from app.models.message import Send
+from app.services.outbox import FANOUT_LEASE, enqueue_delivery, insert_for_users
+from workers.channels import CHANNELS
 
 log = logging.getLogger(__name__)
 
+# Users per fan-out transaction: one chunk is one commit and one lease renewal.
 CHUNK = 5000
-BATCH = 250
-LEASE = timedelta(minutes=5)
-
-
-def address_column(channel: str) -> Any:
-    """The users column (or expression) that is a channel's address."""
-    if channel == "email":
-        return User.email
-    if channel == "sms":
-        return User.phone
-    return literal("user:").concat(cast(User.id, String))
-
-
-def candidate_filter(channel: str) -> Any:
-    """Users reachable on a channel at all (an address; in-app needs a known userId)."""
-    if channel == "email":
-        return User.email.is_not(None)
-    if channel == "sms":
-        return User.phone.is_not(None)
-    return User.external_id.is_not(None)
 
 
 def fan_out(session: Session, send_id: int) -> int:
@@ -65,10 +47,19 @@ def fan_out(session: Session, send_id: int) -> int:
         )
         ids: list[int] = []
         candidates = 0
-        for channel in send.channels:
-            chosen = and_(where, bound, candidate_filter(channel))
+        users = User.__table__
+        for name in send.channels:
+            channel = CHANNELS[name]
+            chosen = and_(where, bound, channel.reachable_sql(users))
             candidates += session.scalar(select(func.count()).select_from(User).where(chosen)) or 0
-            ids += _insert_messages(session, send, channel, chosen, now)
+            ids += insert_for_users(
+                session,
+                send,
+                channel=name,
+                address=channel.address_sql(users),
+                where=chosen,
+                now=now,
+            )
         send.recipients += len(ids)
         send.deduplicated += candidates - len(ids)
         if upper is None:
@@ -77,9 +68,8 @@ def fan_out(session: Session, send_id: int) -> int:
             send.lease_until = None
         else:
             send.cursor = upper
-            send.lease_until = now + LEASE
-        for start in range(0, len(ids), BATCH):
-            defer(session, "deliver_messages", ids[start : start + BATCH])
+            send.lease_until = now + FANOUT_LEASE
+        enqueue_delivery(session, ids)
         session.commit()
         created_total += len(ids)
         if upper is None:
@@ -96,70 +86,3 @@ def _audience(session: Session, send: Send, now: datetime) -> Any:
     return members_clause(
         cond, project_id=send.project_id, dialect_name=session.get_bind().dialect.name, now=now
     )
-
-
-def _insert_messages(
-    session: Session, send: Send, channel: str, chosen: Any, now: datetime
-) -> list[int]:
-    """INSERT ... SELECT the chunk's messages; ON CONFLICT skips addresses already sent to."""
-    expires = now + timedelta(seconds=send.ttl_seconds) if send.ttl_seconds else None
-    source = (
-        select(
-            literal(send.project_id),
-            literal(send.id),
-            User.id,
-            literal(channel),
-            address_column(channel),
-            literal(f"send:{send.id}"),
-            literal(send.transactional),
-            literal("queued"),
-            literal(expires, type_=Message.__table__.c.expires_at.type),
-            literal(now, type_=Message.__table__.c.created_at.type),
-            literal(now, type_=Message.__table__.c.created_at.type),
-            literal(now, type_=Message.__table__.c.created_at.type),
-            literal(0),
-            literal(1),
-        )
-        .where(chosen)
-        .order_by(User.id)
-    )
-    stmt = insert_ignore(session, Message, ["project_id", "dedup_key", "channel", "address"])
-    stmt = stmt.from_select(
-        [
-            "project_id",
-            "send_id",
-            "user_id",
-            "channel",
-            "address",
-            "dedup_key",
-            "transactional",
-            "status",
-            "expires_at",
-            "created_at",
-            "updated_at",
-            "enqueued_at",
-            "attempts",
-            "increment_count",
-        ],
-        source,
-    ).returning(Message.id)
-    return list(session.scalars(stmt))
-
-
-def reclaim_stalled_sends(session: Session, now: datetime) -> list[int]:
-    """Sends whose fan-out lease ran out (worker died): hand them out again."""
-    ids = list(
-        session.scalars(
-            select(Send.id)
-            .where(
-                Send.status == "fanning_out",
-                (Send.lease_until.is_(None)) | (Send.lease_until < now),
-            )
-            .limit(100)
-        )
-    )
-    if ids:
-        session.execute(update(Send).where(Send.id.in_(ids)).values(lease_until=now + LEASE))
-        for send_id in ids:
-            defer(session, "fan_out_send", send_id)
-    return ids

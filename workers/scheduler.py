@@ -17,9 +17,6 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, text
 
-from app.models.base import utcnow
-from workers import runtime
-
 log = logging.getLogger(__name__)
 ADVISORY_KEY = 0x6361_6972_6E00  # "cairn"
 
@@ -89,11 +86,14 @@ class SchedulerLock:
 
 
 def sweep_job() -> None:
-    """The sweeper, as a persistent job (referenced by its textual path)."""
-    from workers.sweeper import sweep
+    """The sweeper, as a persistent job (referenced by its textual path): it only enqueues.
 
-    with runtime.sessionmaker()() as session:
-        sweep(session, utcnow(), runtime.settings())
+    The work runs in the `sweep` actor, so a slow sweep occupies a worker, never the
+    scheduler's thread (and a lost or stopped scheduler never leaves half a sweep behind).
+    """
+    from workers.actors import sweep
+
+    sweep.send()
 
 
 class SchedulerService:

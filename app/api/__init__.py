@@ -7,7 +7,16 @@ import importlib
 from flask import Flask
 from flask_smorest import Api
 
-api = Api()
+from app.schemas.common import ErrorSchema
+
+
+class CairnApi(Api):
+    """flask-smorest's Api documenting Cairn's error shape (every field always present)."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+
+api = CairnApi()
 
 # One line per blueprint module under app/api (each exposes `blp`).
 BLUEPRINTS = [
@@ -17,6 +26,7 @@ BLUEPRINTS = [
     "events",
     "pixel",
     "tracking",
+    "segment_sdk",
     "templates",
     "segments",
     "audiences",
@@ -40,6 +50,18 @@ def register_api(app: Flask) -> None:
             }
         },
     )
+    from app.schemas.filters import filter_components
+    from app.schemas.templates import DATA_VALUE, DATA_VALUE_SCHEMA
+    from journeys.filters import CHANNELS
+
+    # Recursive JSON Schemas that no marshmallow schema stands for.
+    api.spec.components.schema(DATA_VALUE, DATA_VALUE_SCHEMA)
+    for component, schema in filter_components(list(CHANNELS)).items():
+        api.spec.components.schema(component, schema)
+    from app.schemas.tracking import ingestion_components
+
+    for component, schema in ingestion_components().items():
+        api.spec.components.schema(component, schema)
     for name in BLUEPRINTS:
         api.register_blueprint(importlib.import_module(f"app.api.{name}").blp)
     from app.api.events import register_cors

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
+from app.api.blueprint import Blueprint
 from app.api.guard import SECRET, current_project_id, require_key
 from app.api.pagination import encode_cursor, page_args, paginate
 from app.db import db

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
+from app.api.blueprint import Blueprint
 from app.db import db
 from app.services.projects import issue_token
 
@@ -41,5 +41,4 @@ class Token(MethodView):
             secret_key=body["secretKey"],
             secret=current_app.config["SECRET_KEY"],
         )
-        db.session.commit()
         return {"data": token, "expiresIn": current_app.config["TOKEN_TTL_SECONDS"]}

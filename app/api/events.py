@@ -8,20 +8,25 @@ from typing import Any
 from flask import Flask, current_app, request
 from flask.views import MethodView
 from flask_cors import CORS
-from flask_smorest import Blueprint
 
-from app.api.bodies import as_batch, index_errors, read_json_body
-from app.api.guard import PUBLISHABLE, SECRET, current_project_id, require_key
+from app.api.blueprint import Blueprint
+from app.api.bodies import as_batch, index_errors, read_json_body, rejected_items
+from app.api.guard import PUBLISHABLE, SECRET, current_project_id, require_key, verification
 from app.db import db
 from app.errors import InvalidInput, TooLarge
-from app.schemas.events import EventSchema, TrackResponseSchema
+from app.schemas.events import EVENTS_BODY, TrackResponseSchema
 from app.services.events import Limits, ParsedBatch, TrackResult, parse_events, track_events
+from app.services.identity import HASH_HEADER, IdentityRequired, Verification, refused_for_identity
 from app.services.ingest_writer import writer_for
 
 blp = Blueprint("events", __name__, url_prefix="/v1", description="Event ingestion")
 
 # Endpoints a browser on another origin may call with a publishable key.
-PUBLIC_PATHS = r"/v1/(events|pixel\.gif|identify|track|page|screen|alias|batch|push/.*)"
+PUBLIC_PATHS = (
+    r"/v1/(events|pixel\.gif|identify|track|page|screen|alias|batch|push/.*"
+    # Segment SDKs (app/api/segment_sdk.py): short paths are anchored, /v1/t is not /v1/templates.
+    r"|([tipagsb]|projects/[^/]+/settings)$)"
+)
 # Requests with at most this many events go through the per-process group-commit writer.
 GROUPED_MAX_EVENTS = 100
 
@@ -31,7 +36,14 @@ def register_cors(app: Flask) -> None:
     CORS(
         app,
         resources={PUBLIC_PATHS: {"origins": "*"}},
-        allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+        # analytics.js adds X-Retry-Count when it resends a call.
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Content-Encoding",
+            "X-Retry-Count",
+            HASH_HEADER,
+        ],
         methods=["GET", "POST", "DELETE", "OPTIONS"],
         max_age=86400,
     )
@@ -57,6 +69,12 @@ def track_response(result: TrackResult, batch: ParsedBatch) -> tuple[dict, int]:
     }
     if not batch.good:
         first = min(result.errors)
+        if refused_for_identity(result.errors):
+            raise IdentityRequired(
+                "A valid userHash (hex HMAC-SHA256 of userId with the project's identity secret) "
+                "is required for events naming a userId",
+                body["errors"],
+            )
         if batch.oversize == set(result.errors):
             raise TooLarge("Event over the size limit", body["errors"])
         raise InvalidInput(
@@ -66,12 +84,28 @@ def track_response(result: TrackResult, batch: ParsedBatch) -> tuple[dict, int]:
     return body, 202
 
 
+def _refuse_unverified(batch: ParsedBatch, items: list[Any], verification: Verification) -> None:
+    """Where the project requires it, move events naming an unproven userId to the errors."""
+    if not verification.required:
+        return
+    kept = []
+    for index, event in batch.good:
+        try:
+            item = items[index]
+            verification.check(event.user_id, item.get("userHash"))
+        except IdentityRequired as err:
+            batch.errors[index] = err.errors
+            continue
+        kept.append((index, event))
+    batch.good = kept
+
+
 @blp.route("/events")
 class Events(MethodView):
     """Track events."""
 
     @require_key(SECRET, PUBLISHABLE)
-    @blp.doc(requestBody={"content": {"application/json": {"schema": EventSchema}}})
+    @blp.doc(requestBody=EVENTS_BODY)
     @blp.response(202, TrackResponseSchema)
     def post(self):
         """Store one event or a batch (≤1000); a known messageId counts as a duplicate."""
@@ -82,6 +116,8 @@ class Events(MethodView):
             request.headers.get("Content-Encoding")
         )
         batch = parse_events(items, limits=lim, check_size=check_size)
+        batch.errors.update(rejected_items())  # items set aside while parsing the body
+        _refuse_unverified(batch, items, verification())
         events = batch.events
         if len(events) <= GROUPED_MAX_EVENTS:
             # Small requests share a commit with others (group commit, see ingest_writer).
@@ -89,6 +125,5 @@ class Events(MethodView):
         else:
             # A big batch already amortises its commit: grouping would only queue it.
             result = track_events(db.session, project_id=current_project_id(), events=events)
-            db.session.commit()
         result.errors = batch.errors
         return track_response(result, batch)

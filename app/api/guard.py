@@ -13,6 +13,7 @@ from flask import current_app, g, request
 from app.db import db
 from app.errors import Forbidden, Unauthorized
 from app.models import Project
+from app.services.identity import HASH_HEADER, Verification
 from app.services.projects import Principal, authenticate_key, authenticate_token
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -21,8 +22,23 @@ SECRET = "secret"
 PUBLISHABLE = "publishable"
 
 
+# Only a publishable key may travel in a URL (pixels, EventSource): URLs end up in logs,
+# browser history and Referer headers, so a secret key or a token there is refused outright.
+QUERY_REFUSED = ("sk_", "tk_")
+
+
 def credential_from_request(*, allow_query: bool = False) -> str | None:
-    """The raw key or token: `Bearer x`, Basic-auth user name (Segment SDKs), or `?key=`."""
+    """The raw key or token: `Bearer x`, Basic-auth user name (Segment SDKs), or a pk `?key=`.
+
+    A secret key or token in `?key=` is refused (401) on every endpoint, whatever the header.
+    """
+    query_key = request.args.get("key")
+    if query_key and query_key.startswith(QUERY_REFUSED):
+        raise Unauthorized(
+            "Secret keys and tokens are never accepted in a query string: send "
+            "Authorization: Bearer <key> (only a publishable pk_ key may be given as ?key=)",
+            {"key": ["only a publishable key (pk_...) is accepted in the query string"]},
+        )
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -35,26 +51,23 @@ def credential_from_request(*, allow_query: bool = False) -> str | None:
         user, _, password = decoded.partition(":")
         return user or password or None
     if allow_query:
-        return request.args.get("key") or None
+        return query_key or None
     return None
 
 
 def resolve_principal(raw: str | None) -> Principal:
-    """Authenticate a raw credential and commit the key's lastUsedAt refresh."""
+    """Authenticate a raw credential; its lastUsedAt refresh rides on the request's commit."""
     if not raw:
         raise Unauthorized("Missing API key: send Authorization: Bearer <key>")
     session = db.session
     if raw.startswith("tk_"):
-        principal = authenticate_token(
+        return authenticate_token(
             session,
             raw,
             secret=current_app.config["SECRET_KEY"],
             max_age=current_app.config["TOKEN_TTL_SECONDS"],
         )
-    else:
-        principal = authenticate_key(session, raw)
-    session.commit()
-    return principal
+    return authenticate_key(session, raw)
 
 
 def require_key(*scopes: str) -> Callable[[F], F]:
@@ -88,3 +101,15 @@ def current_project() -> Project:
     if project is None:
         raise Unauthorized("The project of this key no longer exists")
     return project
+
+
+def verification(principal: Principal | None = None) -> Verification:
+    """Which userIds this request can vouch for (identity verification, see API.md)."""
+    principal = principal or g.principal
+    if principal.kind == SECRET:
+        return Verification.for_secret_key()
+    return Verification(
+        identity_secret=principal.identity_secret,
+        required=principal.identity_required,
+        header_hash=request.headers.get(HASH_HEADER),
+    )

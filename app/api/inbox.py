@@ -2,256 +2,228 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import queue
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 from flask import Response, current_app, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import aliased
+from marshmallow import ValidationError
 
-from app.api.guard import credential_from_request, resolve_principal
+from app.api.blueprint import Blueprint
+from app.api.bodies import read_json_body
+from app.api.guard import SECRET, credential_from_request, resolve_principal
 from app.db import db
-from app.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from app.errors import BadRequest, Unauthorized
 from app.models import Project, User
 from app.models.base import utcnow
-from app.models.message import REACHED, Message
 from app.realtime import get_hub, stream_key
-from app.services.projects import user_hash
-from app.services.users import load_users_by_external_id
+from app.schemas.inbox import (
+    EndUserActionArgsSchema,
+    EndUserBodySchema,
+    InboxItemSchema,
+    InboxListArgsSchema,
+    InboxPageSchema,
+    MarkResultSchema,
+    StreamArgsSchema,
+    StreamHeadersSchema,
+)
+from app.services import inbox as inbox_service
+from app.services.inbox import InboxItem
 
 blp = Blueprint("inbox", __name__, url_prefix="/v1/inbox", description="In-app inbox")
-REPLAY_LIMIT = 500
+# Bad input is a 400 naming the field, like the rest of the API's query parameters.
+BAD = {"error_status_code": 400}
+_item_schema = InboxItemSchema()
 
 
-def _end_user() -> tuple[int, User]:
-    """The project (from the pk/sk key) and the end user proven by userHash."""
+def _end_user(args: dict[str, Any]) -> tuple[int, User]:
+    """The project (from the key) and the end user: any with a secret key, else by userHash.
+
+    A secret key is accepted only in the Authorization header (a backend reading an inbox);
+    in `?key=` only a publishable key is (the guard refuses the others: URLs end up in logs).
+    """
     principal = resolve_principal(credential_from_request(allow_query=True))
-    args = (
-        request.args
-        if request.method == "GET"
-        else {**request.args, **(request.get_json(silent=True) or {})}
-    )
     user_id = args.get("userId")
-    if not isinstance(user_id, str) or not user_id:
+    if not user_id:
         raise BadRequest("userId is required", {"userId": ["required"]})
-    if principal.kind != "secret":
+    if principal.kind != SECRET:
         provided = args.get("userHash")
-        if not isinstance(provided, str) or not provided:
+        if not provided:
             raise Unauthorized("userHash is required", {"userHash": ["required"]})
         project = db.session.get(Project, principal.project_id)
         assert project is not None
-        if not hmac.compare_digest(user_hash(project.identity_secret, user_id), provided.lower()):
-            raise Forbidden("userHash does not match userId", {"userHash": ["invalid"]})
-    user = load_users_by_external_id(db.session, principal.project_id, [user_id]).get(user_id)
-    if user is None:
-        raise NotFound("unknown user", {"userId": ["not found"]})
+        inbox_service.verify_end_user(project.identity_secret, user_id, provided)
+    user = inbox_service.find_end_user(db.session, project_id=principal.project_id, user_id=user_id)
     return principal.project_id, user
-
-
-def _visible(user_pk: int):
-    """In-app messages a user can see: reached, not replaced by a newer one of its group."""
-    newer = aliased(Message)
-    replaced = (
-        select(newer.id).where(newer.replaces_id == Message.id, newer.status.in_(REACHED)).exists()
-    )
-    return and_(
-        Message.user_id == user_pk,
-        Message.channel == "inapp",
-        Message.status.in_(REACHED),
-        ~replaced,
-    )
-
-
-def inbox_item(m: Message) -> dict[str, Any]:
-    """One inbox entry as the API and the stream show it."""
-    content = m.rendered or {}
-    return {
-        "id": m.id,
-        "title": content.get("title"),
-        "body": content.get("body"),
-        "url": content.get("url"),
-        "data": content.get("data"),
-        "count": m.increment_count,
-        "replaces": m.replaces_id,
-        "createdAt": m.created_at.isoformat(),
-        "readAt": m.read_at.isoformat() if m.read_at else None,
-        "archived": m.archived_at is not None,
-    }
 
 
 @blp.route("")
 class Inbox(MethodView):
     """The user's in-app messages, newest first."""
 
-    def get(self):
+    @blp.arguments(InboxListArgsSchema, location="query", **BAD)
+    @blp.response(200, InboxPageSchema)
+    def get(self, args: dict[str, Any]):
         """`{data, unreadCount, nextCursor}`; `?archived=1` lists the archive."""
-        _, user = _end_user()
-        limit = (
-            min(max(int(request.args.get("limit", "50") or 50), 1), 200)
-            if request.args.get("limit", "50").isdigit()
-            else 50
+        _, user = _end_user(args)
+        return inbox_service.list_inbox(
+            db.session,
+            user_pk=user.id,
+            limit=args["limit"],
+            before_id=args.get("cursor"),
+            archived=args["archived"],
         )
-        archived = request.args.get("archived") in ("1", "true")
-        stmt = select(Message).where(
-            _visible(user.id),
-            Message.archived_at.is_not(None) if archived else Message.archived_at.is_(None),
-        )
-        before = request.args.get("cursor")
-        if before:
-            if not before.isdigit():
-                raise BadRequest("malformed cursor", {"cursor": ["malformed"]})
-            stmt = stmt.where(Message.id < int(before))
-        rows = list(db.session.scalars(stmt.order_by(Message.id.desc()).limit(limit + 1)))
-        cursor = str(rows[limit - 1].id) if len(rows) > limit else None
-        unread = db.session.scalar(
-            select(func.count())
-            .select_from(Message)
-            .where(_visible(user.id), Message.read_at.is_(None), Message.archived_at.is_(None))
-        )
-        return {
-            "data": [inbox_item(m) for m in rows[:limit]],
-            "unreadCount": unread,
-            "nextCursor": cursor,
-        }
 
 
-def _mark(message_id: int | None, **values: Any) -> dict[str, Any]:
-    _, user = _end_user()
-    stmt = update(Message).where(_visible(user.id))
-    if message_id is not None:
-        stmt = stmt.where(Message.id == message_id)
-    if "read_at" in values:
-        stmt = stmt.where(Message.read_at.is_(None))
-        values["status"] = "opened"
-    result = db.session.execute(
-        stmt.values(**values, updated_at=utcnow()), execution_options={"synchronize_session": False}
-    )
-    db.session.commit()
-    if message_id is not None and result.rowcount == 0:  # type: ignore[attr-defined]
-        exists = db.session.scalar(
-            select(Message.id).where(_visible(user.id), Message.id == message_id)
-        )
-        if exists is None:
-            raise NotFound(f"message {message_id} not in this inbox")
-    return {"updated": result.rowcount}  # type: ignore[attr-defined]
+# The body is optional, which `@blp.arguments` bodies are not here (a missing one is a 400).
+OPTIONAL_BODY = blp.doc(
+    requestBody={"required": False, "content": {"application/json": {"schema": EndUserBodySchema}}}
+)
+
+
+def _action_user(args: dict[str, Any]) -> User:
+    """The end user of an action: userId and userHash from the query or a JSON body (it wins)."""
+    body: dict[str, Any] = {}
+    if request.get_data(cache=True):
+        raw = read_json_body()
+        if not isinstance(raw, dict):
+            raise BadRequest("Expected a JSON object", {"body": ["wrong type"]})
+        try:
+            body = EndUserBodySchema().load(raw)
+        except ValidationError as err:
+            field = next(iter(err.messages_dict), "body")
+            raise BadRequest(f"Invalid input: {field}", err.messages_dict) from None
+    return _end_user({**args, **body})[1]
 
 
 @blp.route("/<int:message_id>/read")
 class InboxRead(MethodView):
     """Mark one message read (its status becomes `opened`)."""
 
-    def post(self, message_id: int):
+    @blp.arguments(EndUserActionArgsSchema, location="query", **BAD)
+    @OPTIONAL_BODY
+    @blp.response(200, MarkResultSchema)
+    def post(self, args: dict[str, Any], message_id: int):
         """Idempotent."""
-        return _mark(message_id, read_at=utcnow())
+        user = _action_user(args)
+        updated = inbox_service.mark_read(
+            db.session, user_pk=user.id, message_id=message_id, now=utcnow()
+        )
+        return {"updated": updated}
 
 
 @blp.route("/read-all")
 class InboxReadAll(MethodView):
     """Mark every message read."""
 
-    def post(self):
+    @blp.arguments(EndUserActionArgsSchema, location="query", **BAD)
+    @OPTIONAL_BODY
+    @blp.response(200, MarkResultSchema)
+    def post(self, args: dict[str, Any]):
         """Idempotent."""
-        return _mark(None, read_at=utcnow())
+        user = _action_user(args)
+        updated = inbox_service.mark_read(
+            db.session, user_pk=user.id, message_id=None, now=utcnow()
+        )
+        return {"updated": updated}
 
 
 @blp.route("/<int:message_id>/archive")
 class InboxArchive(MethodView):
     """Move one message to the archive."""
 
-    def post(self, message_id: int):
+    @blp.arguments(EndUserActionArgsSchema, location="query", **BAD)
+    @OPTIONAL_BODY
+    @blp.response(200, MarkResultSchema)
+    def post(self, args: dict[str, Any], message_id: int):
         """Idempotent."""
-        return _mark(message_id, archived_at=utcnow())
-
-
-# Messages are sent by concurrent workers, so one with a lower id can be sent after a higher
-# one the client already saw. A reconnect replays everything after Last-Event-ID plus whatever
-# was sent shortly before that message; clients dedupe frames by id.
-REPLAY_OVERLAP = timedelta(seconds=60)
-
-
-def _replay(maker: Any, user_pk: int, last_id: int) -> list[dict[str, Any]]:
-    with maker() as session:
-        reference = session.scalar(
-            select(Message.sent_at).where(Message.id == last_id, Message.user_id == user_pk)
+        user = _action_user(args)
+        updated = inbox_service.archive_message(
+            db.session, user_pk=user.id, message_id=message_id, now=utcnow()
         )
-        missed = Message.id > last_id
-        if reference is not None:
-            missed = or_(
-                missed, and_(Message.id < last_id, Message.sent_at >= reference - REPLAY_OVERLAP)
-            )
-        rows = session.scalars(
-            select(Message)
-            .where(_visible(user_pk), missed)
-            .order_by(Message.id)
-            .limit(REPLAY_LIMIT)
-        )
-        return [inbox_item(m) for m in rows]
+        return {"updated": updated}
 
 
-def _frame(payload: dict[str, Any]) -> str:
-    return f"id: {payload['id']}\nevent: message\ndata: {json.dumps(payload)}\n\n"
+def _frame(item: InboxItem) -> str:
+    data = _item_schema.dump(item)
+    return f"id: {item.id}\nevent: message\ndata: {json.dumps(data)}\n\n"
 
 
 @blp.route("/stream")
 class InboxStream(MethodView):
     """Server-Sent Events: new in-app messages as they are sent; `Last-Event-ID` replays."""
 
-    def get(self):
+    @blp.arguments(StreamArgsSchema, location="query", **BAD)
+    @blp.arguments(StreamHeadersSchema, location="headers", **BAD)
+    @blp.response(
+        200,
+        {"type": "string"},
+        content_type="text/event-stream",
+        description="`message` events whose data is an inbox item; comments as heartbeats",
+    )
+    def get(self, args: dict[str, Any], headers: dict[str, Any]):
         """`?key=pk_...&userId=...&userHash=...` (EventSource cannot set headers)."""
-        project_id, user = _end_user()
-        last = request.headers.get("Last-Event-ID") or request.args.get("lastEventId") or ""
-        last_id = int(last) if last.isdigit() else None
+        project_id, user = _end_user(args)
+        last_id = headers.get("last_event_id", args.get("lastEventId"))
         heartbeat = current_app.config["SSE_HEARTBEAT_SECONDS"]
-        hub = get_hub(current_app.config.get("REDIS_URL") or None)
+        hub = get_hub(current_app.config)
         maker = db.sessionmaker
+        assert maker is not None
         user_pk = user.id
-        # The stream may live for hours: give the request's connection back now.
-        db.session.close()
+        opened_at = utcnow()
+        # The request's session is committed and closed when this view returns, before the
+        # stream's first byte: a stream that lives for hours holds no pooled connection.
         key = stream_key(project_id, user_pk)
+        # Subscribe before replaying: a message sent in between arrives twice, never zero times.
         subscription = hub.subscribe(key)
 
+        def replay(after_id: int | None, since: Any = None) -> list[InboxItem]:
+            with maker() as session:
+                return inbox_service.replay(
+                    session, user_pk=user_pk, after_id=after_id, since=since
+                )
+
+        def stored(message_id: int) -> list[InboxItem]:
+            with maker() as session:
+                return inbox_service.load_items(session, user_pk=user_pk, ids=[message_id])
+
         def events() -> Iterator[str]:
+            # Ids already framed on this connection. Workers publish concurrently, so ids
+            # arrive out of order: a high-water mark would drop the late lower ones.
+            sent: set[int] = set()
+            newest = last_id
+
+            def fresh(items: list[InboxItem]) -> Iterator[str]:
+                nonlocal newest
+                for item in items:
+                    if item.id in sent:
+                        continue
+                    sent.add(item.id)
+                    newest = item.id if newest is None else max(newest, item.id)
+                    yield _frame(item)
+                if len(sent) > 10_000:
+                    sent.clear()
+
             try:
                 yield "retry: 3000\n: connected\n\n"
-                # Ids already framed on this connection. Workers publish concurrently, so ids
-                # arrive out of order: a high-water mark would drop the late lower ones.
-                sent: set[int] = set()
                 if last_id is not None:
-                    for item in _replay(maker, user_pk, last_id):
-                        sent.add(item["id"])
-                        yield _frame(item)
+                    yield from fresh(replay(last_id))
                 while True:
                     try:
                         payload = subscription.get(timeout=heartbeat)
                     except queue.Empty:
                         yield ": heartbeat\n\n"
                         continue
-                    if payload["id"] in sent and not payload.get("update"):
-                        continue
-                    sent.add(payload["id"])
-                    if len(sent) > 10_000:
-                        sent.clear()
-                    content = payload.get("content") or {}
-                    yield _frame(
-                        {
-                            "id": payload["id"],
-                            "title": content.get("title"),
-                            "body": content.get("body"),
-                            "url": content.get("url"),
-                            "data": content.get("data"),
-                            "count": payload.get("count", 1),
-                            "replaces": payload.get("replaces"),
-                            "createdAt": utcnow().isoformat(),
-                            "readAt": None,
-                            "archived": False,
-                        }
-                    )
+                    if payload.get("resync"):
+                        # The hub lost its connection for a while: catch up from the database.
+                        yield from fresh(replay(newest, since=opened_at))
+                    elif payload.get("stored"):
+                        # Too large for a notification: the committed row has it.
+                        yield from fresh(stored(payload["id"]))
+                    else:
+                        yield from fresh([InboxItem.from_publication(payload, utcnow())])
             finally:
                 hub.unsubscribe(key, subscription)
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from flask import current_app, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 from sqlalchemy import delete, select
 
+from app.api.blueprint import Blueprint
 from app.api.bodies import read_json_body
 from app.api.guard import SECRET, current_project, current_project_id, require_key
 from app.api.pagination import page_args, paginate
@@ -19,7 +19,6 @@ from app.errors import BadRequest, Conflict, InvalidInput, NotFound, TooLarge
 from app.models import Project
 from app.models.base import utcnow
 from app.models.message import (
-    CHANNELS,
     STATUSES,
     Message,
     MessageStatusChange,
@@ -27,8 +26,11 @@ from app.models.message import (
     Suppression,
 )
 from app.services import messages as messages_service
-from app.services.profiles import FieldError, normalize_email, normalize_phone
+from app.services.outbox import insert_messages, message_row
+from app.services.profiles import FieldError
 from app.services.users import load_users_by_external_id
+from workers.channels import CHANNELS
+from workers.channels.sms import MAX_BODY
 
 blp = Blueprint("messages", __name__, url_prefix="/v1", description="Messages")
 
@@ -164,7 +166,6 @@ class Messages(MethodView):
         results = messages_service.send_template_messages(
             db.session, project=project, items=items, stack_window=window
         )
-        db.session.commit()
         answers = [r.as_json() for r in results]
         if not is_batch:
             only = results[0]
@@ -241,8 +242,15 @@ class RawSms(MethodView):
         if kind not in ("sms", "mms"):
             raise InvalidInput("type must be sms or mms", {"type": ["sms or mms"]})
         text = body.get("body")
-        if not isinstance(text, str) or not text or len(text) > 1600:
-            raise InvalidInput("body is required", {"body": ["a string of 1-1600 characters"]})
+        if not isinstance(text, str) or not text:
+            raise InvalidInput(
+                "body is required", {"body": [f"a string of 1-{MAX_BODY} characters"]}
+            )
+        if len(text) > MAX_BODY:
+            raise InvalidInput(
+                f"body is too long: {len(text)} characters, at most {MAX_BODY}",
+                {"body": [f"too long: at most {MAX_BODY} characters"]},
+            )
         title = body.get("title")
         if title is not None and not isinstance(title, str):
             raise InvalidInput("title must be a string", {"title": ["a string"]})
@@ -261,7 +269,7 @@ class RawSms(MethodView):
                 errors[str(index)] = {"to": ["required, a phone number"]}
                 continue
             try:
-                numbers.append(normalize_phone(raw, project.default_region))
+                numbers.append(CHANNELS["sms"].normalize_address(raw, project.default_region))
             except FieldError as err:
                 errors[str(index)] = {"to": [str(err)]}
         if not numbers:
@@ -277,14 +285,10 @@ class RawSms(MethodView):
             transactional=transactional,
         )
         now = utcnow()
-        rows = [
-            messages_service.message_row(send, channel="sms", address=n, user_id=None, now=now)
-            for n in numbers
-        ]
-        ids = messages_service.insert_messages(db.session, rows)
+        rows = [message_row(send, channel="sms", address=n, user_id=None, now=now) for n in numbers]
+        ids = insert_messages(db.session, rows)
         send.recipients = len(ids)
         send.deduplicated = len(rows) - len(ids)
-        db.session.commit()
         return {
             "id": send.id,
             "messages": len(ids),
@@ -328,13 +332,9 @@ class SandboxMessages(MethodView):
 
 def _suppression_address(project: Project, channel: str, raw: str) -> str:
     try:
-        if channel == "email":
-            return normalize_email(raw)
-        if channel == "sms":
-            return normalize_phone(raw, project.default_region)
+        return CHANNELS[channel].normalize_address(raw, project.default_region)
     except FieldError as err:
         raise InvalidInput(str(err), {"address": [str(err)]}) from None
-    return raw
 
 
 @blp.route("/suppressions")
@@ -380,7 +380,6 @@ class Suppressions(MethodView):
             .returning(Suppression.id)
         )
         added = len(result.all())
-        db.session.commit()
         return {"added": added}
 
     @require_key(SECRET)
@@ -395,7 +394,6 @@ class Suppressions(MethodView):
                 Suppression.address == address,
             )
         )
-        db.session.commit()
         return {"removed": result.rowcount}  # type: ignore[attr-defined]
 
     @staticmethod

@@ -5,19 +5,34 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
+from sqlalchemy import select
 
+from app.api.blueprint import Blueprint
 from app.api.bodies import read_json_body
 from app.api.guard import SECRET, current_project, require_key
+from app.api.project import project_view
 from app.db import db
-from app.errors import BadRequest, InvalidInput, TooLarge
+from app.errors import BadRequest, Conflict, InvalidInput, TooLarge
+from app.models.message import Send
 from app.services import messages as messages_service
 
 blp = Blueprint("notify", __name__, url_prefix="/v1/notify", description="Direct sends")
 
 MAX_USERS = 1000
 TARGETS = ("userId", "userIds", "segment", "broadcast")
+CONTENT_FIELDS = {
+    "title",
+    "body",
+    "url",
+    "data",
+    "channels",
+    "ttlSeconds",
+    "transactional",
+    "id",
+    "incrementId",
+    "overrides",
+}
 
 
 class NotifySchema(Schema):
@@ -34,6 +49,11 @@ class NotifySchema(Schema):
     channels = fields.List(fields.Str(), metadata={"description": "default [inapp]"})
     ttlSeconds = fields.Int()
     transactional = fields.Bool(metadata={"description": "bypasses quiet hours and caps"})
+    id = fields.Str(metadata={"description": "client id; sent again answers 409 id/exists"})
+    incrementId = fields.Str(
+        metadata={"description": "userId/userIds only: stack similar messages in a window"}
+    )
+    overrides = fields.Dict(metadata={"description": "per channel fields, rendered like body"})
 
 
 class NotifyResultSchema(Schema):
@@ -71,6 +91,24 @@ def parse_content(body: dict[str, Any]) -> dict[str, Any]:
     return content
 
 
+def _client_ids(body: dict[str, Any], target_name: str) -> tuple[str | None, str | None]:
+    """`id` and `incrementId` as in POST /v1/messages; `overrides` checked the same way too."""
+    errors: dict[str, list[str]] = {}
+    for name in ("id", "incrementId"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 255):
+            errors[name] = ["a string of 1-255 characters"]
+    if body.get("incrementId") is not None and target_name in ("segment", "broadcast"):
+        errors["incrementId"] = ["only for userId or userIds sends"]
+    overrides = body.get("overrides")
+    if overrides is not None and not isinstance(overrides, dict):
+        errors["overrides"] = ["must be an object"]
+    errors.update(messages_service.overrides_problems(overrides))
+    if errors:
+        raise InvalidInput("Invalid notification: " + ", ".join(sorted(errors)), errors)
+    return body.get("id"), body.get("incrementId")
+
+
 def _create_send(
     project: Any,
     content: dict[str, Any],
@@ -102,11 +140,7 @@ def _notify(body: Any, *, require_segment: bool = False) -> dict[str, Any]:
             "give exactly one of userId, userIds, segment, broadcast",
             {t: ["exactly one target"] for t in (given or ["userId"])},
         )
-    unknown = (
-        set(body)
-        - set(TARGETS)
-        - {"title", "body", "url", "data", "channels", "ttlSeconds", "transactional"}
-    )
+    unknown = set(body) - set(TARGETS) - CONTENT_FIELDS
     if unknown:
         raise InvalidInput("unknown fields", {k: ["unknown field"] for k in sorted(unknown)})
     content = parse_content(body)
@@ -114,6 +148,13 @@ def _notify(body: Any, *, require_segment: bool = False) -> dict[str, Any]:
     project = current_project()
     target_name = given[0]
     session = db.session
+    client_id, increment_id = _client_ids(body, target_name)
+    if body.get("overrides") is not None:
+        content["overrides"] = body["overrides"]
+    if client_id is not None and session.scalar(
+        select(Send.id).where(Send.project_id == project.id, Send.client_id == client_id)
+    ):
+        raise Conflict("id/exists", {"id": ["id/exists"]})
     if target_name in ("segment", "broadcast"):
         if target_name == "broadcast" and body["broadcast"] is not True:
             raise InvalidInput("broadcast must be true", {"broadcast": ["must be true"]})
@@ -123,7 +164,7 @@ def _notify(body: Any, *, require_segment: bool = False) -> dict[str, Any]:
             else {"broadcast": True}
         )
         send = _create_send(project, content, channels, ttl, transactional, target)
-        session.commit()
+        send.client_id = client_id
         return {"id": send.id, "status": send.status}
     user_ids = [body["userId"]] if target_name == "userId" else body["userIds"]
     if (
@@ -138,9 +179,15 @@ def _notify(body: Any, *, require_segment: bool = False) -> dict[str, Any]:
     if len(user_ids) > MAX_USERS:
         raise TooLarge(f"at most {MAX_USERS} userIds", {"userIds": [f"at most {MAX_USERS}"]})
     send = _create_send(project, content, channels, ttl, transactional, None)
+    send.client_id = client_id
     users = messages_service.users_by_external_ids(session, project.id, user_ids)
-    summary = messages_service.send_to_users(session, send=send, users=users)
-    session.commit()
+    summary = messages_service.send_to_users(
+        session,
+        send=send,
+        users=users,
+        increment_id=increment_id,
+        stack_window=project_view(project)["settings"]["stackWindowSeconds"],
+    )
     return {
         "id": send.id,
         "status": "queued",

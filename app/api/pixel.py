@@ -7,14 +7,15 @@ from typing import Any
 
 from flask import Response, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
+from app.api.blueprint import Blueprint
 from app.api.bodies import find_nul
 from app.api.events import limits
-from app.api.guard import resolve_principal
+from app.api.guard import PUBLISHABLE, credential_from_request, resolve_principal, verification
 from app.db import db
 from app.errors import DomainError
 from app.services.events import parse_events, track_events
+from app.services.profiles import MAX_ID_LENGTH
 
 log = logging.getLogger(__name__)
 blp = Blueprint("pixel", __name__, url_prefix="/v1", description="Tracking pixel")
@@ -35,15 +36,56 @@ def _gif(recorded: bool) -> Response:
     return response
 
 
+PARAMETERS = {
+    "key": "publishable key (pk_...); a secret key is never taken from a URL",
+    "event": "event name, 1-255 characters",
+    "userId": "1-255 characters",
+    "anonymousId": "1-255 characters",
+    "messageId": "idempotency key, 1-255 characters",
+    "timestamp": "ISO 8601 (as on /v1/events), default now",
+    "userHash": "hex HMAC-SHA256(identity secret, userId)",
+}
+
+
 @blp.route("/pixel.gif")
 class Pixel(MethodView):
-    """Record `?event=` for `?userId=` or `?anonymousId=`, properties as `p.<name>=`."""
+    """Record `?event=` for `?userId=` or `?anonymousId=`, properties as `p.<name>=`.
+
+    Invalid or unauthenticated hits answer the same GIF, only not recorded: a broken pixel
+    must never break a page.
+    """
 
     @blp.doc(
+        # The key is in the URL (an <img> sends no header); without a valid one the hit is
+        # simply not recorded.
+        security=[{}],
         parameters=[
-            {"name": n, "in": "query", "schema": {"type": "string"}, "required": n == "key"}
-            for n in ("key", "event", "userId", "anonymousId", "messageId")
+            {"name": name, "in": "query", "schema": {"type": "string"}, "description": about}
+            for name, about in PARAMETERS.items()
         ]
+        + [
+            {
+                "name": "properties",
+                "in": "query",
+                "style": "form",
+                "explode": True,
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+                "description": "`p.<name>=<value>` are the event's properties; any other "
+                "parameter is ignored",
+            }
+        ],
+        responses={
+            "200": {
+                "description": "Always this 1×1 GIF, recorded or not",
+                "headers": {
+                    "X-Cairn-Recorded": {
+                        "description": "1 when the hit was recorded as an event",
+                        "schema": {"type": "string", "enum": ["0", "1"]},
+                    }
+                },
+                "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
     )
     def get(self):
         """Always a 1×1 GIF with no-cache headers."""
@@ -57,7 +99,13 @@ class Pixel(MethodView):
     def _record(self) -> bool:
         args = request.args
         try:
-            principal = resolve_principal(args.get("key"))
+            # Only a publishable key is taken from the URL (a secret key there is refused).
+            principal = resolve_principal(credential_from_request(allow_query=True))
+            if principal.kind != PUBLISHABLE:
+                return False
+            user_id = args.get("userId") or None
+            if user_id is not None and len(user_id) <= MAX_ID_LENGTH:
+                verification(principal).check(user_id, args.get("userHash"))
         except DomainError:
             return False
         item: dict[str, Any] = {"name": args.get("event")}
@@ -75,5 +123,4 @@ class Pixel(MethodView):
         event = batch.events[0]
         event.source = "pixel"
         track_events(db.session, project_id=principal.project_id, events=[event])
-        db.session.commit()
         return True

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import current_app, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
-from app.api.bodies import as_batch, read_json_body
+from app.api.blueprint import Blueprint
+from app.api.bodies import as_batch, read_json_body, rejected_items
 from app.api.guard import SECRET, current_project, current_project_id, require_key
 from app.api.pagination import page_args, paginate
 from app.db import db
@@ -14,15 +14,15 @@ from app.errors import BadRequest, InvalidInput, TooLarge
 from app.models import Project
 from app.models.base import utcnow
 from app.schemas.users import (
-    EraseRequestSchema,
+    ERASE_BODY,
+    UPSERT_BODY,
     EraseResponseSchema,
     UpsertResponseSchema,
     UserDetailSchema,
     UserListSchema,
-    UserUpsertSchema,
 )
+from app.services import erasure, profiles
 from app.services import segments as segments_service
-from app.services import users as users_service
 from app.services.audiences import audiences_of
 
 blp = Blueprint("users", __name__, url_prefix="/v1/users", description="User profiles")
@@ -39,16 +39,26 @@ class Users(MethodView):
     """The project's profiles."""
 
     @require_key(SECRET)
-    @blp.doc(requestBody={"content": {"application/json": {"schema": UserUpsertSchema}}})
+    @blp.doc(requestBody=UPSERT_BODY)
     @blp.response(200, UpsertResponseSchema)
     def post(self):
-        """Upsert one profile or an array of up to 1000; invalid items do not sink the others."""
+        """Upsert one profile or an array of up to 1000; invalid items do not sink the others.
+
+        A batch in which no item is valid is a 422 with the errors by index.
+        """
         items, is_batch = as_batch(read_json_body(), limit=current_app.config["MAX_BATCH"])
-        results = users_service.upsert_users(db.session, project=_project(), items=items)
-        db.session.commit()
+        results = profiles.upsert_users(db.session, project=_project(), items=items)
+        for index, errors in rejected_items().items():  # set aside while parsing the body
+            results[index].errors = errors
         if not is_batch and not results[0].ok:
             raise InvalidInput(
                 "Invalid user: " + ", ".join(sorted(results[0].errors or {})), results[0].errors
+            )
+        if not any(r.ok for r in results):
+            # As on /v1/events: a batch with nothing valid in it is refused whole.
+            raise InvalidInput(
+                "Invalid user at index 0: " + ", ".join(sorted(results[0].errors or {})),
+                {str(r.index): r.errors for r in results},
             )
         created = sum(1 for r in results if r.ok and r.created)
         failed = sum(1 for r in results if not r.ok)
@@ -69,7 +79,7 @@ class Users(MethodView):
         profiles are never segment members.
         """
         limit, after = page_args()
-        stmt = users_service.list_users_query(current_project_id(), after_id=after)
+        stmt = profiles.list_users_query(current_project_id(), after_id=after)
         segment = request.args.get("segment")
         if segment is not None:
             stmt = stmt.where(
@@ -79,7 +89,7 @@ class Users(MethodView):
         return {"data": rows, "next_cursor": cursor}
 
     @require_key(SECRET)
-    @blp.doc(requestBody={"content": {"application/json": {"schema": EraseRequestSchema}}})
+    @blp.doc(requestBody=ERASE_BODY)
     @blp.response(200, EraseResponseSchema)
     def delete(self):
         """Erase up to 1000 profiles by userId, email or phone."""
@@ -91,7 +101,7 @@ class UsersDelete(MethodView):
     """Batch erasure for clients that cannot send a DELETE body."""
 
     @require_key(SECRET)
-    @blp.doc(requestBody={"content": {"application/json": {"schema": EraseRequestSchema}}})
+    @blp.doc(requestBody=ERASE_BODY)
     @blp.response(200, EraseResponseSchema)
     def post(self):
         """Erase up to 1000 profiles by userId, email or phone."""
@@ -100,14 +110,13 @@ class UsersDelete(MethodView):
 
 def _erase_batch() -> dict:
     request_ = parse_erase_request(read_json_body(), limit=current_app.config["MAX_BATCH"])
-    deleted = users_service.erase_users(db.session, project=_project(), request=request_)
-    db.session.commit()
+    deleted = erasure.erase_users(db.session, project=_project(), request=request_)
     return {"deleted": deleted}
 
 
-def parse_erase_request(body, *, limit: int) -> users_service.EraseRequest:
+def parse_erase_request(body, *, limit: int) -> erasure.EraseRequest:
     """`{userIds, emails, phones}` or `[{userId|email|phone}, ...]`, at most `limit` in all."""
-    req = users_service.EraseRequest()
+    req = erasure.EraseRequest()
     buckets = {"userId": req.user_ids, "email": req.emails, "phone": req.phones}
     if isinstance(body, list):
         for index, item in enumerate(body):
@@ -153,9 +162,9 @@ class UserItem(MethodView):
     @blp.response(200, UserDetailSchema)
     def get(self, user_id: str):
         """The profile and the anonymous ids merged into it."""
-        user = users_service.get_user(db.session, project_id=current_project_id(), user_id=user_id)
+        user = profiles.get_user(db.session, project_id=current_project_id(), user_id=user_id)
         # Not columns: extra attributes the response schema reads.
-        user.anonymous_ids = users_service.anonymous_ids_of(db.session, user.id)  # type: ignore[attr-defined]
+        user.anonymous_ids = profiles.anonymous_ids_of(db.session, user.id)  # type: ignore[attr-defined]
         user.audiences = audiences_of(db.session, user.id, utcnow())  # type: ignore[attr-defined]
         return user
 
@@ -163,8 +172,7 @@ class UserItem(MethodView):
     @blp.response(200, EraseResponseSchema)
     def delete(self, user_id: str):
         """Erase the profile, its PII in events, and everything hanging off it."""
-        deleted = users_service.erase_users(
-            db.session, project=_project(), request=users_service.EraseRequest(user_ids=[user_id])
+        deleted = erasure.erase_users(
+            db.session, project=_project(), request=erasure.EraseRequest(user_ids=[user_id])
         )
-        db.session.commit()
         return {"deleted": deleted}

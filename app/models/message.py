@@ -28,7 +28,7 @@ FINAL = frozenset(
     {"sent", "delivered", "opened", "clicked", "failed", "expired", "suppressed", "deduplicated"}
 )
 REACHED = ("sent", "delivered", "opened", "clicked")
-CHANNELS = ("inapp", "email", "sms", "push")
+# Channel names (messages.channel) are the keys of the registry in workers/channels.
 
 
 class Send(Base):

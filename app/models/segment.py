@@ -27,7 +27,7 @@ class Segment(Base):
 
 
 # Segment filters compile attribute equality to JSONB containment (`attributes @> {...}`,
-# app.services.segment_sql), which this index serves. PostgreSQL only: SQLite has no GIN.
+# app.segment_sql), which this index serves. PostgreSQL only: SQLite has no GIN.
 Index(
     "ix_users_attributes_gin",
     User.__table__.c.attributes,

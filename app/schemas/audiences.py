@@ -2,29 +2,47 @@
 
 from marshmallow import Schema, fields, validate
 
-from app.services.audiences import MAX_MEMBERS_PER_CALL, MAX_TTL_SECONDS
+from app.schemas.common import Integer, name_field, user_id_field
+from app.services.audiences import (
+    MAX_DESCRIPTION_LENGTH as MAX_DESCRIPTION,
+)
+from app.services.audiences import (
+    MAX_MEMBERS_PER_CALL,
+    MAX_TTL_SECONDS,
+)
+
+
+def USER_IDS() -> fields.List:
+    """1-1000 userIds (a longer list is a 413)."""
+    return fields.List(
+        user_id_field(),
+        required=True,
+        validate=validate.Length(min=1),
+        # More than MAX_MEMBERS_PER_CALL is a 413 (API.md), so no maxItems that would be a 422.
+        metadata={"description": f"1-{MAX_MEMBERS_PER_CALL} userIds; more is a 413"},
+    )
 
 
 class AudienceInputSchema(Schema):
     """An audience to create or replace (PUT); PATCH takes any subset."""
 
-    name = fields.Str(required=True)
-    description = fields.Str(allow_none=True)
+    name = name_field(required=True)
+    description = fields.Str(allow_none=True, validate=validate.Length(max=MAX_DESCRIPTION))
 
 
 class AudiencePatchSchema(Schema):
     """Fields to change."""
 
-    name = fields.Str()
-    description = fields.Str(allow_none=True)
+    name = name_field()
+    description = fields.Str(allow_none=True, validate=validate.Length(max=MAX_DESCRIPTION))
 
 
 class AudienceSchema(Schema):
     """An audience and how many current members it has."""
 
     id = fields.Int()
-    name = fields.Str()
-    description = fields.Str(allow_none=True)
+    name = name_field()
+    description = fields.Str(allow_none=True, validate=validate.Length(max=MAX_DESCRIPTION))
     memberCount = fields.Int(
         attribute="member_count", metadata={"description": "current members (TTL not passed)"}
     )
@@ -41,13 +59,8 @@ class AudienceListSchema(Schema):
 class MembersAddSchema(Schema):
     """Users to add, by userId; unknown userIds are created (first sight)."""
 
-    userIds = fields.List(
-        fields.Raw(),
-        required=True,
-        metadata={"description": f"1-{MAX_MEMBERS_PER_CALL} userIds"},
-    )
-    ttlSeconds = fields.Int(
-        strict=True,
+    userIds = USER_IDS()
+    ttlSeconds = Integer(
         allow_none=True,
         validate=validate.Range(1, MAX_TTL_SECONDS),
         metadata={"description": "membership ends this long after the call; none = no end"},
@@ -57,9 +70,7 @@ class MembersAddSchema(Schema):
 class MembersRemoveSchema(Schema):
     """Users to remove, by userId."""
 
-    userIds = fields.List(
-        fields.Raw(), required=True, metadata={"description": f"1-{MAX_MEMBERS_PER_CALL} userIds"}
-    )
+    userIds = USER_IDS()
 
 
 class MemberResultSchema(Schema):

@@ -2,27 +2,31 @@
 
 from marshmallow import Schema, fields
 
+from app.schemas.common import name_field
+from app.schemas.filters import FILTER, ref
 from app.schemas.users import UserSchema
 from journeys.filters import parse_filter, to_string_form
 
-FILTER_DOC = (
-    'the string form "plan:pro,role:admin|owner", the object form {"tenant_id": "acme"}, '
-    "or a JSON condition tree (journeys/filters.py)"
-)
+FILTER_DOC = {"allOf": [ref(FILTER)], "description": "any form of a segment filter"}
+
+
+def SEGMENT_NAME(**kwargs):
+    """`?segment=` reads text with ':' as a string-form filter and `{`/`[` as JSON."""
+    return name_field(forbidden="/:", not_first="{[", **kwargs)
 
 
 class SegmentInputSchema(Schema):
     """A segment to create or replace (PUT); PATCH takes any subset."""
 
-    name = fields.Str(required=True)
-    filter = fields.Raw(required=True, metadata={"description": FILTER_DOC})
+    name = SEGMENT_NAME(required=True)
+    filter = fields.Raw(required=True, metadata=FILTER_DOC)
 
 
 class SegmentPatchSchema(Schema):
     """Fields to change."""
 
-    name = fields.Str()
-    filter = fields.Raw(metadata={"description": FILTER_DOC})
+    name = SEGMENT_NAME()
+    filter = fields.Raw(metadata=FILTER_DOC)
 
 
 class SegmentSchema(Schema):
@@ -57,7 +61,7 @@ class SegmentUsersSchema(Schema):
 class SegmentPreviewRequestSchema(Schema):
     """A filter to try without storing it."""
 
-    filter = fields.Raw(required=True, metadata={"description": FILTER_DOC})
+    filter = fields.Raw(required=True, metadata=FILTER_DOC)
 
 
 class SegmentPreviewSchema(Schema):

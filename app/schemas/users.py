@@ -1,21 +1,91 @@
-"""Schemas of /v1/users."""
+"""Schemas of /v1/users.
+
+Upserts and erasures are parsed by hand (`app.services.profiles.parse_profile_change`,
+`app.api.users.parse_erase_request`); these JSON Schemas document exactly what they accept.
+Formats JSON Schema cannot check (`email-address`, `phone-number`, `bcp47`, `iana-timezone`)
+are validated by the same libraries that normalize the values.
+"""
+
+from typing import Any
 
 from marshmallow import Schema, fields
 
 from app.schemas.audiences import MembershipSchema
+from app.schemas.events import BATCH_LIMIT, NOT_BLANK, formatted, one_or_batch, ref
+from app.services.profiles import MAX_ID_LENGTH
 
 
-class UserUpsertSchema(Schema):
-    """One profile to create or update (the body may also be an array of these, ≤1000)."""
-
-    userId = fields.Str(required=True)
-    email = fields.Str(allow_none=True)
-    phone = fields.Str(allow_none=True, metadata={"description": "normalized to E.164"})
-    language = fields.Str(allow_none=True, metadata={"description": "BCP 47 tag"})
-    timezone = fields.Str(allow_none=True, metadata={"description": "IANA zone name"})
-    attributes = fields.Dict(
-        metadata={"description": "merged into the stored ones; null removes a key"}
-    )
+EMAIL_DOC = "a deliverable-looking address (no DNS lookup), stored lower-cased"
+PHONE_DOC = (
+    "a valid number, +<country code> or national in the project's defaultRegion; "
+    "normalized to E.164"
+)
+EMAIL = formatted("email-address", EMAIL_DOC)
+PHONE = formatted("phone-number", PHONE_DOC)
+ATTRIBUTES: dict[str, Any] = {
+    "type": ["object", "null"],
+    "propertyNames": {"minLength": 1, "maxLength": MAX_ID_LENGTH},
+    "properties": {"$email": EMAIL, "$phone_number": PHONE},
+    "description": "merged into the stored ones; null removes a key; `$email` and "
+    "`$phone_number` are taken as email and phone",
+}
+USER_UPSERT: dict[str, Any] = {
+    "type": "object",
+    "description": "One profile to create or update; null clears a field.",
+    "required": ["userId"],
+    "additionalProperties": False,
+    "properties": {
+        "userId": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_ID_LENGTH,
+            "pattern": NOT_BLANK,
+        },
+        "email": EMAIL,
+        "phone": PHONE,
+        "language": formatted("bcp47", "BCP 47 tag"),
+        "timezone": formatted("iana-timezone", "IANA zone name"),
+        "attributes": ATTRIBUTES,
+        "anonymousId": {"description": "accepted and ignored (link ids with /v1/identify)"},
+    },
+}
+_ERASE_VALUE = {"type": "string", "minLength": 1}
+# The limit is on the three lists together (more is a 413): no maxItems on each.
+ERASE_LIST: dict[str, Any] = {"type": "array", "items": _ERASE_VALUE}
+ERASE_REQUEST: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "description": f"who to erase: at least one value, at most {BATCH_LIMIT} in all "
+            "(more is a 413)",
+            "additionalProperties": False,
+            "properties": {"userIds": ERASE_LIST, "emails": ERASE_LIST, "phones": ERASE_LIST},
+            "anyOf": [
+                {"type": "object", "required": [name], "properties": {name: {"minItems": 1}}}
+                for name in ("userIds", "emails", "phones")
+            ],
+        },
+        {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": BATCH_LIMIT,
+            "items": {
+                "type": "object",
+                "description": "exactly one of userId, email, phone",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "additionalProperties": False,
+                "properties": {"userId": _ERASE_VALUE, "email": _ERASE_VALUE, "phone": _ERASE_VALUE},
+            },
+        },
+    ]
+}
+COMPONENTS = {"UserUpsert": USER_UPSERT, "EraseRequest": ERASE_REQUEST}
+UPSERT_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": one_or_batch("UserUpsert", "profiles")}},
+}
+ERASE_BODY = {"required": True, "content": {"application/json": {"schema": ref("EraseRequest")}}}
 
 
 class UpsertItemSchema(Schema):
@@ -63,14 +133,6 @@ class UserListSchema(Schema):
 
     data = fields.List(fields.Nested(UserSchema))
     nextCursor = fields.Str(allow_none=True, attribute="next_cursor")
-
-
-class EraseRequestSchema(Schema):
-    """Who to erase (≤1000 in all); the body may also be an array of {userId|email|phone}."""
-
-    userIds = fields.List(fields.Str())
-    emails = fields.List(fields.Str())
-    phones = fields.List(fields.Str())
 
 
 class EraseResponseSchema(Schema):

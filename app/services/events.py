@@ -15,11 +15,14 @@ from app.db import insert_ignore
 from app.errors import InvalidInput, TooLarge
 from app.models import Event, User
 from app.models.base import UTCDateTime, utcnow
-from app.services.users import ensure_anonymous_ids, ensure_user_ids
+from app.services.profiles import ensure_anonymous_ids, ensure_user_ids, integer_text
 
 MAX_NAME = 255
 MAX_ID = 255
-EVENT_FIELDS = frozenset({"name", "userId", "anonymousId", "properties", "timestamp", "messageId"})
+# `userHash` proves userId (identity verification, checked by the caller); it is not stored.
+EVENT_FIELDS = frozenset(
+    {"name", "userId", "anonymousId", "properties", "timestamp", "messageId", "userHash"}
+)
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,21 @@ def parse_event(item: Any, now: datetime, limits: Limits, *, check_size: bool) -
         if value is None:
             ids[key] = None
         elif isinstance(value, str) and value and len(value) <= MAX_ID:
+            if key != "messageId" and value.isspace():
+                errors[key] = ["must not be blank"]  # as on /v1/users: no blank user ids
+                continue
             ids[key] = value
-        elif isinstance(value, int) and not isinstance(value, bool) and key != "messageId":
-            ids[key] = str(value)  # numeric ids are common in backends; store their text
+        elif (
+            key != "messageId"
+            and (text_id := integer_text(value)) is not None
+            and len(text_id) <= MAX_ID
+        ):
+            ids[key] = text_id  # numeric ids are common in backends; store their text
         else:
             errors[key] = ["must be a string of 1-255 characters"]
+    user_hash = item.get("userHash")
+    if user_hash is not None and not isinstance(user_hash, str):
+        errors["userHash"] = ["must be a string"]
     properties = item.get("properties")
     if properties is None:
         properties = {}

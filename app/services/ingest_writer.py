@@ -21,12 +21,13 @@ app) overlap their round trips and GIL waits; a request goes to whichever is fre
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -90,6 +91,7 @@ class IngestWriter:
         self._max_threads = threads
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        self._held = 0  # > 0: writer threads take nothing (see held())
         self.groups = 0  # groups committed, for tests and diagnostics
 
     # -- request side ---------------------------------------------------------------------------
@@ -116,7 +118,10 @@ class IngestWriter:
         """Store events through the next group commit; counts are this request's own."""
         if not events:
             return TrackResult()
-        future = self.submit(project_id=project_id, events=events)
+        return self.wait(self.submit(project_id=project_id, events=events), timeout)
+
+    def wait(self, future: Future[TrackResult], timeout: float = 10.0) -> TrackResult:
+        """A submitted request's counts once committed; IngestUnavailable after `timeout` s."""
         try:
             return future.result(timeout)
         except TimeoutError:
@@ -143,6 +148,25 @@ class IngestWriter:
             thread.join(timeout)
         with self._cond:
             self._stopping = False
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep the writer threads from taking work inside this block; on exit, everything
+        queued meanwhile goes as one group (so tests build groups without timing races)."""
+        with self._cond:
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held -= 1
+                self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        """Requests queued and not yet taken by a writer thread."""
+        with self._cond:
+            return len(self._queue)
 
     @property
     def running(self) -> int:
@@ -174,13 +198,14 @@ class IngestWriter:
         """The next group (possibly empty if all were cancelled); None to exit when idle."""
         with self._cond:
             idle_until = time.monotonic() + self.idle_seconds
-            while not self._queue:
+            while not self._queue or self._held:
                 left = idle_until - time.monotonic()
-                if left <= 0 or self._stopping:
+                if not self._queue and (left <= 0 or self._stopping):
                     me = threading.current_thread()
                     self._threads = [t for t in self._threads if t is not me]
                     return None
-                self._cond.wait(left)
+                # Held with work queued: wait for held() to end (it notifies), not for idleness.
+                self._cond.wait(max(left, 0.0) if not self._queue else None)
             # Gather more arrivals for a moment, counted from the first one's arrival: when the
             # previous commit took longer than that, the group goes at once.
             gather_until = self._queue[0].queued_at + self.max_wait

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from app.db import defer, insert_ignore
+from app.db import defer
 from app.errors import InvalidInput
 from app.models import Project, User
 from app.models.base import utcnow
-from app.models.message import CHANNELS, Message, Send
+from app.models.message import Message, Send
+from app.services.named import id_problem
+from app.services.outbox import FANOUT_LEASE, insert_messages, message_row
 from journeys.filters import to_json
+from workers.channels import CHANNELS
 
-JOB_BATCH = 250
 DEFAULT_CHANNELS = ("inapp",)
 
 
@@ -37,17 +39,6 @@ def parse_segment(
     return to_json(cond)
 
 
-def address_of(user: User, channel: str) -> str | None:
-    """The user's address on a channel, or None if unreachable there."""
-    if channel == "email":
-        return user.email
-    if channel == "sms":
-        return user.phone
-    if channel == "inapp":
-        return f"user:{user.id}" if user.external_id is not None else None
-    return None
-
-
 @dataclass
 class SendSummary:
     """What a send request created."""
@@ -56,47 +47,6 @@ class SendSummary:
     message_ids: list[int] = field(default_factory=list)
     deduplicated: int = 0
     unreachable: dict[str, int] = field(default_factory=dict)
-
-
-def message_row(
-    send: Send, *, channel: str, address: str, user_id: int | None, now: datetime, **extra: Any
-) -> dict[str, Any]:
-    """A messages row for this send, ready for an executemany insert."""
-    row = {
-        "project_id": send.project_id,
-        "send_id": send.id,
-        "user_id": user_id,
-        "channel": channel,
-        "address": address,
-        "dedup_key": f"send:{send.id}",
-        "transactional": send.transactional,
-        "status": "queued",
-        "expires_at": now + timedelta(seconds=send.ttl_seconds) if send.ttl_seconds else None,
-        "created_at": now,
-        "updated_at": now,
-        "enqueued_at": now,
-        "attempts": 0,
-        "increment_count": 1,
-        "increment_id": None,
-        "content": None,
-        "overrides": None,
-    }
-    row.update(extra)
-    return row
-
-
-def insert_messages(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert rows; an address this send already reached is skipped by the unique constraint.
-
-    Jobs for the new ids are deferred until the transaction commits.
-    """
-    if not rows:
-        return []
-    stmt = insert_ignore(session, Message, ["project_id", "dedup_key", "channel", "address"])
-    ids = list(session.scalars(stmt.returning(Message.id), list(rows)))
-    for start in range(0, len(ids), JOB_BATCH):
-        defer(session, "deliver_messages", ids[start : start + JOB_BATCH])
-    return ids
 
 
 def create_send(
@@ -127,7 +77,7 @@ def create_send(
         deduplicated=0,
         created_at=utcnow(),
         # The sweeper hands a fan-out out again only if this lease runs out.
-        lease_until=utcnow() + timedelta(minutes=5) if target else None,
+        lease_until=utcnow() + FANOUT_LEASE if target else None,
     )
     session.add(send)
     session.flush()
@@ -136,14 +86,37 @@ def create_send(
     return send
 
 
-def send_to_users(session: Session, *, send: Send, users: Sequence[User]) -> SendSummary:
-    """One message per (user, channel) the user is reachable on."""
-    now = utcnow()
+def send_to_users(
+    session: Session,
+    *,
+    send: Send,
+    users: Sequence[User],
+    increment_id: str | None = None,
+    stack_window: int = 0,
+) -> SendSummary:
+    """One message per (user, channel) the user is reachable on (the send's content)."""
     summary = SendSummary(send)
+    if increment_id is not None:
+        for user in users:
+            ids, unreachable = user_messages(
+                session,
+                send=send,
+                user=user,
+                content=None,
+                overrides=None,
+                increment_id=increment_id,
+                stack_window=stack_window,
+            )
+            summary.message_ids += ids
+            for channel in unreachable:
+                summary.unreachable[channel] = summary.unreachable.get(channel, 0) + 1
+        send.recipients = len(summary.message_ids)
+        return summary
+    now = utcnow()
     rows = []
     for user in users:
         for channel in send.channels:
-            address = address_of(user, channel)
+            address = CHANNELS[channel].address_of(user)
             if address is None:
                 summary.unreachable[channel] = summary.unreachable.get(channel, 0) + 1
                 continue
@@ -172,7 +145,11 @@ def validate_channels(raw: Any) -> list[str]:
     """A non-empty list of known channels, duplicates removed."""
     if raw is None:
         return list(DEFAULT_CHANNELS)
-    if not isinstance(raw, list) or not raw or not all(c in CHANNELS for c in raw):
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(c, str) and c in CHANNELS for c in raw)
+    ):
         raise InvalidInput(
             "channels must be a non-empty list of " + ", ".join(CHANNELS),
             {"channels": [f"one or more of {', '.join(CHANNELS)}"]},
@@ -240,11 +217,6 @@ MESSAGE_FIELDS = {
     "transactional",
     *USER_FILL,
 }
-UNREACHABLE = {
-    "email": "no email address on the profile",
-    "sms": "no phone number on the profile",
-    "push": "no push provider configured yet",
-}
 
 
 @dataclass
@@ -272,6 +244,16 @@ class MessageResult:
         return out
 
 
+def overrides_problems(overrides: Any) -> dict[str, list[str]]:
+    """`overrides` is `{channel: {field: template}}`; errors name `overrides.<channel>`."""
+    errors: dict[str, list[str]] = {}
+    if isinstance(overrides, dict):
+        for channel, value in overrides.items():
+            if channel not in CHANNELS or not isinstance(value, dict):
+                errors[f"overrides.{channel}"] = [f"an object per channel ({', '.join(CHANNELS)})"]
+    return errors
+
+
 def _validate_item(item: Any) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     if not isinstance(item, dict):
@@ -283,6 +265,8 @@ def _validate_item(item: Any) -> dict[str, list[str]]:
         isinstance(template, int) and not isinstance(template, bool)
     ):
         errors["template"] = ["required: a template id or name"]
+    elif id_problem(template) is not None:
+        errors["template"] = [str(id_problem(template))]
     user_id = item.get("userId")
     if not isinstance(user_id, str) or not 0 < len(user_id) <= 255:
         errors["userId"] = ["required, a string of 1-255 characters"]
@@ -293,11 +277,7 @@ def _validate_item(item: Any) -> dict[str, list[str]]:
     for name in ("data", "overrides"):
         if item.get(name) is not None and not isinstance(item[name], dict):
             errors[name] = ["must be an object"]
-    overrides = item.get("overrides")
-    if isinstance(overrides, dict):
-        for channel, value in overrides.items():
-            if channel not in CHANNELS or not isinstance(value, dict):
-                errors[f"overrides.{channel}"] = ["an object per channel (inapp, email, sms, push)"]
+    errors.update(overrides_problems(item.get("overrides")))
     for name in USER_FILL:
         if item.get(name) is not None and not isinstance(item[name], str):
             errors[name] = ["must be a string"]
@@ -408,18 +388,47 @@ def _create_item_messages(
     result: MessageResult,
     stack_window: int,
 ) -> None:
+    ids, unreachable = user_messages(
+        session,
+        send=send,
+        user=user,
+        content=item.get("data") or {},
+        overrides=item.get("overrides"),
+        increment_id=item.get("incrementId"),
+        stack_window=stack_window,
+    )
+    result.channel_errors.update(unreachable)
+    result.message_ids += ids
+    send.recipients = len(result.message_ids)
+
+
+# An increment group's earlier message that is already out: the new one replaces it.
+_OUT = ("sending", "sent", "delivered", "opened", "clicked")
+
+
+def user_messages(
+    session: Session,
+    *,
+    send: Send,
+    user: User,
+    content: dict[str, Any] | None,
+    overrides: dict[str, Any] | None,
+    increment_id: str | None,
+    stack_window: int,
+) -> tuple[list[int], dict[str, str]]:
+    """One user's messages of a send, one per reachable channel; with an `incrementId`, a
+    still pending message of the same group is stacked into instead (latest content, one
+    more in the count). Returns the message ids and, per unreachable channel, why."""
     now = utcnow()
-    increment_id = item.get("incrementId")
+    ids: list[int] = []
+    unreachable: dict[str, str] = {}
     rows = []
     for channel in send.channels:
-        address = address_of(user, channel)
-        if address is None or channel == "push":
-            result.channel_errors[channel] = UNREACHABLE.get(channel, "unreachable")
+        address = CHANNELS[channel].address_of(user)
+        if address is None:
+            unreachable[channel] = CHANNELS[channel].unreachable_reason
             continue
-        extra: dict[str, Any] = {
-            "overrides": item.get("overrides"),
-            "content": item.get("data") or {},
-        }
+        extra: dict[str, Any] = {"overrides": overrides, "content": content}
         if increment_id is not None:
             extra["increment_id"] = increment_id
             previous = session.scalar(
@@ -436,26 +445,18 @@ def _create_item_messages(
                 .with_for_update()
             )
             if previous is not None and previous.status == "queued":
-                # Still pending: stack into it (latest content, one more in the count).
-                previous.content = extra["content"]
-                previous.overrides = extra["overrides"]
+                previous.content = content
+                previous.overrides = overrides
                 previous.send_id = send.id
                 previous.increment_count += 1
                 previous.updated_at = now
-                result.message_ids.append(previous.id)
+                ids.append(previous.id)
                 continue
-            if previous is not None and previous.status in (
-                "sending",
-                "sent",
-                "delivered",
-                "opened",
-                "clicked",
-            ):
-                # Already out: the new one replaces it on the device.
+            if previous is not None and previous.status in _OUT:
                 extra["replaces_id"] = previous.id
                 extra["increment_count"] = previous.increment_count + 1
         rows.append(
             message_row(send, channel=channel, address=address, user_id=user.id, now=now, **extra)
         )
-    result.message_ids += insert_messages(session, rows)
-    send.recipients = len(result.message_ids)
+    ids += insert_messages(session, rows)
+    return ids, unreachable

@@ -8,25 +8,50 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, NotFound
+from app.errors import BadRequest, Conflict, NotFound
 
-MAX_ID_DIGITS = 18
+MAX_ID = 2**63 - 1  # BIGINT: the databases refuse a larger number, so no row has it
+MAX_ID_DIGITS = len(str(MAX_ID))
 
 
 def is_id(ref: str) -> bool:
-    """True when a reference is a row id (ASCII digits) rather than a name."""
-    return ref.isascii() and ref.isdigit() and len(ref) <= MAX_ID_DIGITS
+    """True when a reference is a row id (ASCII digits) rather than a name.
+
+    Names are never all digits (`name_problem`), so every digit string reads as an id, even
+    one too large for any row (`id_problem` says so).
+    """
+    return ref.isascii() and ref.isdigit()
 
 
-def find_named(session: Session, model: Any, *, project_id: int, ref: str | int) -> Any | None:
-    """The project's row by numeric id or by name, or None."""
+def id_problem(ref: Any) -> str | None:
+    """Why an integer or digit-string reference cannot be an id (None when it can)."""
+    if isinstance(ref, str):
+        if not is_id(ref):
+            return None
+        if len(ref) > MAX_ID_DIGITS:
+            return f"out of range: ids are at most {MAX_ID}"
+        ref = int(ref)
+    if isinstance(ref, int) and not isinstance(ref, bool) and not -MAX_ID - 1 <= ref <= MAX_ID:
+        return f"out of range: ids are at most {MAX_ID}"
+    return None
+
+
+def find_named(
+    session: Session, model: Any, *, project_id: int, ref: str | int, field: str = "id"
+) -> Any | None:
+    """The project's row by numeric id or by name, or None; an impossible id is a 400."""
+    problem = id_problem(ref)
+    if problem is not None:
+        raise BadRequest(f"{field} {ref} is {problem}", {field: [problem]})
     column = model.id == int(ref) if isinstance(ref, int) or is_id(ref) else model.name == ref
     return session.scalar(select(model).where(model.project_id == project_id, column))
 
 
-def get_named(session: Session, model: Any, *, project_id: int, ref: str | int, kind: str) -> Any:
+def get_named(
+    session: Session, model: Any, *, project_id: int, ref: str | int, kind: str, field: str = "id"
+) -> Any:
     """The project's row by numeric id or by name, or NotFound naming `kind`."""
-    row = find_named(session, model, project_id=project_id, ref=ref)
+    row = find_named(session, model, project_id=project_id, ref=ref, field=field)
     if row is None:
         raise NotFound(f"{kind} {ref!r} not found", {"id": ["not found"]})
     return row
@@ -88,7 +113,7 @@ def name_problem(name: Any, *, forbidden: str = "/") -> tuple[str, str | None]:
     clean = name.strip()
     if len(clean) > MAX_NAME_LENGTH:
         return clean, f"at most {MAX_NAME_LENGTH} characters"
-    if clean.isdigit():
+    if clean.isdecimal():
         return clean, "must not be only digits"
     if any(c in clean for c in forbidden) or any(ord(c) < 32 for c in clean):
         listed = ", ".join(f"'{c}'" for c in forbidden)

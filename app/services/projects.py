@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import threading
 import time
-from dataclasses import dataclass
-from datetime import timedelta
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, Row, bindparam, create_engine, event, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from app.errors import InvalidInput, NotFound, Unauthorized
 from app.models import ApiKey, Project
@@ -22,6 +27,7 @@ KIND_PREFIX = {"secret": "sk", "publishable": "pk"}
 PREFIX_KIND = {v: k for k, v in KIND_PREFIX.items()}
 # lastUsedAt is refreshed at most this often, so a hot key does not write on every request.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
+_touch_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,9 @@ class Principal:
     project_id: int
     kind: str
     key_pk: int
+    # The project's identity settings, read with the key (see app.services.identity).
+    identity_secret: str = field(default="", repr=False)
+    identity_required: bool = False
 
 
 def hash_key(raw: str) -> str:
@@ -105,7 +114,6 @@ def revoke_key(session: Session, *, prefix: str) -> ApiKey:
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.flush()
-    forget_keys()
     return row
 
 
@@ -116,33 +124,90 @@ def _parse_key(raw: str) -> tuple[str, str] | None:
     return PREFIX_KIND[parts[0]], parts[1]
 
 
-# Authenticated keys are remembered briefly so a hot key costs no query per request. A key
-# revoked in this process is forgotten at once; other processes stop accepting it within
-# KEY_CACHE_SECONDS.
-KEY_CACHE_SECONDS = 10.0
-_key_cache: dict[str, tuple[Principal, float]] = {}
-_key_cache_lock = threading.Lock()
+# Keys are not cached: each request reads its key row (with the project's identity settings)
+# in one indexed query, so a revocation is seen by every process at once. The read runs on a
+# connection of its own in autocommit mode: no transaction is left open in the request session
+# (on SQLite a transaction takes the write lock, which the group-commit ingest writer needs
+# while the request waits for it) and no pooled connection is held across the request.
+_KEY_COLUMNS = (
+    ApiKey.id,
+    ApiKey.project_id,
+    ApiKey.kind,
+    ApiKey.key_hash,
+    ApiKey.revoked_at,
+    ApiKey.last_used_at,
+    Project.identity_secret,
+    Project.settings,
+)
+_read_engines: weakref.WeakKeyDictionary[Engine, tuple[int, Engine]] = weakref.WeakKeyDictionary()
+_touched: dict[str, float] = {}
 
 
-def _cached(cache_key: str) -> Principal | None:
-    with _key_cache_lock:
-        hit = _key_cache.get(cache_key)
-    if hit is not None and hit[1] > time.monotonic():
-        return hit[0]
+def _reader(engine: Engine) -> Engine | None:
+    """An engine of this process whose connections read without a transaction; None to use
+    the session (an in-memory SQLite database, which another engine would not see)."""
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return None
+    hit = _read_engines.get(engine)
+    if hit is not None and hit[0] == os.getpid():
+        return hit[1]
+    if engine.dialect.name == "sqlite":
+        # Our SQLite engines begin every transaction with BEGIN IMMEDIATE (app/db.py), even in
+        # autocommit mode; an engine without that hook reads lock-free under WAL.
+        reader = create_engine(
+            engine.url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            isolation_level="AUTOCOMMIT",
+        )
+
+        @event.listens_for(reader, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+            dbapi_conn.execute("PRAGMA busy_timeout=30000")
+
+    else:
+        # No pre-ping round trip per checkout: a connection found dead is retried once below.
+        reader = create_engine(
+            engine.url, isolation_level="AUTOCOMMIT", pool_size=4, max_overflow=28
+        )
+    # Its connections go when the main engine's do (tests dispose theirs between runs).
+    event.listen(engine, "engine_disposed", lambda _engine: reader.dispose())
+    _read_engines[engine] = (os.getpid(), reader)
+    return reader
+
+
+_KEY_SELECT = select(*_KEY_COLUMNS).join(Project, Project.id == ApiKey.project_id)
+_KEY_BY_KEY_ID = _KEY_SELECT.where(ApiKey.key_id == bindparam("value"))
+_KEY_BY_ID = _KEY_SELECT.where(ApiKey.id == bindparam("value"))
+
+
+def _key_row(session: Session, stmt: Any, value: Any) -> Row[Any] | None:
+    bind = session.get_bind()
+    reader = _reader(bind) if isinstance(bind, Engine) else None
+    if reader is None:
+        return session.execute(stmt, {"value": value}).first()
+    for attempt in range(2):
+        try:
+            with reader.connect() as conn:
+                return conn.execute(stmt, {"value": value}).first()
+        except DBAPIError as err:
+            # A pooled connection the server dropped (restart, idle timeout) is invalidated
+            # by SQLAlchemy: one retry takes a fresh one.
+            if not err.connection_invalidated or attempt:
+                raise
     return None
 
 
-def _remember(cache_key: str, principal: Principal) -> None:
-    with _key_cache_lock:
-        if len(_key_cache) > 10_000:
-            _key_cache.clear()
-        _key_cache[cache_key] = (principal, time.monotonic() + KEY_CACHE_SECONDS)
-
-
-def forget_keys() -> None:
-    """Drop every remembered key (after a revocation)."""
-    with _key_cache_lock:
-        _key_cache.clear()
+def _principal(session: Session, row: Row[Any]) -> Principal:
+    settings = row.settings if isinstance(row.settings, dict) else {}
+    _touch(session, row.id, row.key_hash, row.last_used_at)
+    return Principal(
+        project_id=row.project_id,
+        kind=row.kind,
+        key_pk=row.id,
+        identity_secret=row.identity_secret,
+        identity_required=settings.get("identityVerification") == "required",
+    )
 
 
 def authenticate_key(session: Session, raw: str) -> Principal:
@@ -150,29 +215,42 @@ def authenticate_key(session: Session, raw: str) -> Principal:
     parsed = _parse_key(raw)
     if parsed is None:
         raise Unauthorized("Invalid API key")
-    digest = hash_key(raw)
-    hit = _cached(digest)
-    if hit is not None:
-        return hit
     kind, key_id = parsed
-    row = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+    row = _key_row(session, _KEY_BY_KEY_ID, key_id)
     if (
         row is None
         or row.kind != kind
-        or not hmac.compare_digest(row.key_hash, digest)
+        or not hmac.compare_digest(row.key_hash, hash_key(raw))
         or row.revoked_at is not None
     ):
         raise Unauthorized("Invalid or revoked API key")
-    _touch(session, row)
-    principal = Principal(project_id=row.project_id, kind=row.kind, key_pk=row.id)
-    _remember(digest, principal)
-    return principal
+    return _principal(session, row)
 
 
-def _touch(session: Session, row: ApiKey) -> None:
+def _touch(session: Session, key_pk: int, key_hash: str, last_used_at: datetime | None) -> None:
+    """Refresh lastUsedAt (at most once a minute) as part of the caller's next commit.
+
+    The row is marked dirty without being loaded, so the UPDATE is flushed by the request's
+    one commit (or an earlier flush of its own writes) and never opens a transaction here.
+    """
     now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-        session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+    if last_used_at is not None and now - last_used_at <= LAST_USED_RESOLUTION:
+        return
+    # Several threads of a process see the same stale value: one of them writes it.
+    with _touch_lock:
+        mono = time.monotonic()
+        # By hash, not row id: ids repeat across databases (tests, several installs).
+        if _touched.get(key_hash, 0.0) > mono - LAST_USED_RESOLUTION.total_seconds():
+            return
+        if len(_touched) > 10_000:
+            _touched.clear()
+        _touched[key_hash] = mono
+    row = session.identity_map.get(identity_key(ApiKey, key_pk))
+    if row is None:
+        row = ApiKey(id=key_pk)
+        make_transient_to_detached(row)
+        session.add(row)
+    row.last_used_at = now
 
 
 def _serializer(secret: str) -> URLSafeTimedSerializer:
@@ -196,17 +274,13 @@ def authenticate_token(session: Session, token: str, *, secret: str, max_age: in
         raise Unauthorized("Token expired") from None
     except BadSignature:
         raise Unauthorized("Invalid token") from None
-    # The signature and age are checked on every use above; only the key row is remembered.
-    hit = _cached(f"token:{token}")
-    if hit is not None:
-        return hit
-    row = session.get(ApiKey, data.get("k"))
+    key_pk = data.get("k") if isinstance(data, dict) else None
+    if not isinstance(key_pk, int):
+        raise Unauthorized("Invalid token")
+    row = _key_row(session, _KEY_BY_ID, key_pk)
     if row is None or row.revoked_at is not None:
         raise Unauthorized("Invalid or revoked API key")
-    _touch(session, row)
-    principal = Principal(project_id=row.project_id, kind=row.kind, key_pk=row.id)
-    _remember(f"token:{token}", principal)
-    return principal
+    return _principal(session, row)
 
 
 def user_hash(identity_secret: str, user_id: str) -> str:

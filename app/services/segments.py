@@ -8,7 +8,6 @@ a filter over them would leak cookies into counts and sends.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -16,9 +15,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session
 
+from app import jsontext
 from app.errors import InvalidInput, NotFound
 from app.models import Segment, User
 from app.models.base import utcnow
+from app.segment_sql import compile_filter
 from app.services.named import (
     ensure_name_free,
     find_named,
@@ -27,8 +28,8 @@ from app.services.named import (
     list_named_query,
     name_problem,
 )
-from app.services.segment_sql import compile_filter
 from journeys.filters import Condition, FilterError, parse_filter, to_json
+from workers.channels import reachability_clauses
 
 PREVIEW_SAMPLE = 10
 # Ids are BIGINT on PostgreSQL: a longer run of digits cannot be an id.
@@ -85,7 +86,13 @@ def members_clause(
     return and_(
         User.project_id == project_id,
         User.external_id.is_not(None),
-        compile_filter(cond, project_id=project_id, dialect_name=dialect_name, now=now),
+        compile_filter(
+            cond,
+            project_id=project_id,
+            dialect_name=dialect_name,
+            now=now,
+            channel_clauses=reachability_clauses(),
+        ),
     )
 
 
@@ -158,9 +165,13 @@ def delete_segment(session: Session, *, project_id: int, ref: str) -> None:
     session.flush()
 
 
-def find_segment(session: Session, *, project_id: int, ref: str) -> Segment | None:
+def find_segment(
+    session: Session, *, project_id: int, ref: str, field: str = "id"
+) -> Segment | None:
     """A segment of the project by numeric id or by name, or None."""
-    segment: Segment | None = find_named(session, Segment, project_id=project_id, ref=ref)
+    segment: Segment | None = find_named(
+        session, Segment, project_id=project_id, ref=ref, field=field
+    )
     return segment
 
 
@@ -232,15 +243,17 @@ def resolve_segment(
     stripped = raw.strip()
     if stripped[0] in "{[":
         try:
-            decoded = json.loads(stripped)
-        except ValueError as err:
-            raise InvalidInput(
-                f"{field} is not valid JSON: {err}", {field: ["not valid JSON"]}
-            ) from None
+            decoded, suspect = jsontext.loads(stripped)
+        except jsontext.JSONTextError as err:
+            raise InvalidInput(f"{field} is not valid JSON: {err}", {field: [err.reason]}) from None
+        problems = jsontext.value_problems(decoded) if suspect else {}
+        if problems:
+            where, [reason] = next(iter(problems.items()))
+            raise InvalidInput(f"{field}.{where}: {reason}", {f"{field}.{where}": [reason]})
         return parse_segment_filter(decoded, field)
     if ":" in raw:
         return parse_segment_filter(raw, field)
-    segment = find_segment(session, project_id=project_id, ref=stripped)
+    segment = find_segment(session, project_id=project_id, ref=stripped, field=field)
     if segment is None:
         raise NotFound(
             f"no segment with id or name {raw!r} (an inline filter is key:value)",

@@ -30,7 +30,7 @@ from app.services.profiles import FieldError, normalize_language
 from app.services.users import get_user
 
 MAX_DESCRIPTION_LENGTH = 10_000
-# Per field source; the rendered output has its own caps in app.rendering.
+# Per field source; rendering has its own caps (app.sandbox, and per field in app.rendering).
 MAX_SOURCE_CHARS = 262_144
 # Ids are BIGINT on PostgreSQL: a longer run of digits cannot be an id.
 _DEFAULT_LANGUAGE = "en"

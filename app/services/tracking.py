@@ -7,33 +7,68 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput, TooLarge
+from app.errors import DomainError, InvalidInput, TooLarge
 from app.models import Project, User
 from app.models.base import utcnow
 from app.services.events import EventIn, Limits, TrackResult, parse_event, track_events
-from app.services.users import (
-    apply_change,
-    ensure_anonymous_ids,
+from app.services.identity import (
+    IdentityRequired,
+    Verification,
+    call_user_hash,
     identify,
+)
+from app.services.profiles import (
+    ATTRIBUTE_ALIASES,
+    CONTACT_FIELDS,
+    MAX_ID_LENGTH,
+    apply_change,
+    check_id,
+    ensure_anonymous_ids,
     parse_profile_change,
 )
 
 CALL_TYPES = ("identify", "track", "page", "screen", "alias", "group")
+EVENT_CALLS = ("track", "page", "screen")
 # Segment's trait names that are our reserved profile fields.
 TRAIT_FIELDS = {"email": "email", "phone": "phone"}
+# Traits that would set a contact field, directly or through an attribute alias.
+CONTACT_TRAITS = frozenset(
+    {*TRAIT_FIELDS, *(a for a, name in ATTRIBUTE_ALIASES.items() if name in CONTACT_FIELDS)}
+)
+# Per-call errors: the call is reported by index, the others still apply.
+CALL_ERRORS = (InvalidInput, TooLarge, IdentityRequired)
 
 
-def _str_id(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return value if isinstance(value, str) else None
+def verify_call(call: dict[str, Any], verification: Verification) -> bool:
+    """Whether a call proves the userId it names (401 where the project requires proof).
+
+    Also checks the fields every call type may carry (422 naming them), whatever its type.
+    """
+    user_id = check_id(call.get("userId"), "userId")
+    check_id(call.get("anonymousId"), "anonymousId")
+    errors: dict[str, list[str]] = {}
+    message_id = call.get("messageId")
+    if message_id not in (None, "") and (
+        not isinstance(message_id, str) or len(message_id) > MAX_ID_LENGTH
+    ):
+        errors["messageId"] = [f"must be a string of at most {MAX_ID_LENGTH} characters"]
+    if call.get("userHash") is not None and not isinstance(call["userHash"], str):
+        errors["userHash"] = ["must be a string"]
+    context = call.get("context")
+    if context is not None and not isinstance(context, dict):
+        errors["context"] = ["must be an object"]
+    elif context is not None and not isinstance(context.get("userHash"), str | None):
+        errors["context.userHash"] = ["must be a string"]
+    if errors:
+        raise InvalidInput("Invalid call: " + ", ".join(sorted(errors)), errors)
+    return verification.check(user_id, call_user_hash(call))
 
 
 def _event_from_call(call: dict[str, Any], kind: str, limits: Limits) -> EventIn:
     """A track/page/screen call as one of our events."""
-    properties = call.get("properties") or {}
+    properties = call.get("properties")
+    if properties is None:
+        properties = {}
     if kind == "track":
         name = call.get("event")
     else:
@@ -53,7 +88,12 @@ def _event_from_call(call: dict[str, Any], kind: str, limits: Limits) -> EventIn
 
 
 def apply_calls(
-    session: Session, *, project: Project, calls: Sequence[Any], limits: Limits
+    session: Session,
+    *,
+    project: Project,
+    calls: Sequence[Any],
+    limits: Limits,
+    verification: Verification,
 ) -> TrackResult:
     """Apply calls in order; events are stored together at the end (their ids resolve the same)."""
     result = TrackResult()
@@ -65,14 +105,16 @@ def apply_calls(
             kind = call.get("type")
             if kind not in CALL_TYPES:
                 raise InvalidInput("unknown type", {"type": [f"one of {', '.join(CALL_TYPES)}"]})
-            if kind in ("track", "page", "screen"):
+            verified = verify_call(call, verification)
+            if kind in EVENT_CALLS:
                 events.append(_event_from_call(call, kind, limits))
             elif kind == "identify":
-                _identify(session, project, call)
+                _identify(session, project, call, verified=verified)
             elif kind == "alias":
-                _alias(session, project, call)
+                _alias(session, project, call, verified=verified)
             # group: accepted and ignored until accounts/groups exist.
-        except (InvalidInput, TooLarge) as err:
+        except CALL_ERRORS as err:
+            assert isinstance(err, DomainError)
             result.errors[index] = err.errors
     stored = track_events(session, project_id=project.id, events=events)
     result.accepted = stored.accepted + sum(
@@ -86,23 +128,36 @@ def apply_calls(
     return result
 
 
-def _identify(session: Session, project: Project, call: dict[str, Any]) -> None:
-    user_id = _str_id(call.get("userId"))
-    anonymous_id = _str_id(call.get("anonymousId"))
-    traits = call.get("traits") or {}
+def _identify(session: Session, project: Project, call: dict[str, Any], *, verified: bool) -> None:
+    user_id = check_id(call.get("userId"), "userId")
+    anonymous_id = check_id(call.get("anonymousId"), "anonymousId")
+    traits = call.get("traits")
+    if traits is None:
+        traits = {}
     if not isinstance(traits, dict):
         raise InvalidInput("traits must be an object", {"traits": ["must be an object"]})
     if user_id is None:
         if anonymous_id is None:
             raise InvalidInput("userId or anonymousId required", {"userId": ["required"]})
-        # Traits of someone not yet known: kept on the anonymous profile until they identify.
+        # Traits of someone not yet known: kept on the anonymous profile until they identify
+        # (a sign-up form may give an email; an unverified merge never carries it over).
         uid = ensure_anonymous_ids(session, project.id, [anonymous_id], utcnow())[anonymous_id]
         user = session.get(User, uid)
         assert user is not None
         apply_change(user, _change_from_traits(project, anonymous_id, traits), utcnow())
         return
+    if not verified:
+        # Contact fields are left out before validation: they are ignored, not an error.
+        traits = {k: v for k, v in traits.items() if k not in CONTACT_TRAITS}
     change = _change_from_traits(project, user_id, traits)
-    identify(session, project=project, user_id=user_id, anonymous_id=anonymous_id, change=change)
+    identify(
+        session,
+        project=project,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        change=change,
+        verified=verified,
+    )
 
 
 def _change_from_traits(project: Project, user_id: str, traits: dict[str, Any]):
@@ -123,12 +178,12 @@ def _change_from_traits(project: Project, user_id: str, traits: dict[str, Any]):
         raise InvalidInput(err.message, errors) from None
 
 
-def _alias(session: Session, project: Project, call: dict[str, Any]) -> None:
-    user_id = _str_id(call.get("userId"))
-    previous_id = _str_id(call.get("previousId"))
+def _alias(session: Session, project: Project, call: dict[str, Any], *, verified: bool) -> None:
+    user_id = check_id(call.get("userId"), "userId")
+    previous_id = check_id(call.get("previousId"), "previousId")
     if user_id is None or previous_id is None:
         raise InvalidInput(
             "alias needs userId and previousId",
             {"userId" if user_id is None else "previousId": ["required"]},
         )
-    identify(session, project=project, user_id=user_id, previous_id=previous_id)
+    identify(session, project=project, user_id=user_id, previous_id=previous_id, verified=verified)

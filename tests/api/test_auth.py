@@ -127,3 +127,48 @@ def test_basic_auth_user_is_the_key(client, project):
         json={"event": "x", "anonymousId": "a"},
     )
     assert r.status_code == 200, r.json
+
+
+def test_a_revocation_is_seen_at_once_by_another_app_instance(app, api, project, tmp_path):
+    """Two app instances on one database; the key is revoked by a third process (the CLI)."""
+    from app import create_app
+    from tests.e2e.live import _cairn
+
+    first_engine = db.engine  # create_app rebinds the shared extension: dispose both at the end
+    other = create_app({**app.config, "TESTING": True}).test_client()
+    try:
+        for client in (api, other):
+            headers = {} if client is api else project.auth()
+            assert client.get("/v1/users", headers=headers).status_code == 200
+        prefix = project.secret.rsplit("_", 1)[0]
+        url = app.config["DATABASE_URL"]
+        revoked = _cairn(tmp_path, "key", "revoke", prefix, DATABASE_URL=url)
+        assert revoked.returncode == 0, revoked.stderr
+        # No grace period: the very next request of either instance is refused.
+        _assert_error(api.get("/v1/users"), 401)
+        _assert_error(other.get("/v1/users", headers=project.auth()), 401)
+    finally:
+        first_engine.dispose()
+
+
+def test_authentication_commits_nothing_of_its_own(app, api, project):
+    """lastUsedAt is refreshed by the request's one commit, not by a commit of the guard."""
+    from sqlalchemy import event, update
+
+    with app.app_context(), db.begin() as session:
+        session.execute(update(ApiKey).values(last_used_at=None))
+    commits: list[int] = []
+    listener = lambda conn: commits.append(1)  # noqa: E731
+    event.listen(db.engine, "commit", listener)
+    try:
+        assert api.get("/v1/users").status_code == 200
+        assert len(commits) == 1
+        # A request that fails after authenticating commits nothing at all.
+        del commits[:]
+        assert api.post("/v1/users", json={"userId": ""}).status_code == 422
+        assert commits == []
+    finally:
+        event.remove(db.engine, "commit", listener)
+    with app.app_context():
+        secret_row = db.session.scalar(select(ApiKey).where(ApiKey.kind == "secret"))
+        assert secret_row.last_used_at is not None

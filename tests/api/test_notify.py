@@ -105,3 +105,55 @@ def test_same_send_never_reaches_an_address_twice(app, api, workers):
     assert r.json["messages"] == 1 and r.json["deduplicated"] == 1
     wait_for(lambda: set(_statuses(app).values()) == {"sent"})
     assert len(api.get("/v1/sandbox/messages").json["data"]) == 1
+
+
+def test_notify_takes_a_client_id_once(app, api):
+    r = api.post("/v1/notify", json={"userId": "u", "body": "x", "id": "welcome-u"})
+    assert r.status_code == 202, r.json
+    again = api.post("/v1/notify", json={"userId": "u", "body": "x", "id": "welcome-u"})
+    assert again.status_code == 409 and again.json["errors"] == {"id": ["id/exists"]}
+    # The same client ids as POST /v1/messages: one namespace per project.
+    api.post("/v1/templates", json={"name": "t", "channels": {"inapp": {"en": {"body": "hi"}}}})
+    taken = api.post("/v1/messages", json={"template": "t", "userId": "u", "id": "welcome-u"})
+    assert taken.status_code == 409
+    assert len(_statuses(app)) == 1
+
+
+def test_notify_increment_id_stacks_a_pending_message(app, api):
+    first = api.post("/v1/notify", json={"userId": "u", "body": "1 like", "incrementId": "likes"})
+    second = api.post("/v1/notify", json={"userId": "u", "body": "2 likes", "incrementId": "likes"})
+    assert first.status_code == second.status_code == 202, second.json
+    assert first.json["messageIds"] == second.json["messageIds"]
+    with app.app_context():
+        [message] = db.session.scalars(select(Message))
+        assert (message.increment_id, message.increment_count) == ("likes", 2)
+        assert message.send_id == second.json["id"]  # the latest content
+    broadcast = api.post(
+        "/v1/notify", json={"broadcast": True, "body": "x", "incrementId": "likes"}
+    )
+    assert broadcast.status_code == 422 and "incrementId" in broadcast.json["errors"]
+    bad = api.post("/v1/notify", json={"userId": "u", "body": "x", "overrides": {"fax": {}}})
+    assert bad.status_code == 422 and "overrides.fax" in bad.json["errors"]
+
+
+def test_content_and_overrides_are_rendered_for_each_user(app, api, workers):
+    api.post("/v1/users", json={"userId": "ann", "email": "ann@example.com"})
+    r = api.post(
+        "/v1/notify",
+        json={
+            "userId": "ann",
+            "title": "Hi {{ user.userId }}",
+            "body": "Your code: {{ data.code }}",
+            "data": {"code": "123", "name": "Ann"},
+            "channels": ["inapp", "email"],
+            "overrides": {"email": {"subject": "Hello {{ data.name }}"}},
+        },
+    )
+    assert r.status_code == 202, r.json
+    wait_for(lambda: set(_statuses(app).values()) == {"sent"})
+    with app.app_context():
+        rendered = {m.channel: m.rendered for m in db.session.scalars(select(Message))}
+    assert rendered["inapp"]["title"] == "Hi ann"
+    assert rendered["inapp"]["body"] == "Your code: 123"
+    assert rendered["email"]["subject"] == "Hello Ann"
+    assert rendered["email"]["text"] == "Your code: 123"

@@ -222,7 +222,7 @@ def test_malformed_string_form_gives_the_position(api, text, path, position):
         ({"name": "{x}", "filter": "a:b"}, "name"),
         ({"name": "a/b", "filter": "a:b"}, "name"),
         ({"name": "x" * 256, "filter": "a:b"}, "name"),
-        ({"name": "x", "filter": {"plan": "a\x00b"}}, "filter"),
+        ({"name": "x", "filter": {"plan": "a\x00b"}}, "filter.plan"),
         ({"name": "x", "filter": "a:b", "extra": 1}, "extra"),
     ],
 )

@@ -146,3 +146,22 @@ def test_increment_id_updates_a_pending_message(app, api):
     assert len(set(ids)) == 1  # no workers running: all three stacked into one row
     [message] = _messages(app)
     assert message.increment_count == 3 and message.content == {"who": "Cy"}
+
+
+def test_overrides_are_rendered_like_the_template(app, api, workers):
+    api.post("/v1/templates", json=TEMPLATE)
+    r = api.post(
+        "/v1/messages",
+        json={
+            "template": "order-shipped",
+            "userId": "u",
+            "data": {"order": "A-7"},
+            "overrides": {"inapp": {"title": "{{ params.order }} is out", "url": "/o/A-7"}},
+        },
+    )
+    assert r.status_code == 200, r.json
+    wait_for(lambda: [m.status for m in _messages(app)] == ["sent"])
+    [message] = _messages(app)
+    assert message.rendered["title"] == "A-7 is out"  # was sent as "{{ params.order }} is out"
+    assert message.rendered["body"] == "Order A-7 is on its way"
+    assert message.rendered["url"] == "/o/A-7"

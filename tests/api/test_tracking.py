@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from app.db import db
 from app.models import AnonymousId, Event, User
+from app.services.projects import user_hash
 
 
 def _user_events(app, user_id: str) -> list[str]:
@@ -27,7 +28,7 @@ def _anonymous_profiles(app) -> int:
         return len(db.session.scalars(select(User).where(User.external_id.is_(None))).all())
 
 
-def test_identify_with_both_ids_merges_the_anonymous_profile(app, api):
+def test_identify_with_both_ids_merges_the_anonymous_profile(app, api, project):
     api.post(
         "/v1/page",
         kind="publishable",
@@ -49,6 +50,8 @@ def test_identify_with_both_ids_merges_the_anonymous_profile(app, api):
             "userId": "u-42",
             "anonymousId": "anon-1",
             "traits": {"email": "Ann@Example.com", "plan": "pro"},
+            # A publishable key sets contact fields only with the user's hash.
+            "userHash": user_hash(project.identity_secret, "u-42"),
         },
     )
     assert r.status_code == 200 and r.json["success"] is True
@@ -139,6 +142,7 @@ def test_official_segment_client_against_a_live_server(app, live_server, project
         user_id="sdk-user",
         anonymous_id="sdk-anon",
         traits={"email": "sdk@example.com", "company": "Acme Corp"},
+        context={"userHash": user_hash(project.identity_secret, "sdk-user")},
     )
     client.track(user_id="sdk-user", event="Subscribed", properties={"amount": 49})
     client.alias(previous_id="sdk-anon-2", user_id="sdk-user")
@@ -151,3 +155,35 @@ def test_official_segment_client_against_a_live_server(app, live_server, project
         assert user.email == "sdk@example.com" and user.attributes == {"company": "Acme Corp"}
         sources = set(db.session.scalars(select(Event.source)))
         assert sources == {"segment"}
+
+
+def test_alias_of_a_known_user_keeps_its_inbox_and_memberships(app, api):
+    """Folding a user (here with the secret key) moves what hangs off it instead of losing it."""
+    from app.models.message import Message
+
+    for user_id in ("old-id", "new-id"):
+        assert api.post("/v1/users", json={"userId": user_id}).status_code == 200
+    for name, members in (("vip", ["old-id", "new-id"]), ("gold", ["old-id"])):
+        assert api.post("/v1/audiences", json={"name": name}).status_code in (200, 201)
+        r = api.post(f"/v1/audiences/{name}/members", json={"userIds": members})
+        assert r.status_code in (200, 201), r.json
+    with app.app_context():
+        old = db.session.scalar(select(User).where(User.external_id == "old-id"))
+        db.session.add(
+            Message(
+                project_id=old.project_id,
+                user_id=old.id,
+                channel="inapp",
+                address=f"user:{old.id}",
+                status="delivered",
+                rendered={"title": "Welcome", "body": "hi"},
+            )
+        )
+        db.session.commit()
+    assert (
+        api.post("/v1/alias", json={"previousId": "old-id", "userId": "new-id"}).status_code == 200
+    )
+    user = api.get("/v1/users/new-id").json
+    assert sorted(a["name"] for a in user["audiences"]) == ["gold", "vip"]
+    inbox = api.get("/v1/inbox?userId=new-id").json
+    assert [m["title"] for m in inbox["data"]] == ["Welcome"]

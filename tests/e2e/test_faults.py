@@ -1,7 +1,9 @@
 """Faults against real brokers: a SIGKILLed worker mid fan-out, a broker outage under load.
 
 `cairn serve` (API + sweeper) and `dramatiq workers.actors` run as real processes; the broker
-is reached through a loopback TCP proxy so a test can take it down and bring it back.
+is reached through a loopback TCP proxy so a test can take it down and bring it back. The kill
+lands mid fan-out by construction, not by timing: a trigger (`SentGate`) lets the first messages
+be recorded `sent` and then holds back every later one until the worker is dead.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
+from tests.conftest import wait_for
+from tests.e2e.live import Server, _cairn
 from tests.e2e.proxy import TcpProxy
-from tests.e2e.test_cli_and_serve import CAIRN, Server, _cairn
 
 BROKERS = [
     (name, os.environ.get(var))
@@ -45,12 +48,13 @@ def fault_db(tmp_path):
     import psycopg
 
     base = pg.replace("postgresql+psycopg://", "postgresql://")
+    name = f"cairn_faults_{os.getpid()}"  # two runs on one server must not share it
     with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS cairn_faults WITH (FORCE)")
-        conn.execute("CREATE DATABASE cairn_faults")
-    yield pg.rsplit("/", 1)[0] + "/cairn_faults"
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    yield pg.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS cairn_faults WITH (FORCE)")
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _flush(broker_url: str) -> None:
@@ -114,6 +118,81 @@ def _counts(engine) -> dict[str, int]:
         )
 
 
+class SentGate:
+    """Lets `limit` messages be recorded `sent`, then holds back every later one until opened.
+
+    PostgreSQL: a trigger waits on an advisory lock this object holds, so a worker stops inside
+    its recording transaction. SQLite has no waiting in triggers: there the trigger refuses the
+    update (the worker's job fails and is retried), which the worker's log shows.
+    """
+
+    KEY = 0x6661_756C_74  # "fault"; advisory locks are per database, this one is the test's
+
+    def __init__(self, engine: Engine, limit: int, worker_log: Path) -> None:
+        self.engine = engine
+        self.worker_log = worker_log
+        self.postgres = engine.dialect.name == "postgresql"
+        if self.postgres:
+            self._lock = engine.connect()
+            self._lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.KEY})
+            self._lock.commit()
+            body = (
+                "BEGIN IF (SELECT count(*) FROM messages WHERE status = 'sent') >= "
+                f"{limit} THEN PERFORM pg_advisory_xact_lock_shared({self.KEY}); END IF; "
+                "RETURN NEW; END"
+            )
+            ddl = [
+                f"CREATE FUNCTION sent_gate() RETURNS trigger LANGUAGE plpgsql AS $$ {body} $$",
+                "CREATE TRIGGER sent_gate BEFORE UPDATE OF status ON messages FOR EACH ROW"
+                " WHEN (NEW.status = 'sent' AND OLD.status <> 'sent')"
+                " EXECUTE FUNCTION sent_gate()",
+            ]
+        else:
+            ddl = [
+                "CREATE TRIGGER sent_gate BEFORE UPDATE OF status ON messages"
+                " WHEN NEW.status = 'sent' AND OLD.status <> 'sent'"
+                f" AND (SELECT count(*) FROM messages WHERE status = 'sent') >= {limit}"
+                " BEGIN SELECT RAISE(ABORT, 'sent gate closed'); END"
+            ]
+        with engine.begin() as conn:
+            for statement in ddl:
+                conn.execute(text(statement))
+
+    def holding(self) -> bool:
+        """True once a worker has reached the closed gate."""
+        if self.postgres:
+            with self.engine.connect() as conn:
+                waiting = conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                        " AND NOT granted AND objid = :k"
+                    ),
+                    {"k": self.KEY & 0xFFFFFFFF},
+                ).scalar()
+            return bool(waiting)
+        return self.worker_log.exists() and "sent gate closed" in self.worker_log.read_text()
+
+    def open(self) -> None:
+        """Let everything through from now on (idempotent)."""
+        if self.postgres:
+            if not self._lock.closed:
+                # Transactions of the dead worker waiting here go on, then end with it.
+                self._lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.KEY})
+                self._lock.commit()
+                self._lock.close()
+                # A new body needs no lock on messages (dropping the trigger would).
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        text(
+                            "CREATE OR REPLACE FUNCTION sent_gate() RETURNS trigger"
+                            " LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$"
+                        )
+                    )
+        else:
+            with self.engine.begin() as conn:
+                conn.execute(text("DROP TRIGGER IF EXISTS sent_gate"))
+
+
 def _setup(tmp_path, fault_db, broker_url):
     _flush(broker_url)
     target = urlparse(broker_url)
@@ -142,6 +221,7 @@ def test_sigkilled_worker_mid_fan_out_loses_and_duplicates_nothing(tmp_path, fau
     proxy, server, env, auth = _setup(tmp_path, fault_db, broker_url)
     engine = create_engine(fault_db)
     workers: list[Worker] = []
+    gate = SentGate(engine, 250, tmp_path / "worker.log")
     try:
         for start in range(0, 5000, 1000):
             r = requests.post(
@@ -159,16 +239,12 @@ def test_sigkilled_worker_mid_fan_out_loses_and_duplicates_nothing(tmp_path, fau
         )
         assert r.status_code == 202, r.text
         workers.append(Worker(env, tmp_path / "worker.log"))
-        # Kill it in the middle: some messages sent, not all.
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            sent = _counts(engine).get("sent", 0)
-            if sent >= 250:
-                break
-            time.sleep(0.01)
+        # Kill it in the middle: some messages sent, the others held back at the gate.
+        wait_for(lambda: _counts(engine).get("sent", 0) >= 250 and gate.holding(), timeout=120)
         workers[0].kill()
         killed_at = _counts(engine)
-        assert killed_at.get("sent", 0) < 5000 or pytest.skip("finished before the kill")
+        assert 250 <= killed_at.get("sent", 0) < 5000, killed_at
+        gate.open()
         workers.append(Worker(env, tmp_path / "worker.log"))
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and _counts(engine).get("sent", 0) < 5000:
@@ -186,6 +262,7 @@ def test_sigkilled_worker_mid_fan_out_loses_and_duplicates_nothing(tmp_path, fau
         assert _counts(engine) == {"sent": 5000}, (killed_at, _counts(engine))
         assert (total, users, sent_twice) == (5000, 5000, 0)
     finally:
+        gate.open()
         for w in workers:
             w.stop()
         server.stop()
@@ -230,7 +307,6 @@ def test_broker_outage_delays_but_loses_nothing(tmp_path, fault_db, broker_url):
         server.stop()
         proxy.stop()
         engine.dispose()
-    _ = CAIRN
 
 
 @pytest.mark.skipif(not os.environ.get("TEST_REDIS_URL"), reason="TEST_REDIS_URL unset")

@@ -1,12 +1,15 @@
 """Databases for the filter agreement tests: SQLite always, PostgreSQL with TEST_DATABASE_URL.
 
-PostgreSQL runs in a schema of its own (`filters_test`), created and dropped here, so these
-tests never touch tables other suites keep in `public`.
+Both are built by the Alembic migrations, as every other test database is (tests/conftest.py),
+so a model the migrations do not match fails here too. PostgreSQL runs in a schema of its own
+(`filters_test_<pid>`), created and dropped here, so these tests never touch tables other suites
+keep in `public`, and two runs on one server never share it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,15 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-# Importing the package registers every model's table on Base.metadata.
-import app.models.audience  # noqa: F401
-from app.models.base import Base
+from app.migrate import upgrade
 
-PG_SCHEMA = "filters_test"
-
-
-def _sqlite_engine(path: Path) -> Engine:
-    return create_engine(f"sqlite:///{path}")
+PG_SCHEMA = f"filters_test_{os.getpid()}"
 
 
 @contextmanager
@@ -35,6 +32,7 @@ def _postgres_engine(url: str) -> Iterator[Engine]:
     except Exception as error:  # set but unreachable: fail, do not skip (STYLE.md, Tests)
         admin.dispose()
         pytest.fail(f"TEST_DATABASE_URL is set but PostgreSQL is unreachable: {error}")
+    # Every connection, the migration's included, resolves names in the schema of this run.
     engine = create_engine(url, connect_args={"options": f"-csearch_path={PG_SCHEMA}"})
     try:
         yield engine
@@ -49,10 +47,11 @@ def _postgres_engine(url: str) -> Iterator[Engine]:
 def filter_db(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Engine]:
-    """An engine with every Cairn table created, on each database the suite can reach."""
+    """An engine on a migrated, empty Cairn schema, on each database the suite can reach."""
     if request.param == "sqlite":
-        engine = _sqlite_engine(tmp_path_factory.mktemp("filters") / "filters.db")
-        Base.metadata.create_all(engine)
+        path: Path = tmp_path_factory.mktemp("filters") / "filters.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        engine = create_engine(f"sqlite:///{path}")
         yield engine
         engine.dispose()
         return
@@ -60,5 +59,5 @@ def filter_db(
     if not url:
         pytest.skip("TEST_DATABASE_URL is not set")
     with _postgres_engine(url) as engine:
-        Base.metadata.create_all(engine)
+        upgrade(engine)
         yield engine

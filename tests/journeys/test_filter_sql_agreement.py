@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy import cast as sql_cast
 
 from app.models.audience import Audience, AudienceMember
 from app.models.project import Project
-from app.services.segment_sql import compile_filter, epoch_us_sql, events, users
+from app.segment_sql import compile_filter, epoch_us_sql, events, users
 from journeys.filters import (
     ATTRIBUTE_OPS,
     STRING_FIELDS,
@@ -28,6 +29,7 @@ from journeys.filters import (
     to_json,
 )
 from journeys.timestamps import epoch_microseconds, parse_timestamp
+from workers.channels import reachability_clauses, reachable_channels
 
 projects = cast(Table, Project.__table__)
 audiences = cast(Table, Audience.__table__)
@@ -228,7 +230,16 @@ class Person:
             last_seen_at=self.row["last_seen_at"],
             attributes=self.row["attributes"],
             audiences=frozenset(current),
-            has_push=self.has_push,
+            # The registry decides reachability on both sides; push devices are the test's.
+            reachable=reachable_channels(
+                SimpleNamespace(
+                    id=self.id,
+                    external_id=self.row["external_id"],
+                    email=self.row["email"],
+                    phone=self.row["phone"],
+                )
+            )
+            | ({"push"} if self.has_push else frozenset()),
             events=[
                 EventFact(name=e["name"], timestamp=e["timestamp"], properties=e["properties"])
                 for e in self.events
@@ -329,6 +340,7 @@ def _selected(conn: Connection, cond: Condition, population: list[Person]) -> se
         dialect_name=conn.dialect.name,
         now=NOW,
         push_clause=users.c.id.in_(push),
+        channel_clauses={k: v for k, v in reachability_clauses().items() if k != "push"},
     )
     query = select(users.c.id).where(users.c.project_id == PROJECT, clause)
     return set(conn.execute(query).scalars())

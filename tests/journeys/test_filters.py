@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,12 +27,23 @@ from journeys.filters import (
     to_string_form,
 )
 from journeys.timestamps import parse_timestamp
+from workers.channels import reachable_channels
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
 
 def facts(**kwargs: Any) -> UserFacts:
+    """Facts as a caller builds them: reachability from the channel registry."""
     kwargs.setdefault("now", NOW)
+    has_push = kwargs.pop("has_push", False)
+    if "reachable" not in kwargs:
+        profile = SimpleNamespace(
+            id=1,
+            external_id=kwargs.get("user_id"),
+            email=kwargs.get("email"),
+            phone=kwargs.get("phone"),
+        )
+        kwargs["reachable"] = reachable_channels(profile) | ({"push"} if has_push else frozenset())
     return UserFacts(**kwargs)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from workers.channels import Delivery, ProviderContext, Retry, SendResult
+from workers.channels.base import Delivery, ProviderContext, Retry, SendResult
 
 _lock = threading.Lock()
 attempts: dict[int, int] = {}
@@ -15,7 +15,7 @@ class FlakySms:
     """Raises Retry for the first FAIL_TIMES attempts of each message, then sends."""
 
     name = "flaky-sms"
-    channel = "sms"
+    channels = frozenset({"sms"})
 
     def send(self, delivery: Delivery, ctx: ProviderContext) -> SendResult:
         with _lock:

@@ -119,10 +119,10 @@ def test_transient_failures_retry_with_backoff_then_fail_with_the_last_reason(
     app, api, sweeper, monkeypatch
 ):
     from tests.workers import flaky
-    from workers import channels
+    from workers.channels import providers
     from workers.delivery import deliver_batch
 
-    monkeypatch.setitem(channels.PROVIDERS, "flaky-sms", "tests.workers.flaky:FlakySms")
+    monkeypatch.setitem(providers.PROVIDERS, "flaky-sms", "tests.workers.flaky:FlakySms")
     settings = {**app.config, "SMS_PROVIDER": "flaky-sms"}
     flaky.attempts.clear()
     flaky.FAIL_TIMES["value"] = 2

@@ -78,7 +78,7 @@ def test_broadcast_fan_out_resumes_after_a_crash_without_duplicates(app, api, mo
     r = api.post("/v1/notify", json={"broadcast": True, "body": "all"})
     send_id = r.json["id"]
     monkeypatch.setattr(fanout, "CHUNK", 3)
-    real = fanout._insert_messages
+    real = fanout.insert_for_users
     calls = {"n": 0}
 
     def crash_on_second_chunk(*args, **kwargs):
@@ -87,14 +87,14 @@ def test_broadcast_fan_out_resumes_after_a_crash_without_duplicates(app, api, mo
             raise RuntimeError("worker killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fanout, "_insert_messages", crash_on_second_chunk)
+    monkeypatch.setattr(fanout, "insert_for_users", crash_on_second_chunk)
     with app.app_context(), pytest.raises(RuntimeError):
         fanout.fan_out(db.session, send_id)
     with app.app_context():
         db.session.rollback()
         assert db.session.scalar(select(func.count()).select_from(Message)) == 3
         assert db.session.get(Send, send_id).status == "fanning_out"
-    monkeypatch.setattr(fanout, "_insert_messages", real)
+    monkeypatch.setattr(fanout, "insert_for_users", real)
     with app.app_context():
         created = fanout.fan_out(db.session, send_id)
         assert created == 4

@@ -1,14 +1,17 @@
-"""app.rendering: sandboxed Jinja2 with caps, fallback languages, escaping and local times."""
+"""app.rendering: channels, fallback languages, escaping, local times, field caps and errors.
+
+The sandbox and its caps on a template's work are in test_sandbox.py.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
 from app.rendering import (
     RenderError,
-    RenderLimits,
     build_context,
     check_syntax,
     language_chain,
@@ -122,91 +125,45 @@ def test_localdatetime_in_the_users_zone():
     assert no_zone.fields["body"] == "2024-01-15 12:00"
 
 
-def failure(source: str, **kwargs) -> RenderError:
+def failure(source: str, match: str, **kwargs) -> RenderError:
+    """The RenderError of rendering `source`, whose message must contain `match` (literally)."""
     start = time.monotonic()
-    with pytest.raises(RenderError) as info:
+    with pytest.raises(RenderError, match=re.escape(match)) as info:
         one(source, **kwargs)
     assert time.monotonic() - start < 2, "a capped render must stop quickly"
     return info.value
 
 
-@pytest.mark.parametrize(
-    ("source", "words"),
-    [
-        ("{{ ''.__class__.__mro__ }}", "sandbox violation"),
-        ("{{ self.__dict__ }}", "sandbox violation"),
-        ("{{ cycler.__init__.__globals__ }}", "sandbox violation"),
-        ("{{ {}.update(a=1) }}", "sandbox violation"),
-        ("{{ 'x'.center(10**9) }}", "sandbox violation"),
-        ("{% for i in range(10**9) %}x{% endfor %}", "range"),
-        ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}", "limit"),
-        (
-            "{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}{% endfor %}",
-            "output",
-        ),
-        ("{{ 'x' * 10**9 }}", "repetition"),
-        ("{{ 9 ** 9999999 }}", "power"),
-        ("{{ '%999999999s' % 1 }}", "width"),
-        ("{{ '{:>999999999}'.format(1) }}", "width"),
-        ("{{ 'x'|center(10**9) }}", "width"),
-        ("{{ 'x'|indent(10**9) }}", "width"),
-        ("{{ ('x' * 100000)|replace('x', 'x' * 1000) }}", "replace"),
-        ("{{ (['x' * 100000] * 1000)|join }}", "join"),
-        (
-            "{% set ns = namespace(s='x' * 1000) %}{% for i in range(40) %}"
-            "{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
-            "limit",
-        ),
-        ("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "recursion"),
-        ("{{ lipsum(10**6) }}", "undefined"),
-        ("{{ user.nope + 1 }}", "undefined"),
-        ("{{ 1 / 0 }}", "ZeroDivisionError"),
-    ],
-)
-def test_sandbox_and_caps_are_render_errors(source, words):
-    err = failure(source)
-    assert words in str(err), str(err)
-    assert err.field == "sms.en.body"
-
-
 def test_output_cap_per_field():
     assert len(one("{{ 'x' * 1600 }}")) == 1600
-    assert "output over 1600" in str(failure("{{ 'x' * 1601 }}"))
+    failure("{{ 'x' * 1601 }}", "limit exceeded: output over 1600 characters")
     assert len(one("{{ 'x' * 65536 }}", "push")) == 65536
-    assert "output over 65536" in str(failure("{{ 'x' * 65537 }}", channel="push"))
+    failure("{{ 'x' * 65537 }}", "limit exceeded: output over 65536", channel="push")
     assert len(one("{{ 'x' * 200000 }}", "email", "html")) == 200_000
 
 
-def test_op_and_time_caps_are_configurable():
-    source = "{% for i in range(50) %}{{ user.plan }}{% endfor %}"
-    assert one(source) == "pro" * 50
-    assert "operations" in str(failure(source, limits=RenderLimits(max_ops=40)))
-    slow = "{% for i in range(99999) %}{% for j in range(20) %}{% endfor %}{% endfor %}"
-    assert "ms" in str(failure(slow, limits=RenderLimits(max_seconds=0.01, max_ops=10**9)))
-
-
 def test_runtime_errors_name_the_line():
-    err = failure("line one\n{{ user.nope + 1 }}")
+    err = failure("line one\n{{ user.nope + 1 }}", "sms.en.body line 2: undefined value")
     assert err.line == 2 and "line 2" in str(err)
 
 
 def test_channel_errors():
-    with pytest.raises(RenderError, match="no email content"):
+    with pytest.raises(RenderError, match=r"^email: the template has no email content$"):
         render({"sms": {"en": {"body": "x"}}}, "email", "en", "en", {})
-    with pytest.raises(RenderError, match="unknown channel"):
+    with pytest.raises(RenderError, match=r"^unknown channel 'fax'$"):
         render({"sms": {"en": {"body": "x"}}}, "fax", "en", "en", {})
-    with pytest.raises(RenderError):
+    with pytest.raises(RenderError, match=r"^sms\.en\.body: not a string$"):
         render({"sms": {"en": {"body": 3}}}, "sms", "en", "en", {})
-    with pytest.raises(RenderError):
+    with pytest.raises(RenderError, match=r"^sms: the template has no sms content$"):
         render({"sms": "garbage"}, "sms", "en", "en", {})  # type: ignore[dict-item]
-    with pytest.raises(RenderError, match="syntax error"):
+    with pytest.raises(RenderError, match=r"^sms\.en\.body line 1: syntax error: "):
         render({"sms": {"en": {"body": "{{"}}}, "sms", "en", "en", {})
 
 
 def test_check_syntax_reports_the_line():
     check_syntax("{{ user.plan }}")
-    with pytest.raises(RenderError) as info:
+    with pytest.raises(RenderError, match=r"^line 3: Expected an expression") as info:
         check_syntax("a\nb\n{% if %}")
     assert info.value.line == 3
-    with pytest.raises(RenderError, match="nosuchfilter"):
+    with pytest.raises(RenderError, match=r"^line 1: No filter named 'nosuchfilter'"):
         check_syntax("{{ x|nosuchfilter }}")

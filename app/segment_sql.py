@@ -446,6 +446,10 @@ class _SqliteJson(_Field):
 
     def __init__(self, column: ColumnElement[Any], key: str, outer: Table) -> None:
         self.outer = outer
+        # A document SQLite cannot parse (NaN or Infinity stored by an earlier version) reads
+        # as NULL here, where json_extract would fail the whole query. SQLite caches the
+        # parse, so json_extract after json_valid costs a few percent, not a second parse.
+        column = case((func.json_valid(column) == _int(1), column))
         self.column = column
         self.path = f'$."{key}"'  # names never hold '"' (filters.ATTRIBUTE_NAME)
         self.value = func.json_extract(column, self.path)

@@ -1,10 +1,13 @@
-"""Group commit of events: concurrent requests share a transaction, counts stay exact."""
+"""Group commit of events: concurrent requests share a transaction, counts stay exact.
+
+Groups are built with `IngestWriter.held()` (nothing is taken until the block ends) and slow
+writes are observed through events, so no test depends on how fast this machine runs.
+"""
 
 from __future__ import annotations
 
 import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,6 +20,7 @@ from app.models import Event
 from app.models.base import utcnow
 from app.services.events import EventIn, track_events
 from app.services.ingest_writer import EXTENSION, IngestUnavailable, IngestWriter, writer_for
+from tests.conftest import wait_for
 
 THREADS = 20
 PER_THREAD = 25
@@ -76,11 +80,17 @@ def test_concurrent_single_events_are_all_committed_and_counted(app, project, li
             calls.append(("/v1/track", {**body, "event": "e"}))
         else:
             calls.append(("/v1/page", {**body, "name": "Home"}))
-    responses = _send_all(live_server, project, calls)
+    writer = writer_for(app)
+    with ThreadPoolExecutor(1) as background:
+        # Hold the writers until two requests wait: they go as one group, whatever the timing.
+        with writer.held():
+            sending = background.submit(_send_all, live_server, project, calls)
+            wait_for(lambda: writer.pending >= 2 or sending.done())
+        responses = sending.result()
     assert all(r.status_code in (200, 202) for r in responses), {r.text for r in responses}
     assert all((r.json()["accepted"], r.json()["duplicates"]) == (1, 0) for r in responses)
     assert _count(app, project_id=project.id) == THREADS * PER_THREAD
-    writer = app.extensions[EXTENSION]
+    assert app.extensions[EXTENSION] is writer
     # Grouping happened: fewer commits than requests.
     assert writer.groups < THREADS * PER_THREAD
 
@@ -102,11 +112,12 @@ def test_duplicate_message_ids_across_concurrent_requests_count_once(app, projec
 def test_counts_in_one_group_are_per_request(app, project, new_writer):
     with app.app_context(), db.begin() as session:
         track_events(session, project_id=project.id, events=[_event("stored")])
-    writer = new_writer(max_wait=0.5)
-    first = writer.submit(project_id=project.id, events=[_event("a"), _event("b"), _event("a")])
-    second = writer.submit(
-        project_id=project.id, events=[_event("b"), _event("stored"), _event(None)]
-    )
+    writer = new_writer()
+    with writer.held():
+        first = writer.submit(project_id=project.id, events=[_event("a"), _event("b"), _event("a")])
+        second = writer.submit(
+            project_id=project.id, events=[_event("b"), _event("stored"), _event(None)]
+        )
     r1, r2 = first.result(10), second.result(10)
     assert writer.groups == 1
     assert (r1.accepted, r1.duplicates) == (2, 1)
@@ -116,11 +127,12 @@ def test_counts_in_one_group_are_per_request(app, project, new_writer):
 
 
 def test_a_failing_request_does_not_fail_its_group_or_later_ones(app, project, new_writer):
-    writer = new_writer(max_wait=0.5)
-    good = writer.submit(project_id=project.id, events=[_event("g1")])
-    # A project deleted while its request waited: the foreign key refuses its events.
-    bad = writer.submit(project_id=project.id + 1000, events=[_event("x")])
-    also_good = writer.submit(project_id=project.id, events=[_event("g2", user_id="u2")])
+    writer = new_writer()
+    with writer.held():  # the three go as one group
+        good = writer.submit(project_id=project.id, events=[_event("g1")])
+        # A project deleted while its request waited: the foreign key refuses its events.
+        bad = writer.submit(project_id=project.id + 1000, events=[_event("x")])
+        also_good = writer.submit(project_id=project.id, events=[_event("g2", user_id="u2")])
     assert good.result(10).accepted == 1
     assert also_good.result(10).accepted == 1
     with pytest.raises(IntegrityError):
@@ -157,29 +169,50 @@ def test_unreachable_database_is_a_503_and_later_requests_succeed(
 
 def test_a_writer_that_does_not_answer_in_time_is_a_503(app, project, database_url, new_writer):
     slow = make_engine(database_url)
+    connecting = threading.Event()
     release = threading.Event()
-    # A database slow to accept connections.
-    event.listen(slow, "connect", lambda *_: release.wait(10))
+
+    def stall(*_) -> None:  # a database slow to accept connections
+        connecting.set()
+        release.wait(30)
+
+    event.listen(slow, "connect", stall)
     try:
         writer = new_writer(engine=slow)
-        with pytest.raises(IngestUnavailable):
-            writer.track(project_id=project.id, events=[_event("slow")], timeout=0.1)
+        slow_one = writer.submit(project_id=project.id, events=[_event("slow")])
+        # The writer connects only after taking its group: the request is being written.
+        assert connecting.wait(30)
+        with pytest.raises(IngestUnavailable, match="retry later with the same messageIds"):
+            writer.wait(slow_one, timeout=0.1)
+        # Queued behind it, never taken: nothing is stored and the answer says so.
+        queued = writer.submit(project_id=project.id, events=[_event("queued")])
+        with pytest.raises(IngestUnavailable, match="nothing stored"):
+            writer.wait(queued, timeout=0.1)
         release.set()
         # The group was already being written: it commits, and a retry is a duplicate.
         assert writer.track(project_id=project.id, events=[_event("slow")]).duplicates == 1
+        assert _count(app, message_id="queued") == 0
     finally:
         release.set()
         writer.stop()
         slow.dispose()
 
 
+def test_a_request_still_queued_when_its_wait_ends_is_not_stored(app, project, new_writer):
+    writer = new_writer()
+    with writer.held():
+        waiting = writer.submit(project_id=project.id, events=[_event("late")])
+        with pytest.raises(IngestUnavailable, match="nothing stored, retry later"):
+            writer.wait(waiting, timeout=0.1)
+    assert writer.track(project_id=project.id, events=[_event("after")]).accepted == 1
+    assert _count(app, message_id="late") == 0
+    assert _count(app, message_id="after") == 1
+
+
 def test_writer_thread_exits_when_idle_and_restarts(app, project, new_writer):
     writer = new_writer(idle_seconds=0.05)
     assert writer.track(project_id=project.id, events=[_event("i1")]).accepted == 1
-    deadline = time.monotonic() + 10
-    while writer.running:  # it lets go of itself once idle
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_for(lambda: not writer.running)  # it lets go of itself once idle
     assert writer.track(project_id=project.id, events=[_event("i2")]).accepted == 1
 
 

@@ -1,0 +1,426 @@
+"""What every benchmark here shares: its database, the processes it starts, CPU metering, figures.
+
+- Safety: a bench wipes its database, so it only takes PostgreSQL on a loopback host under a
+  name of its own (`check_database`), and `reset_database` creates it or empties schema public.
+- Processes (`Proc`) run in their own process group with their output in a log file, and are
+  always stopped as a group (SIGTERM, then SIGKILL for stragglers).
+- `CpuMeter` reads /proc: cores used during a phase by named sets of processes, the machine as a
+  whole and "other" processes (a busy machine makes every figure pessimistic: it is printed).
+- Figures: nearest-rank percentiles in ms, ratios to an in-run baseline, goal verdicts, and the
+  closing JSON line.
+- Arguments: `--database-url`, `--max-seconds`, `--json-out` and `--quick` (a smoke run at tiny
+  sizes: it checks that the bench works, its figures mean nothing).
+
+Scripts import it as `harness` (Python puts a script's own directory first on sys.path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import requests
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+HOST = "127.0.0.1"
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+# Databases a bench must never wipe.
+PROTECTED = {"test", "postgres", "template0", "template1", "cairn"}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchTimeout(Exception):
+    """The whole run went over --max-seconds."""
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def log(msg: str) -> None:
+    """A progress line with the wall-clock time."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, as text."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Deadline:
+    """The run's time limit, shared out between phases."""
+
+    def __init__(self, seconds: float) -> None:
+        self.start = time.monotonic()
+        self.end = self.start + seconds
+
+    def left(self) -> float:
+        """Seconds left."""
+        return self.end - time.monotonic()
+
+    def elapsed(self) -> float:
+        """Seconds since the start."""
+        return time.monotonic() - self.start
+
+    def budget(self, wanted: float, reserve: float = 15.0) -> float:
+        """`wanted` seconds, or less so that `reserve` remains for the rest."""
+        return max(0.0, min(wanted, self.left() - reserve))
+
+
+@contextlib.contextmanager
+def alarm(seconds: float) -> Iterator[None]:
+    """Raise BenchTimeout in the main thread once `seconds` have passed."""
+
+    def on_alarm(_sig: int, _frame: Any) -> None:
+        raise BenchTimeout(f"bench went over {seconds:.0f} s")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(int(seconds) + 1)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile of values in seconds, in ms; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(p / 100 * len(ordered))))
+    return ordered[rank - 1] * 1000
+
+
+def ratio(a: float | None, b: float | None, digits: int = 3) -> float | None:
+    """a / b rounded, or None when either is missing (or b is zero)."""
+    if a is None or not b:
+        return None
+    return round(a / b, digits)
+
+
+def verdict(met: bool | None) -> str:
+    """How a figure stands against its goal."""
+    return "n/a" if met is None else "MET" if met else "NOT MET"
+
+
+def log_problems(text: str) -> dict[str, int]:
+    """Tracebacks and error lines in a process's log."""
+    return {
+        "tracebacks": text.count("Traceback (most recent call last)"),
+        "errors": sum(1 for line in text.splitlines() if " ERROR " in line or "[ERROR]" in line),
+    }
+
+
+def emit(result: dict[str, Any], json_out: str | None) -> None:
+    """The closing line: every figure as one JSON object (also written to `json_out`)."""
+    line = json.dumps(result, default=str)
+    if json_out:
+        Path(json_out).write_text(line + "\n")
+    print(line, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Arguments
+
+
+def parser(
+    doc: str | None, default_url: str, max_seconds: float | None = None, json_out: bool = True
+) -> argparse.ArgumentParser:
+    """The options every bench takes (a time limit and a JSON file where it has them); add its
+    own, then call `parse`."""
+    p = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0] if doc else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--database-url",
+        default=default_url,
+        help="SQLAlchemy URL of a PostgreSQL database this run may wipe",
+    )
+    if max_seconds is not None:
+        p.add_argument("--max-seconds", type=float, default=max_seconds, help="hard limit")
+    if json_out:
+        p.add_argument("--json-out", default=None, help="also write the JSON result to this file")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run at tiny sizes (checks that the bench works; the figures mean nothing)",
+    )
+    return p
+
+
+def parse(
+    p: argparse.ArgumentParser, argv: list[str] | None, quick: dict[str, Any]
+) -> argparse.Namespace:
+    """Parse `argv`; with --quick, the sizes in `quick` replace the defaults."""
+    args = p.parse_args(argv)
+    if args.quick:
+        for name, value in quick.items():
+            setattr(args, name, value)
+    return args
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+def conn_kwargs(url: str) -> dict[str, Any]:
+    """psycopg connect() keywords from a SQLAlchemy-style URL."""
+    u = make_url(url)
+    out: dict[str, Any] = {
+        "dbname": u.database,
+        "user": u.username,
+        "host": u.host,
+        "port": u.port,
+        "password": u.password,
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def check_database(url: str) -> None:
+    """Exit unless `url` is a PostgreSQL database on loopback with a name of its own."""
+    u = make_url(url)
+    if u.get_backend_name() != "postgresql":
+        sys.exit("the benchmark needs PostgreSQL")
+    if u.host is not None and u.host not in LOOPBACK:
+        sys.exit(f"refusing a non-loopback database host {u.host!r}: the bench wipes its database")
+    if u.database is None or u.database in PROTECTED:
+        sys.exit(f"refusing to reset database {u.database!r}: use a database of its own")
+
+
+def reset_database(url: str) -> None:
+    """Create the bench database if missing, then drop and recreate schema public."""
+    check_database(url)
+    kw = conn_kwargs(url)
+    name = kw["dbname"]
+    admin = dict(kw, dbname="postgres")
+    with psycopg.connect(**admin, autocommit=True, connect_timeout=10) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+            log(f"created database {name}")
+    with psycopg.connect(**kw, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    log(f"reset schema public of {name}")
+
+
+def backend_pids(url: str) -> list[int]:
+    """PostgreSQL backends connected to this database (this query's own excluded)."""
+    with psycopg.connect(**conn_kwargs(url), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+
+
+def cairn_command() -> str:
+    """The `cairn` command of this virtualenv (or on PATH)."""
+    cairn = Path(PY).parent / "cairn"
+    if cairn.exists():
+        return str(cairn)
+    found = shutil.which("cairn")
+    if found is None:
+        sys.exit("cannot find the `cairn` command: run `pip install -e .` in the venv first")
+    return found
+
+
+class Proc:
+    """A command in its own process group, its stdout and stderr in `<logdir>/<name>.log`."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
+        self.name = name
+        self.log_path = logdir / f"{name}.log"
+        self._sink = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            cwd=ROOT,
+            stdout=self._sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        """The group leader's pid."""
+        return self.proc.pid
+
+    def output(self) -> str:
+        """Everything it has logged so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, n: int = 30) -> str:
+        """The last `n` lines of its log, headed by its name."""
+        return f"\n--- {self.name} log ---\n" + "\n".join(self.output().splitlines()[-n:])
+
+    def pids(self) -> list[int]:
+        """Every live process in this group."""
+        out = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.getpgid(int(entry.name)) == self.proc.pid:
+                        out.append(int(entry.name))
+        return out
+
+    def children(self) -> list[int]:
+        """The group's processes but its leader (gunicorn's workers, dramatiq's processes)."""
+        return sorted(p for p in self.pids() if p != self.proc.pid)
+
+    def alive(self) -> bool:
+        """True while the leader runs."""
+        return self.proc.poll() is None
+
+    def wait_for_line(self, match: Callable[[str], bool], timeout: float) -> str:
+        """The first log line `match` accepts; RuntimeError if it exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.output().splitlines():
+                if match(line):
+                    return line
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}{self.tail()}")
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name}: expected output not seen in {timeout:.0f} s{self.tail()}")
+
+    def wait_http_ok(self, url: str, timeout: float) -> None:
+        """Poll `url` until it answers 200; RuntimeError if it exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}{self.tail()}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not answer {url} in {timeout:.0f} s{self.tail()}")
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM the group, SIGKILL it after `timeout` s; stragglers are killed too."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        # A forked child outliving its parent is still in the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._sink.close()
+
+
+# --------------------------------------------------------------------------------------------
+# CPU
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy() -> float:
+    """CPU seconds all CPUs have spent busy since boot (from /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / CLK_TCK
+
+
+def pids_named(comm: str) -> list[int]:
+    """Processes whose command name is `comm` (`postgres`, `redis-server`)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == comm:
+                    out.append(int(entry.name))
+    return out
+
+
+class CpuMeter:
+    """Cores used during a phase by named sets of processes, the machine, and everything else.
+
+    `sources` maps a name to a function listing its pids at the time of a snapshot. CPU that is
+    not counted in a process (a client's own measure) is passed to `cores`/`stop` as `extra`.
+    """
+
+    def __init__(self, sources: dict[str, Callable[[], Iterable[int]]]) -> None:
+        self.sources = sources
+        self.begin: dict[str, Any] | None = None
+
+    def snap(self) -> dict[str, Any]:
+        """CPU seconds of every source's processes and of the machine, now."""
+        procs = {name: {p: proc_cpu(p) for p in pids()} for name, pids in self.sources.items()}
+        return {"t": time.monotonic(), "machine": machine_busy(), "procs": procs}
+
+    def cores(self, a: dict[str, Any], b: dict[str, Any], **extra: float) -> dict[str, float]:
+        """Average cores used between two snapshots; `extra` are CPU seconds of their own."""
+        wall = max(b["t"] - a["t"], 1e-6)
+        used: dict[str, float] = {}
+        for name, now in b["procs"].items():
+            before = a["procs"].get(name, {})
+            used[name] = sum(max(0.0, c - before.get(p, 0.0)) for p, c in now.items())
+        used.update(extra)
+        machine = b["machine"] - a["machine"]
+        out = {k: round(v / wall, 2) for k, v in used.items()}
+        out["machine"] = round(machine / wall, 2)
+        out["other"] = round(max(0.0, machine - sum(used.values())) / wall, 2)
+        return out
+
+    def start(self) -> None:
+        """Begin a phase."""
+        self.begin = self.snap()
+
+    def stop(self, **extra: float) -> dict[str, float]:
+        """Cores used since start()."""
+        assert self.begin is not None, "CpuMeter.stop() before start()"
+        return self.cores(self.begin, self.snap(), **extra)
+
+
+def fmt_cpu(cpu: dict[str, float]) -> str:
+    """`name=cores ...` for a log line."""
+    return " ".join(f"{k}={v:.2f}" for k, v in cpu.items())
