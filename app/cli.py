@@ -216,6 +216,10 @@ def worker(processes: int | None, threads: int) -> None:
 @with_appcontext
 def scheduler() -> None:
     """Run the scheduler (standby until it holds the lock); stop with Ctrl-C."""
+    if not os.environ.get("BROKER_URL"):
+        # Its jobs only send actors: without a shared broker nobody would run them.
+        click.echo("BROKER_URL is not set: `cairn serve` runs the scheduler in-process.", err=True)
+        sys.exit(2)
     import signal
     import threading
 

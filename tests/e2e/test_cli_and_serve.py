@@ -112,3 +112,10 @@ def test_db_upgrade_on_postgresql(tmp_path):
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute("DROP DATABASE IF EXISTS cairn_cli_test WITH (FORCE)")
+
+
+@pytest.mark.parametrize("command", ["worker", "scheduler"])
+def test_standalone_worker_and_scheduler_need_a_shared_broker(tmp_path, command):
+    result = _cairn(tmp_path, command)
+    assert result.returncode == 2
+    assert "BROKER_URL" in result.stderr and "Traceback" not in result.stderr
