@@ -48,7 +48,6 @@ class Audiences(MethodView):
         audience = audiences_service.create_audience(
             db.session, project_id=current_project_id(), **body
         )
-        db.session.commit()
         return _with_count(audience)
 
     @require_key(SECRET)
@@ -96,14 +95,12 @@ class AudienceItem(MethodView):
     def delete(self, ref: str):
         """Delete the audience, its memberships and their history."""
         audiences_service.delete_audience(db.session, project_id=current_project_id(), ref=ref)
-        db.session.commit()
 
 
 def _update(ref: str, body: dict, *, replace: bool) -> Audience:
     audience = audiences_service.update_audience(
         db.session, project_id=current_project_id(), ref=ref, changes=body, replace=replace
     )
-    db.session.commit()
     return _with_count(audience)
 
 
@@ -172,7 +169,6 @@ def _add(ref: str, body: dict) -> dict:
         ttl_seconds=body.get("ttlSeconds"),
         now=utcnow(),
     )
-    db.session.commit()
     joined = sum(r.joined for r in results)
     return {
         "joined": joined,
@@ -191,5 +187,4 @@ def _remove(ref: str, body: dict) -> dict:
         user_ids=body["userIds"],
         now=utcnow(),
     )
-    db.session.commit()
     return {"removed": sum(r.removed for r in results), "results": results}

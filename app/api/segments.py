@@ -36,7 +36,6 @@ class Segments(MethodView):
         segment = segments_service.create_segment(
             db.session, project_id=current_project_id(), **body
         )
-        db.session.commit()
         return segment
 
     @require_key(SECRET)
@@ -95,14 +94,12 @@ class SegmentItem(MethodView):
     def delete(self, ref: str):
         """Delete the segment."""
         segments_service.delete_segment(db.session, project_id=current_project_id(), ref=ref)
-        db.session.commit()
 
 
 def _update(ref: str, body: dict, *, replace: bool):
     segment = segments_service.update_segment(
         db.session, project_id=current_project_id(), ref=ref, changes=body, replace=replace
     )
-    db.session.commit()
     return segment
 
 

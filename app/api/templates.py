@@ -33,7 +33,6 @@ class Templates(MethodView):
         template = templates_service.create_template(
             db.session, project_id=current_project_id(), **body
         )
-        db.session.commit()
         return template
 
     @require_key(SECRET)
@@ -78,14 +77,12 @@ class TemplateItem(MethodView):
     def delete(self, ref: str):
         """Delete the template."""
         templates_service.delete_template(db.session, project_id=current_project_id(), ref=ref)
-        db.session.commit()
 
 
 def _update(ref: str, body: dict, *, replace: bool):
     template = templates_service.update_template(
         db.session, project_id=current_project_id(), ref=ref, changes=body, replace=replace
     )
-    db.session.commit()
     return template
 
 
