@@ -109,6 +109,8 @@ def apply_batch() -> tuple[dict, int]:
     calls = body.get("batch") if isinstance(body, dict) else None
     if not isinstance(calls, list):
         raise BadRequest("Expected {batch: [...]}", {"batch": ["required, an array"]})
+    if not calls:
+        raise BadRequest("An empty batch", {"batch": ["must hold at least one call"]})
     limit = current_app.config["MAX_BATCH"]
     if len(calls) > limit:
         raise TooLarge(

@@ -72,10 +72,9 @@ TIMESTAMP = formatted(
     "(MAX_FUTURE_SKEW_SECONDS, MAX_PAST_SKEW_SECONDS); default now",
 )
 USER_HASH: dict[str, Any] = {
-    "type": ["string", "null"],
     "description": "hex HMAC-SHA256(identity secret, userId): proves userId for a publishable "
     "key (required when the project sets identityVerification: required); or send the "
-    "X-Cairn-User-Hash header",
+    "X-Cairn-User-Hash header. Any other value counts as no hash.",
 }
 EVENT: dict[str, Any] = {
     "type": "object",

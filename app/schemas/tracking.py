@@ -99,9 +99,7 @@ COMPONENTS: dict[str, dict[str, Any]] = {
 }
 COMPONENTS["SegmentCall"] = {
     "description": "a call of a batch: `type` says which",
-    "anyOf": [
-        {**_call(kind, in_batch=True), "title": f"batch {kind}"} for kind in CALL_TYPES
-    ],
+    "anyOf": [{**_call(kind, in_batch=True), "title": f"batch {kind}"} for kind in CALL_TYPES],
 }
 COMPONENTS["SegmentBatch"] = {
     "type": "object",

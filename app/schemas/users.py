@@ -14,7 +14,6 @@ from app.schemas.audiences import MembershipSchema
 from app.schemas.events import BATCH_LIMIT, NOT_BLANK, formatted, one_or_batch, ref
 from app.services.profiles import MAX_ID_LENGTH
 
-
 EMAIL_DOC = "a deliverable-looking address (no DNS lookup), stored lower-cased"
 PHONE_DOC = (
     "a valid number, +<country code> or national in the project's defaultRegion; "
@@ -75,7 +74,11 @@ ERASE_REQUEST: dict[str, Any] = {
                 "minProperties": 1,
                 "maxProperties": 1,
                 "additionalProperties": False,
-                "properties": {"userId": _ERASE_VALUE, "email": _ERASE_VALUE, "phone": _ERASE_VALUE},
+                "properties": {
+                    "userId": _ERASE_VALUE,
+                    "email": _ERASE_VALUE,
+                    "phone": _ERASE_VALUE,
+                },
             },
         },
     ]

@@ -99,9 +99,6 @@ def parse_event(item: Any, now: datetime, limits: Limits, *, check_size: bool) -
             ids[key] = text_id  # numeric ids are common in backends; store their text
         else:
             errors[key] = ["must be a string of 1-255 characters"]
-    user_hash = item.get("userHash")
-    if user_hash is not None and not isinstance(user_hash, str):
-        errors["userHash"] = ["must be a string"]
     properties = item.get("properties")
     if properties is None:
         properties = {}

@@ -68,7 +68,6 @@ def integer_text(value: Any) -> str | None:
     return None
 
 
-
 def normalize_email(raw: str) -> str:
     """A syntactically valid address, lower-cased whole (no DNS lookup).
 

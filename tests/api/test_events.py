@@ -155,3 +155,17 @@ def test_pixel_records_and_always_answers_a_gif(app, client, project):
         assert r.status_code == 200 and r.mimetype == "image/gif"
         assert r.headers["X-Cairn-Recorded"] == "0"
     assert len(_events(app)) == 1
+
+
+def test_ids_are_integers_or_non_blank_text(app, api):
+    # As JSON Schema counts integers (the OpenAPI document): 7.0 is the id "7".
+    r = api.post("/v1/events", json={"name": "n", "userId": 7.0})
+    assert r.status_code == 202, r.json
+    assert [e.name for e in _events(app)] == ["n"]
+    with app.app_context():
+        assert db.session.scalar(select(User.external_id)) == "7"
+    for bad in ({"userId": "  "}, {"anonymousId": "\t"}, {"userId": 1.5}):
+        r = api.post("/v1/events", json={"name": "n", **bad})
+        assert r.status_code == 422, bad
+        assert set(r.json["errors"]["0"]) == set(bad)
+    assert len(_events(app)) == 1

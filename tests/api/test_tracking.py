@@ -187,3 +187,30 @@ def test_alias_of_a_known_user_keeps_its_inbox_and_memberships(app, api):
     assert sorted(a["name"] for a in user["audiences"]) == ["gold", "vip"]
     inbox = api.get("/v1/inbox?userId=new-id").json
     assert [m["title"] for m in inbox["data"]] == ["Welcome"]
+
+
+def test_fields_every_call_may_carry_are_checked_whatever_its_type(app, api):
+    bad_calls = [
+        ("identify", {"userId": "u", "messageId": 5}, "messageId"),
+        ("alias", {"userId": "u", "previousId": "p", "context": "web"}, "context"),
+        ("identify", {"userId": 1.5}, "userId"),
+        ("track", {"event": "e", "userId": " "}, "userId"),
+        ("identify", {"anonymousId": "\n"}, "anonymousId"),
+        ("track", {"event": "e", "userId": "u", "properties": 0}, "properties"),
+        ("identify", {"userId": "u", "traits": []}, "traits"),
+    ]
+    for kind, call, field in bad_calls:
+        r = api.post(f"/v1/{kind}", json=call)
+        assert r.status_code == 422, (kind, call, r.json)
+        assert field in r.json["errors"]["0"], (kind, call, r.json)
+    assert _user_events(app, "u") == []
+    # An integral number is an id (as JSON Schema counts integers): 7.0 is "7".
+    r = api.post("/v1/track", json={"event": "e", "userId": 7.0})
+    assert r.status_code == 200, r.json
+    assert _user_events(app, "7") == ["e"]
+
+
+def test_an_empty_batch_is_refused(api):
+    r = api.post("/v1/batch", json={"batch": []})
+    assert r.status_code == 400
+    assert "batch" in r.json["errors"]

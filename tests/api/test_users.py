@@ -194,3 +194,30 @@ def test_batch_erase_by_user_id_email_and_phone(api):
     assert r.status_code == 413
     r = api.post("/v1/users/delete", json=[{"userId": "a", "email": "x"}])
     assert r.status_code == 422 and "0" in r.json["errors"]
+
+
+def test_a_batch_with_nothing_valid_is_refused_whole(api):
+    # As on /v1/events: partial batches answer 200 with per-item results, an all-bad one 422.
+    r = api.post("/v1/users", json=[{"email": "x@example.com"}, {"userId": "  "}])
+    assert r.status_code == 422, r.json
+    assert set(r.json["errors"]) == {"0", "1"}
+    assert "userId" in r.json["errors"]["1"]
+    assert api.get("/v1/users").json["data"] == []
+
+
+def test_an_attribute_alias_is_checked_even_when_the_field_is_given(api):
+    r = api.post(
+        "/v1/users",
+        json={"userId": "u", "phone": "+14155550101", "attributes": {"$phone_number": 5}},
+    )
+    assert r.status_code == 422, r.json
+    assert set(r.json["errors"]) == {"attributes.$phone_number"}
+    r = api.post(
+        "/v1/users",
+        json={
+            "userId": "u",
+            "email": "ann@example.com",
+            "attributes": {"$email": "bob@example.com"},
+        },
+    )
+    assert r.status_code == 200 and api.get("/v1/users/u").json["email"] == "ann@example.com"
