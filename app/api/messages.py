@@ -8,24 +8,30 @@ from typing import Any
 from flask import current_app, request
 from flask.views import MethodView
 from marshmallow import Schema, fields
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from app.api.blueprint import Blueprint
 from app.api.bodies import read_json_body
 from app.api.guard import SECRET, current_project, current_project_id, require_key
 from app.api.pagination import page_args, paginate
-from app.db import db, insert_ignore
+from app.db import db
 from app.errors import BadRequest, Conflict, InvalidInput, NotFound, TooLarge
-from app.models import Project
 from app.models.base import utcnow
 from app.models.message import (
     STATUSES,
     Message,
     MessageStatusChange,
     SandboxMessage,
-    Suppression,
+)
+from app.schemas.suppressions import (
+    AddedSchema,
+    RemovedSchema,
+    SuppressionInputSchema,
+    SuppressionListSchema,
+    SuppressionRemoveSchema,
 )
 from app.services import messages as messages_service
+from app.services import suppressions
 from app.services.outbox import insert_messages, message_row
 from app.services.profiles import FieldError
 from app.services.users import load_users_by_external_id
@@ -330,84 +336,31 @@ class SandboxMessages(MethodView):
         }
 
 
-def _suppression_address(project: Project, channel: str, raw: str) -> str:
-    try:
-        return CHANNELS[channel].normalize_address(raw, project.default_region)
-    except FieldError as err:
-        raise InvalidInput(str(err), {"address": [str(err)]}) from None
-
-
 @blp.route("/suppressions")
 class Suppressions(MethodView):
     """Addresses never to send to, per channel (checked right before every send)."""
 
     @require_key(SECRET)
-    @blp.response(200, PageSchema)
+    @blp.response(200, SuppressionListSchema)
     def get(self):
-        """The suppression list."""
+        """The suppression list, in the order it was added."""
         limit, after = page_args()
-        stmt = select(Suppression).where(Suppression.project_id == current_project_id())
-        if after is not None:
-            stmt = stmt.where(Suppression.id > after)
-        rows, cursor = paginate(db.session, stmt.order_by(Suppression.id), limit)
-        return {
-            "data": [
-                {
-                    "channel": r.channel,
-                    "address": r.address,
-                    "reason": r.reason,
-                    "createdAt": r.created_at.isoformat(),
-                }
-                for r in rows
-            ],
-            "nextCursor": cursor,
-        }
+        stmt = suppressions.list_suppressions_query(current_project_id(), after_id=after)
+        rows, cursor = paginate(db.session, stmt, limit)
+        return {"data": rows, "next_cursor": cursor}
 
     @require_key(SECRET)
-    @blp.response(200, CountSchema)
-    def post(self):
+    @blp.arguments(SuppressionInputSchema)
+    @blp.response(200, AddedSchema)
+    def post(self, body: dict[str, Any]):
         """Add `{channel, address, reason?}`; adding twice is harmless."""
-        channel, address, reason = self._parse()
-        result = db.session.execute(
-            insert_ignore(db.session, Suppression, ["project_id", "channel", "address"])
-            .values(
-                project_id=current_project_id(),
-                channel=channel,
-                address=address,
-                reason=reason,
-                created_at=datetime.now(UTC),
-            )
-            .returning(Suppression.id)
-        )
-        added = len(result.all())
+        added = suppressions.add_suppression(db.session, project=current_project(), **body)
         return {"added": added}
 
     @require_key(SECRET)
-    @blp.response(200, CountSchema)
-    def delete(self):
+    @blp.arguments(SuppressionRemoveSchema)
+    @blp.response(200, RemovedSchema)
+    def delete(self, body: dict[str, Any]):
         """Remove `{channel, address}`."""
-        channel, address, _ = self._parse()
-        result = db.session.execute(
-            delete(Suppression).where(
-                Suppression.project_id == current_project_id(),
-                Suppression.channel == channel,
-                Suppression.address == address,
-            )
-        )
-        return {"removed": result.rowcount}  # type: ignore[attr-defined]
-
-    @staticmethod
-    def _parse() -> tuple[str, str, str]:
-        body = read_json_body()
-        if not isinstance(body, dict):
-            raise BadRequest("Expected a JSON object", {"body": ["wrong type"]})
-        channel, address = body.get("channel"), body.get("address")
-        if channel not in CHANNELS:
-            raise InvalidInput("unknown channel", {"channel": [f"one of {', '.join(CHANNELS)}"]})
-        if not isinstance(address, str) or not address:
-            raise InvalidInput("address is required", {"address": ["a non-empty string"]})
-        reason = body.get("reason", "manual")
-        if not isinstance(reason, str) or len(reason) > 40:
-            raise InvalidInput("reason too long", {"reason": ["at most 40 characters"]})
-        project = current_project()
-        return channel, _suppression_address(project, channel, address), reason
+        removed = suppressions.remove_suppression(db.session, project=current_project(), **body)
+        return {"removed": removed}
