@@ -170,6 +170,24 @@ def live_server(app):
     thread.join(timeout=10)
 
 
+def user_events(app, user_id: str) -> list[str]:
+    """The names of a user's events, in the order they were stored."""
+    from sqlalchemy import select
+
+    from app.db import db
+    from app.models import Event, User
+
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.external_id == user_id))
+        if user is None:
+            return []
+        return list(
+            db.session.scalars(
+                select(Event.name).where(Event.user_id == user.id).order_by(Event.id)
+            )
+        )
+
+
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
     """Poll until `predicate()` is truthy (returns it) or fail after a generous deadline."""
     import time

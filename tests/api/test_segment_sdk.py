@@ -9,21 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from app.db import db
-from app.models import Event, User
+from app.models import Event
+from tests.conftest import user_events
 
 TEXT = "text/plain;charset=UTF-8"
-
-
-def _user_events(app, user_id: str) -> list[str]:
-    with app.app_context():
-        user = db.session.scalar(select(User).where(User.external_id == user_id))
-        if user is None:
-            return []
-        return list(
-            db.session.scalars(
-                select(Event.name).where(Event.user_id == user.id).order_by(Event.id)
-            )
-        )
 
 
 def _event_count(app) -> int:
@@ -57,7 +46,7 @@ def test_each_short_path_takes_text_plain_json_with_the_key_in_the_body(app, cli
         r = _post(client, path, {**key, **call, "sentAt": "2026-01-01T00:00:00Z"})
         assert r.status_code == 200, (path, r.json)
         assert r.json["success"] is True and r.json["rejected"] == 0
-    assert _user_events(app, "ann") == ["$page", "Viewed Plan", "$screen", "Signed Up"]
+    assert user_events(app, "ann") == ["$page", "Viewed Plan", "$screen", "Signed Up"]
     profile = api.get("/v1/users/ann").json
     assert profile["anonymousIds"] == ["visitor"]
     assert profile["attributes"]["plan"] == "pro"
@@ -69,7 +58,7 @@ def test_short_paths_take_the_basic_header_analytics_next_also_sends(app, client
     # Without a body key (older SDK builds or server clients): the header alone, any key kind.
     del body["writeKey"]
     assert _post(client, "/v1/t", body, headers=_basic(project.secret)).status_code == 200
-    assert _user_events(app, "u") == ["e", "e"]
+    assert user_events(app, "u") == ["e", "e"]
 
 
 def test_a_publishable_key_in_the_query_string_is_taken(app, client, project):
@@ -77,7 +66,7 @@ def test_a_publishable_key_in_the_query_string_is_taken(app, client, project):
     r = _post(client, "/v1/t", body, query=f"?writeKey={project.publishable}")
     assert r.status_code == 200, r.json
     assert _post(client, "/v1/t", body, query=f"?key={project.publishable}").status_code == 200
-    assert _user_events(app, "qu") == ["q", "q"]
+    assert user_events(app, "qu") == ["q", "q"]
 
 
 def test_a_secret_key_in_a_page_is_refused_and_nothing_is_stored(app, client, project, api):
@@ -130,7 +119,7 @@ def test_b_takes_a_batch_as_the_mobile_sdks_and_batching_analytics_js_send_it(ap
     r = _post(client, "/v1/b", body)
     assert r.status_code == 200, r.json
     assert r.json["accepted"] == 3 and set(r.json["errors"]) == {"3"}
-    assert _user_events(app, "bo") == ["$screen", "Tapped"]
+    assert user_events(app, "bo") == ["$screen", "Tapped"]
     # analytics-kotlin / -swift: the key as Basic only, JSON content type.
     del body["writeKey"]
     r = client.post("/v1/b", json=body, headers=_basic(project.publishable))

@@ -9,18 +9,7 @@ from sqlalchemy import select
 from app.db import db
 from app.models import AnonymousId, Event, User
 from app.services.projects import user_hash
-
-
-def _user_events(app, user_id: str) -> list[str]:
-    with app.app_context():
-        user = db.session.scalar(select(User).where(User.external_id == user_id))
-        if user is None:
-            return []
-        return list(
-            db.session.scalars(
-                select(Event.name).where(Event.user_id == user.id).order_by(Event.id)
-            )
-        )
+from tests.conftest import user_events
 
 
 def _anonymous_profiles(app) -> int:
@@ -56,7 +45,7 @@ def test_identify_with_both_ids_merges_the_anonymous_profile(app, api, project):
     )
     assert r.status_code == 200 and r.json["success"] is True
     assert _anonymous_profiles(app) == 0
-    assert _user_events(app, "u-42") == ["$page", "Added to Cart"]
+    assert user_events(app, "u-42") == ["$page", "Added to Cart"]
     user = api.get("/v1/users/u-42").json
     # The known user's values win; what only the anonymous profile knew is kept.
     assert user["attributes"] == {"utm": "spring", "plan": "pro"}
@@ -64,7 +53,7 @@ def test_identify_with_both_ids_merges_the_anonymous_profile(app, api, project):
     assert user["anonymousIds"] == ["anon-1"]
     # Later events with only the anonymous id land on the known user.
     api.post("/v1/track", kind="publishable", json={"anonymousId": "anon-1", "event": "Checkout"})
-    assert _user_events(app, "u-42")[-1] == "Checkout"
+    assert user_events(app, "u-42")[-1] == "Checkout"
 
 
 def test_alias_merges_many_anonymous_ids_any_number_of_times(app, api):
@@ -75,7 +64,7 @@ def test_alias_merges_many_anonymous_ids_any_number_of_times(app, api):
     for anon in ("phone", "laptop", "tablet", "laptop"):
         r = api.post("/v1/alias", kind="publishable", json={"previousId": anon, "userId": "bob"})
         assert r.status_code == 200, r.json
-    assert sorted(_user_events(app, "bob")) == ["seen-laptop", "seen-phone", "seen-tablet"]
+    assert sorted(user_events(app, "bob")) == ["seen-laptop", "seen-phone", "seen-tablet"]
     assert sorted(api.get("/v1/users/bob").json["anonymousIds"]) == ["laptop", "phone", "tablet"]
     assert _anonymous_profiles(app) == 0
 
@@ -86,7 +75,7 @@ def test_alias_from_a_previous_user_id(app, api):
     api.post("/v1/alias", json={"previousId": "old-id", "userId": "new-id"})
     assert api.get("/v1/users/old-id").status_code == 404
     assert api.get("/v1/users/new-id").json["attributes"] == {"a": 1}
-    assert _user_events(app, "new-id") == ["legacy"]
+    assert user_events(app, "new-id") == ["legacy"]
 
 
 def test_batch_applies_calls_in_order_and_reports_bad_ones(app, api):
@@ -107,7 +96,7 @@ def test_batch_applies_calls_in_order_and_reports_bad_ones(app, api):
     assert r.status_code == 200, r.json
     assert set(r.json["errors"]) == {"3", "4"}
     assert "name" in r.json["errors"]["3"] and "type" in r.json["errors"]["4"]
-    assert _user_events(app, "zed") == ["one", "$screen"]
+    assert user_events(app, "zed") == ["one", "$screen"]
     with app.app_context():
         screen = db.session.scalar(select(Event).where(Event.name == "$screen"))
         assert screen.properties == {"name": "Home"}
@@ -149,7 +138,7 @@ def test_official_segment_client_against_a_live_server(app, live_server, project
     client.flush()
     client.shutdown()
     assert errors == []
-    assert _user_events(app, "sdk-user") == ["$page", "Viewed Plan", "Subscribed"]
+    assert user_events(app, "sdk-user") == ["$page", "Viewed Plan", "Subscribed"]
     with app.app_context():
         user = db.session.scalar(select(User).where(User.external_id == "sdk-user"))
         assert user.email == "sdk@example.com" and user.attributes == {"company": "Acme Corp"}
@@ -203,11 +192,11 @@ def test_fields_every_call_may_carry_are_checked_whatever_its_type(app, api):
         r = api.post(f"/v1/{kind}", json=call)
         assert r.status_code == 422, (kind, call, r.json)
         assert field in r.json["errors"]["0"], (kind, call, r.json)
-    assert _user_events(app, "u") == []
+    assert user_events(app, "u") == []
     # An integral number is an id (as JSON Schema counts integers): 7.0 is "7".
     r = api.post("/v1/track", json={"event": "e", "userId": 7.0})
     assert r.status_code == 200, r.json
-    assert _user_events(app, "7") == ["e"]
+    assert user_events(app, "7") == ["e"]
 
 
 def test_an_empty_batch_is_refused(api):

@@ -22,7 +22,7 @@ import requests
 from sqlalchemy import Engine, create_engine, text
 
 from tests.conftest import wait_for
-from tests.e2e.live import Server, _cairn
+from tests.e2e.live import Server, _cairn, fresh_pg_database
 from tests.e2e.proxy import TcpProxy
 
 BROKERS = [
@@ -45,16 +45,8 @@ def fault_db(tmp_path):
     if not pg:
         yield f"sqlite:///{tmp_path / 'faults.db'}"
         return
-    import psycopg
-
-    base = pg.replace("postgresql+psycopg://", "postgresql://")
-    name = f"cairn_faults_{os.getpid()}"  # two runs on one server must not share it
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    yield pg.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with fresh_pg_database("cairn_faults") as url:
+        yield url
 
 
 def _flush(broker_url: str) -> None:

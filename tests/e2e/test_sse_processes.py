@@ -10,12 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 import requests
 
 from app.services.projects import user_hash
-from tests.e2e.live import CAIRN, _cairn, _env, _free_port
+from tests.e2e.live import CAIRN, _cairn, _env, _free_port, fresh_pg_database
 from tests.sse import SseReader
 
 pytestmark = pytest.mark.skipif(
@@ -34,14 +33,8 @@ ONE = ("--workers", "1")
 @pytest.fixture
 def database_url() -> str:
     """A fresh PostgreSQL database for these servers, dropped afterwards."""
-    base = os.environ["TEST_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
-    name = f"cairn_sse_{os.getpid()}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    yield base.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with fresh_pg_database("cairn_sse") as url:
+        yield url
 
 
 class Servers:
