@@ -614,19 +614,6 @@ assert set(_SQL_OPS) == set(ATTRIBUTE_OPS), "every filter operator needs its SQL
 # --- the compiler -------------------------------------------------------------------------
 
 
-def _default_channels() -> dict[str, ChannelClause]:
-    def non_empty(column: str) -> ChannelClause:
-        return lambda table: and_(table.c[column].is_not(None), table.c[column] != "")
-
-    return {
-        "email": non_empty("email"),
-        "sms": non_empty("phone"),
-        "inapp": non_empty("external_id"),
-        # No device tokens yet: callers pass an EXISTS over their subscriptions table.
-        "push": lambda _table: false(),
-    }
-
-
 class _Compiler:
     def __init__(
         self,
@@ -757,20 +744,17 @@ def compile_filter(
     project_id: int,
     dialect_name: str,
     now: datetime,
-    push_clause: Clause | None = None,
-    channel_clauses: Mapping[str, ChannelClause] | None = None,
+    channel_clauses: Mapping[str, ChannelClause],
 ) -> Clause:
     """A WHERE clause over `users` true exactly for the users `evaluate` accepts at `now`.
 
-    `push_clause` (or `channel_clauses["push"]`) says which users have a push device; it
-    defaults to nobody. `channel_clauses` may replace any channel's reachability test.
+    `channel_clauses` are the channel registry's reachability tests
+    (`workers.channels.reachability_clauses()`): the compiler knows no channel itself.
     """
     if dialect_name not in ("postgresql", "sqlite"):
         raise ValueError(f"segment filters do not support the {dialect_name} dialect")
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-    channels = _default_channels()
-    if push_clause is not None:
-        channels["push"] = lambda _table: push_clause
-    channels.update(channel_clauses or {})
-    compiler = _Compiler(project_id=project_id, dialect=dialect_name, now=now, channels=channels)
+    compiler = _Compiler(
+        project_id=project_id, dialect=dialect_name, now=now, channels=channel_clauses
+    )
     return compiler.compile(cond, compiler.profile_field)

@@ -81,7 +81,7 @@ GOAL_DELIVERY_RATIO = 0.8
 GOAL_SSE_P50_MS = 50.0
 GOAL_SSE_P99_MS = 250.0
 
-JOB_BATCH = 250  # workers.fanout.BATCH: message ids per deliver_messages job
+JOB_BATCH = 250  # app.services.outbox.DELIVERY_BATCH: ids per deliver_messages job
 # --quick: a smoke run of every phase in seconds (the figures mean nothing).
 QUICK = {
     "users": 2000,

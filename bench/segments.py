@@ -66,6 +66,7 @@ from journeys.filters import (  # noqa: E402
     parse_filter,
     required_event_names,
 )
+from workers.channels import reachability_clauses  # noqa: E402
 
 DEFAULT_URL = os.environ.get(
     "BENCH_SEGMENTS_DATABASE_URL",
@@ -773,7 +774,13 @@ def evaluator_bench(
             matched = sum(1 for f in facts if evaluate(cond, f))
             dt = time.perf_counter() - t0
             gc.enable()
-            clause = compile_filter(cond, project_id=pid, dialect_name=engine.dialect.name, now=now)
+            clause = compile_filter(
+                cond,
+                project_id=pid,
+                dialect_name=engine.dialect.name,
+                now=now,
+                channel_clauses=reachability_clauses(),
+            )
             in_sql = conn.execute(
                 select(func.count())
                 .select_from(users)
@@ -890,7 +897,13 @@ def main() -> int:
             continue
         clause = and_(
             users.c.project_id == pid,
-            compile_filter(conds[q.key], project_id=pid, dialect_name=dialect, now=now),
+            compile_filter(
+                conds[q.key],
+                project_id=pid,
+                dialect_name=dialect,
+                now=now,
+                channel_clauses=reachability_clauses(),
+            ),
         )
         where = f"project_id = :pid AND ({q.hand[dialect]})"
         if q.subset:

@@ -339,8 +339,8 @@ def _selected(conn: Connection, cond: Condition, population: list[Person]) -> se
         project_id=PROJECT,
         dialect_name=conn.dialect.name,
         now=NOW,
-        push_clause=users.c.id.in_(push),
-        channel_clauses={k: v for k, v in reachability_clauses().items() if k != "push"},
+        # The population's push devices stand in for the (not yet existing) subscriptions.
+        channel_clauses={**reachability_clauses(), "push": lambda _table: users.c.id.in_(push)},
     )
     query = select(users.c.id).where(users.c.project_id == PROJECT, clause)
     return set(conn.execute(query).scalars())
