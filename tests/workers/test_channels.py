@@ -114,7 +114,7 @@ def test_a_project_overrides_the_provider_and_unknown_names_are_a_422(recording,
     for bad, why in (
         ({"email": "nope"}, "email: unknown provider 'nope'"),
         ({"push": "sandbox"}, "push: provider 'sandbox' does not send push"),
-        ({"fax": "sandbox"}, "Must be one of: inapp, email, sms, push"),
+        ({"fax": "sandbox"}, "fax: unknown channel; known: inapp, email, sms, push"),
     ):
         r = api.patch("/v1/project", json={"settings": {"providers": bad}})
         assert r.status_code == 422, r.json
