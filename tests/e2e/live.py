@@ -83,13 +83,14 @@ def fresh_pg_database(prefix: str) -> Iterator[str]:
     (named after the process, so two runs on one server never share it)."""
     import psycopg
 
-    base = os.environ["TEST_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+    url = os.environ["TEST_DATABASE_URL"]
+    base = url.replace("postgresql+psycopg://", "postgresql://")  # for psycopg itself
     name = f"{prefix}_{os.getpid()}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name}")
     try:
-        yield base.rsplit("/", 1)[0] + "/" + name
+        yield url.rsplit("/", 1)[0] + "/" + name  # the SQLAlchemy URL, driver included
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
