@@ -9,6 +9,7 @@ live streams) it reports as effects, which the delivery's record step applies.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -40,7 +41,7 @@ class Addressable(Protocol):
     phone: str | None
 
 
-class Channel:
+class Channel(ABC):
     """One channel; subclasses override what differs. Instances are registered by name."""
 
     name: ClassVar[str]
@@ -50,17 +51,17 @@ class Channel:
     # Why a user without an address on this channel gets no message (API `<channel>Error`).
     unreachable_reason: ClassVar[str] = "unreachable"
 
+    @abstractmethod
     def address_of(self, user: Addressable) -> str | None:
         """The user's address on this channel, or None if unreachable there."""
-        raise NotImplementedError
 
+    @abstractmethod
     def reachable_sql(self, users: FromClause) -> ColumnElement[bool]:
         """Over the `users` table: true exactly for users `address_of` gives an address."""
-        raise NotImplementedError
 
+    @abstractmethod
     def address_sql(self, users: FromClause) -> ColumnElement[str]:
         """Over the `users` table: the address `address_of` gives (for INSERT ... SELECT)."""
-        raise NotImplementedError
 
     def normalize_address(self, raw: str, region: str | None) -> str:
         """A raw address (a suppression, a raw send) in its stored form; raises ValueError."""
