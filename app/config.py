@@ -65,6 +65,28 @@ class Settings:
     SMS_PROVIDER: str = ""
     PUSH_PROVIDER: str = ""
     INAPP_PROVIDER: str = ""
+    # Email over SMTP: `smtp://user:pass@host:587?starttls=1`, `smtps://...:465`. Setting it
+    # selects the `smtp` provider unless EMAIL_PROVIDER names another.
+    SMTP_URL: str = ""
+    SMTP_FROM: str = ""
+    # mailto: address for List-Unsubscribe next to the https one (optional).
+    UNSUBSCRIBE_MAILTO: str = ""
+    # Later bounces and complaints (POST /webhooks/email/generic) are signed with this secret.
+    EMAIL_WEBHOOK_SECRET: str = ""
+    # SMS over Twilio; TWILIO_ACCOUNT_SID selects the `twilio` provider unless SMS_PROVIDER
+    # names another. TWILIO_BASE_URL points it at a local peer.
+    TWILIO_ACCOUNT_SID: str = ""
+    TWILIO_AUTH_TOKEN: str = ""
+    TWILIO_FROM: str = ""
+    TWILIO_MESSAGING_SERVICE_SID: str = ""
+    TWILIO_BASE_URL: str = "https://api.twilio.com"
+    # The generic `webhook` SMS provider: JSON POSTed to this URL, signed with the secret.
+    SMS_WEBHOOK_URL: str = ""
+    SMS_WEBHOOK_SECRET: str = ""
+    # Web push: the VAPID contact (a real mailto: or https: URL; placeholders are refused).
+    VAPID_SUBJECT: str = ""
+    # Per-provider send rates, messages per second: `smtp=14,twilio=1` (projects override).
+    RATE_LIMITS: str = ""
     TESTING: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -109,6 +131,17 @@ class Settings:
         elif len(self.SECRET_KEY) < 16:
             raise ConfigError("SECRET_KEY: must be at least 16 characters")
         self._check_providers()
+        if self.VAPID_SUBJECT:
+            from app.services.vapid import subject_problem
+
+            problem = subject_problem(self.VAPID_SUBJECT)
+            if problem is not None:
+                raise ConfigError(f"VAPID_SUBJECT: {problem}")
+        if self.RATE_LIMITS:
+            try:
+                parse_rate_limits(self.RATE_LIMITS)
+            except ValueError as err:
+                raise ConfigError(f"RATE_LIMITS: {err}") from None
 
     def _check_providers(self) -> None:
         """An unknown provider name (or one that does not send its channel) stops the start."""
@@ -128,6 +161,21 @@ class Settings:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         out.update(self.extra)
         return out
+
+
+def parse_rate_limits(raw: str) -> dict[str, float]:
+    """`smtp=14,twilio=1` → {provider: messages per second}; ValueError naming the bad part."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = -1.0
+        if not sep or not name.strip() or not 0 < rate < 1e6:
+            raise ValueError(f"expected provider=messages-per-second pairs, got {part!r}")
+        out[name.strip()] = rate
+    return out
 
 
 def normalize_database_url(url: str) -> str:

@@ -43,6 +43,7 @@ from journeys.delivery_policy import (
     plan,
 )
 from journeys.quiet_hours import parse_hhmm
+from workers.channels import CHANNELS
 from workers.channels.base import (
     Deactivate,
     Delivery,
@@ -73,6 +74,7 @@ class Outcome:
     provider_id: str | None = None
     rendered: dict[str, Any] | None = None
     not_before: datetime | None = None
+    segments: int | None = None
     # What the provider asked us to do to our data, with the delivery it concerns.
     effects: tuple[Any, ...] = ()
     delivery: Delivery | None = None
@@ -97,6 +99,8 @@ class _Loaded:
     suppressed: dict[tuple[int, str, str], str]
     recent: Counter[int]
     builder: ContentBuilder
+    # (channel, address) -> what the channel's load_targets found (push subscriptions).
+    targets: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
 def backoff(attempt: int) -> timedelta:
@@ -170,9 +174,24 @@ def _load(session: Session, ids: list[int], now: datetime) -> _Loaded:
         suppressed=_suppressed(session, messages),
         recent=_recent_counts(session, messages, projects, now),
         builder=ContentBuilder(session, sends),
+        targets=_targets(session, messages),
     )
     session.commit()
     return loaded
+
+
+def _targets(session: Session, messages: list[Message]) -> dict[tuple[str, str], Any]:
+    by_channel: dict[str, list[Message]] = {}
+    for m in messages:
+        by_channel.setdefault(m.channel, []).append(m)
+    out: dict[tuple[str, str], Any] = {}
+    for name, group in by_channel.items():
+        channel = CHANNELS.get(name)
+        if channel is None:
+            continue
+        for address, target in channel.load_targets(session, group).items():
+            out[(name, address)] = target
+    return out
 
 
 def _by_id(session: Session, model: Any, ids: set[int]) -> dict[int, Any]:
@@ -275,6 +294,10 @@ def _deliver_one(
         return Outcome("failed", f"no provider configured for channel {message.channel}")
     user = loaded.users.get(message.user_id) if message.user_id is not None else None
     send = loaded.sends.get(message.send_id) if message.send_id is not None else None
+    channel = CHANNELS[message.channel]
+    target = loaded.targets.get((message.channel, message.address))
+    if target is None and channel.missing_target_reason is not None:
+        return Outcome("failed", channel.missing_target_reason)
     try:
         content = loaded.builder.build(message, send, user)
     except ContentError as err:
@@ -290,6 +313,11 @@ def _deliver_one(
         increment_count=message.increment_count,
         replaces_id=message.replaces_id,
         overrides=message.overrides or {},
+        target=target or {},
+        transactional=message.transactional,
+        expires_at=message.expires_at,
+        urgency=send.urgency if send is not None else None,
+        topic=send.topic if send is not None else None,
     )
     try:
         provider = get_provider(provider_name)
@@ -310,6 +338,7 @@ def _deliver_one(
         result.rendered,
         effects=result.effects,
         delivery=delivery,
+        segments=result.segments,
     )
 
 
@@ -383,6 +412,8 @@ def _record(
             row["provider_id"] = o.provider_id
         if o.rendered is not None:
             row["rendered"] = o.rendered
+        if o.segments is not None:
+            row["segments"] = o.segments
         if o.status == "sent":
             row["sent_at"] = now
         if o.status == "queued":

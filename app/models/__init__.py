@@ -2,6 +2,7 @@
 
 from app.models.audience import Audience, AudienceChange, AudienceMember
 from app.models.base import Base
+from app.models.channels import MessageEvent, ProviderRate, PushSubscription, VapidKey
 from app.models.event import Event
 from app.models.message import Message, MessageStatusChange, SandboxMessage, Send, Suppression
 from app.models.project import ApiKey, Project
@@ -18,12 +19,16 @@ __all__ = [
     "Base",
     "Event",
     "Message",
+    "MessageEvent",
     "MessageStatusChange",
     "Project",
+    "ProviderRate",
+    "PushSubscription",
     "SandboxMessage",
     "Segment",
     "Send",
     "Suppression",
     "Template",
     "User",
+    "VapidKey",
 ]

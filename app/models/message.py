@@ -51,6 +51,10 @@ class Send(Base):
     content: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     transactional: Mapped[bool] = mapped_column(default=False)
     ttl_seconds: Mapped[int | None] = mapped_column(default=None)
+    # The topic (subscription group) a marketing send belongs to: people who left it are skipped.
+    topic: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Push: `high`, `normal` (default), `low`, `very-low` (RFC 8030 Urgency).
+    urgency: Mapped[str | None] = mapped_column(String(10), default=None)
     # pending → fanning_out → done; fan-out resumes after `cursor` (last user row id done).
     status: Mapped[str] = mapped_column(String(20), default="done")
     cursor: Mapped[int] = mapped_column(BigId, default=0)
@@ -78,6 +82,8 @@ class Message(Base):
         Index("ix_messages_user_sent", "user_id", "sent_at"),
         Index("ix_messages_send", "send_id", "status"),
         Index("ix_messages_project_created", "project_id", "id"),
+        # Provider callbacks (Twilio status) find their message by the provider's id.
+        Index("ix_messages_provider_id", "provider", "provider_id"),
         # Partial: most messages have no incrementId, and bulk fan-out should not pay for it.
         Index(
             "ix_messages_increment",
@@ -115,6 +121,8 @@ class Message(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     provider: Mapped[str | None] = mapped_column(String(40), default=None)
     provider_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    # SMS: how many segments the body takes (GSM-7 or UCS-2), as carriers bill it.
+    segments: Mapped[int | None] = mapped_column(default=None)
     # What was actually sent (after rendering), shown in the inbox and the message log.
     rendered: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

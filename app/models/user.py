@@ -30,6 +30,9 @@ class User(Base):
     language: Mapped[str | None] = mapped_column(String(35), default=None)
     timezone: Mapped[str | None] = mapped_column(String(64), default=None)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # What the person chose on the preference page: {"marketing": false, "channels": {"sms":
+    # false}, "topics": {"news": true}}; None = nothing chosen (every default applies).
+    preferences: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -60,6 +60,68 @@ class FrequencyCapSchema(Schema):
     windowSeconds = Integer(required=True, validate=validate.Range(min=1, max=366 * 86400))
 
 
+def _vapid_subject(value: str) -> None:
+    from app.services.vapid import subject_problem
+
+    problem = subject_problem(value)
+    if problem is not None:
+        raise ValidationError(problem)
+
+
+class EmailSettingsSchema(Schema):
+    """The project's sender: overrides SMTP_FROM."""
+
+    fromAddress = fields.Email(
+        data_key="from", metadata={"description": "`Name <addr@domain>` or an address"}
+    )
+    fromName = fields.Str(validate=validate.Length(max=200))
+    replyTo = fields.Email()
+    unsubscribeMailto = fields.Email(
+        metadata={"description": "List-Unsubscribe mailto next to the https link"}
+    )
+
+
+class SmsSettingsSchema(Schema):
+    """The project's SMS sender and the answer to HELP."""
+
+    fromNumber = fields.Str(
+        data_key="from", validate=validate.Length(max=32), metadata={"description": "E.164"}
+    )
+    helpText = fields.Str(
+        validate=validate.Length(min=1, max=320),
+        metadata={"description": "answered to an inbound HELP"},
+    )
+
+
+class PushSettingsSchema(Schema):
+    """The VAPID contact push services see; overrides VAPID_SUBJECT."""
+
+    vapidSubject = fields.Str(
+        validate=_vapid_subject, metadata={"description": "a real mailto: or https: contact"}
+    )
+
+
+class TopicSchema(Schema):
+    """A subscription group on every channel, mapped to the audience `topic:<key>`."""
+
+    key = fields.Str(
+        required=True,
+        validate=validate.Regexp(whole(r"[a-z0-9][a-z0-9_-]{0,63}"), error="a-z, 0-9, _ or -"),
+    )
+    name = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+    description = fields.Str(validate=validate.Length(max=1000))
+    # Opt-out topics reach everyone who has not left; opt-in ones only those who joined.
+    default = fields.Bool(
+        load_default=False, metadata={"description": "subscribed until the person leaves"}
+    )
+
+
+def _rate_limits(value: dict[str, float]) -> None:
+    unknown = sorted(set(value) - set(PROVIDERS))
+    if unknown:
+        raise ValidationError(f"unknown provider {unknown[0]!r}; known: {', '.join(PROVIDERS)}")
+
+
 class SettingsSchema(Schema):
     """Delivery settings; in a PATCH each one given replaces the stored one, null removes it."""
 
@@ -82,6 +144,22 @@ class SettingsSchema(Schema):
             },
             "additionalProperties": False,
         },
+    )
+    email = fields.Nested(EmailSettingsSchema, allow_none=True)
+    sms = fields.Nested(SmsSettingsSchema, allow_none=True)
+    push = fields.Nested(PushSettingsSchema, allow_none=True)
+    topics = fields.List(
+        fields.Nested(TopicSchema),
+        allow_none=True,
+        validate=validate.Length(max=100),
+        metadata={"description": "subscription groups offered on every channel"},
+    )
+    rateLimits = fields.Dict(
+        keys=fields.Str(),
+        values=fields.Float(validate=validate.Range(min=0.001, max=100_000)),
+        allow_none=True,
+        validate=_rate_limits,
+        metadata={"description": "{provider: messages per second}; overrides RATE_LIMITS"},
     )
     identityVerification = fields.Str(
         allow_none=True,

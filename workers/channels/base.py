@@ -10,8 +10,9 @@ live streams) it reports as effects, which the delivery's record step applies.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import ColumnElement, FromClause, String, cast, literal
@@ -48,6 +49,9 @@ class Channel(ABC):
     content: ClassVar[ContentSpec]
     # The provider used when neither the environment nor the project names one.
     default_provider: ClassVar[str | None] = None
+    # (setting, provider): a provider's credentials being set selects it over the default
+    # (`SMTP_URL` → `smtp`), unless `<CHANNEL>_PROVIDER` names another. First match wins.
+    credential_providers: ClassVar[tuple[tuple[str, str], ...]] = ()
     # Why a user without an address on this channel gets no message (API `<channel>Error`).
     unreachable_reason: ClassVar[str] = "unreachable"
 
@@ -62,6 +66,18 @@ class Channel(ABC):
     @abstractmethod
     def address_sql(self, users: FromClause) -> ColumnElement[str]:
         """Over the `users` table: the address `address_of` gives (for INSERT ... SELECT)."""
+
+    def load_targets(self, session: Any, messages: Sequence[Any]) -> dict[str, Mapping[str, Any]]:
+        """What a provider needs beyond the address, by address (a push subscription's
+        endpoint and keys), read in the delivery's load transaction. Default: nothing.
+
+        A channel that needs a target and finds none for a message fails it with
+        `missing_target_reason` (a push subscription deleted or deactivated since).
+        """
+        return {}
+
+    # Set by channels whose messages cannot be sent without a loaded target.
+    missing_target_reason: ClassVar[str | None] = None
 
     def normalize_address(self, raw: str, region: str | None) -> str:
         """A raw address (a suppression, a raw send) in its stored form; raises ValueError."""
@@ -123,6 +139,14 @@ class Delivery:
     increment_count: int = 1
     replaces_id: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    # What the channel's `load_targets` found for the address (push: endpoint, keys, VAPID).
+    target: Mapping[str, Any] = field(default_factory=dict)
+    transactional: bool = False
+    # When the message stops being worth sending (push TTL = what remains of it).
+    expires_at: datetime | None = None
+    # Push Urgency (RFC 8030): very-low, low, normal, high; None = normal.
+    urgency: str | None = None
+    topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +188,8 @@ class SendResult:
     # For `retry`: the provider's Retry-After; None means our exponential backoff.
     retry_after: float | None = None
     effects: tuple[Effect, ...] = ()
+    # SMS: the segments the body took (recorded on the message).
+    segments: int | None = None
 
 
 class Retry(Exception):
