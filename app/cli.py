@@ -1,4 +1,4 @@
-"""The `cairn` command: serve, db upgrade, project and key management."""
+"""The `cairn` command: serve, db upgrade, project, key and VAPID key management."""
 
 from __future__ import annotations
 
@@ -191,6 +191,48 @@ def ensure_default_project() -> dict[str, Any] | None:
         return project_credentials(project, sk, pk)
 
 
+@cli.group("vapid")
+def vapid_group() -> None:
+    """VAPID keys for web push (one or more per project)."""
+
+
+def _first_vapid_keys() -> None:
+    """Every project gets its first VAPID key at start (and warns about a missing subject)."""
+    from app.services.vapid import ensure_keys
+
+    with db.begin() as session:
+        made = ensure_keys(session)
+    if made:
+        click.echo(f"Generated the first VAPID key of {made} project(s) (GET /v1/push/vapid-key).")
+    if not current_app.config.get("VAPID_SUBJECT"):
+        click.echo(
+            "Web push: set VAPID_SUBJECT to a real mailto: or https: contact (or the project's "
+            "settings.push.vapidSubject); until then push messages fail without being sent.",
+            err=True,
+        )
+
+
+@vapid_group.command("generate")
+@click.option("--project", "project_id", type=int, default=None, help="default: every project")
+@with_appcontext
+def vapid_generate(project_id: int | None) -> None:
+    """A new VAPID key: new subscriptions get it, existing devices keep signing with theirs."""
+    from app.models import Project
+    from app.services.vapid import generate_key
+
+    with db.begin() as session:
+        if project_id is None:
+            ids = list(session.scalars(select(Project.id).order_by(Project.id)))
+        elif session.get(Project, project_id) is None:
+            click.echo(f"Error: project {project_id} not found", err=True)
+            sys.exit(1)
+        else:
+            ids = [project_id]
+        keys = [(pid, generate_key(session, project_id=pid).public_key) for pid in ids]
+    for pid, public in keys:
+        click.echo(f"project {pid}: {public}")
+
+
 @cli.command("worker")
 @click.option("--processes", type=int, default=None, help="default: CPUs")
 @click.option("--threads", type=int, default=8, show_default=True)
@@ -267,6 +309,7 @@ def serve(host: str, port: int | None, workers: int | None, threads: int) -> Non
     if creds is not None:
         click.echo("First start: created the default project.")
         print_credentials(creds, as_json=False)
+    _first_vapid_keys()
     port = port or app.config["PORT"]
     if workers is None:
         workers = 1 if db.dialect == "sqlite" else max(2, 2 * (os.cpu_count() or 1))

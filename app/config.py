@@ -137,6 +137,15 @@ class Settings:
             problem = subject_problem(self.VAPID_SUBJECT)
             if problem is not None:
                 raise ConfigError(f"VAPID_SUBJECT: {problem}")
+        if self.SMTP_URL:
+            from workers.channels.providers.smtp import SmtpConfigError, parse_smtp_url
+
+            try:
+                parse_smtp_url(self.SMTP_URL)
+            except SmtpConfigError as err:
+                raise ConfigError(str(err)) from None
+        if self.SMTP_FROM and "@" not in self.SMTP_FROM:
+            raise ConfigError(f"SMTP_FROM: expected an email address, got {self.SMTP_FROM!r}")
         if self.RATE_LIMITS:
             try:
                 parse_rate_limits(self.RATE_LIMITS)

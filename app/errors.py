@@ -105,6 +105,11 @@ def _flatten_marshmallow(messages: Any) -> dict[str, Any]:
     return _paths(messages, "")
 
 
+def flatten_errors(messages: Any) -> dict[str, Any]:
+    """Marshmallow's errors of a schema loaded by hand, keyed as the API names fields."""
+    return _flatten_marshmallow(messages)
+
+
 def _paths(value: Any, path: str) -> Any:
     if not isinstance(value, dict):
         return value

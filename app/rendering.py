@@ -182,9 +182,15 @@ def build_context(
     params: Mapping[str, Any] | None = None,
     event: Mapping[str, Any] | None = None,
     campaign: Mapping[str, Any] | None = None,
+    links: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The render context: `user`, `params` (also as `data`), `event`, `campaign`."""
-    context: dict[str, Any] = {"user": dict(user or {}), "params": dict(params or {})}
+    """The render context: `user`, `params` (also as `data`), `event`, `campaign`, and the
+    message's signed `links` as top-level variables (`unsubscribe_url`, `preferences_url`)."""
+    context: dict[str, Any] = {
+        **(links or {}),
+        "user": dict(user or {}),
+        "params": dict(params or {}),
+    }
     if event is not None:
         context["event"] = dict(event)
     if campaign is not None:

@@ -10,6 +10,10 @@
   closing JSON line.
 - Arguments: `--database-url`, `--max-seconds`, `--json-out` and `--quick` (a smoke run at tiny
   sizes: it checks that the bench works, its figures mean nothing).
+- Cairn as deployed (`fanout.py`, `push.py`, `mail.py`): the environment of its processes
+  (`app_env`), a fresh project (`setup_project`), `cairn serve` plus Dramatiq workers
+  (`start_app`), their CPU beside PostgreSQL's and Redis's (`app_meter`), and a broadcast
+  `POST /v1/notify` (`post_notify`) followed until its messages are final (`wait_final`).
 
 Scripts import it as `harness` (Python puts a script's own directory first on sys.path).
 """
@@ -20,18 +24,22 @@ import argparse
 import contextlib
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
+import redis
 import requests
 from sqlalchemy.engine import make_url
 
@@ -42,6 +50,10 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 # Databases a bench must never wipe.
 PROTECTED = {"test", "postgres", "template0", "template1", "cairn"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Variables of this shell a Cairn process must not inherit (app_env sets its own).
+APP_ENV_DROP = ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "SECRET_KEY", "PORT")
+WORKER_READY = "Worker process is ready for action"  # one line per dramatiq worker process
+PENDING = ("queued", "sending")  # message statuses that are not final
 
 
 class BenchTimeout(Exception):
@@ -90,6 +102,15 @@ class Deadline:
     def budget(self, wanted: float, reserve: float = 15.0) -> float:
         """`wanted` seconds, or less so that `reserve` remains for the rest."""
         return max(0.0, min(wanted, self.left() - reserve))
+
+
+def interrupt_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so that `finally` blocks stop what the run started."""
+
+    def on_term(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 @contextlib.contextmanager
@@ -232,6 +253,29 @@ def reset_database(url: str) -> None:
         conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
         conn.execute("CREATE SCHEMA public")
     log(f"reset schema public of {name}")
+
+
+def copy_users(
+    db: psycopg.Connection, project_id: int, n: int, email_domain: str | None = None
+) -> None:
+    """COPY users `u1` ... `u<n>` into the project (with `u<i>@<email_domain>` addresses when
+    given); the caller commits."""
+    columns = "project_id, external_id, email, attributes, created_at, updated_at"
+    if email_domain is None:
+        columns = columns.replace(" email,", "")
+    with db.cursor() as cur, cur.copy(f"COPY users ({columns}) FROM STDIN") as copy:
+        for i in range(1, n + 1):
+            email = "" if email_domain is None else f"u{i}@{email_domain}\t"
+            copy.write(f"{project_id}\tu{i}\t{email}{{}}\tnow\tnow\n")
+
+
+def message_counts(db: psycopg.Connection, send_id: int) -> dict[str, int]:
+    """How many of the send's messages are in each status (the transaction is ended)."""
+    rows = db.execute(
+        "SELECT status, count(*) FROM messages WHERE send_id = %s GROUP BY status", (send_id,)
+    ).fetchall()
+    db.commit()
+    return {status: count for status, count in rows}
 
 
 def backend_pids(url: str) -> list[int]:
@@ -424,3 +468,187 @@ class CpuMeter:
 def fmt_cpu(cpu: dict[str, float]) -> str:
     """`name=cores ...` for a log line."""
     return " ".join(f"{k}={v:.2f}" for k, v in cpu.items())
+
+
+# --------------------------------------------------------------------------------------------
+# Cairn as deployed: serve + Dramatiq workers on Redis
+
+
+def check_redis(url: str) -> None:
+    """Exit unless `url` is a loopback redis:// URL (the bench flushes its database)."""
+    r = urllib.parse.urlparse(url)
+    if r.scheme != "redis" or (r.hostname or "") not in LOOPBACK:
+        sys.exit("only loopback redis:// URLs are allowed (the bench flushes its database)")
+
+
+def workdir(prefix: str, logs: str | None) -> tuple[Path, Path]:
+    """A new temporary directory, and the log directory: `logs` (created) or that one."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    logdir = Path(logs) if logs else tmp
+    logdir.mkdir(parents=True, exist_ok=True)
+    return tmp, logdir
+
+
+def app_env(database_url: str, redis_url: str, instance_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of Cairn's processes: this one's, minus what `APP_ENV_DROP` names, with
+    the bench's database and Redis (broker and pub/sub), an instance dir of its own, unbuffered
+    output, and `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in APP_ENV_DROP}
+    env.update(
+        DATABASE_URL=database_url,
+        BROKER_URL=redis_url,
+        REDIS_URL=redis_url,
+        INSTANCE_DIR=str(instance_dir),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+def run_cairn(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    """`cairn <args>` to the end; its stdout (RuntimeError with its output if it fails)."""
+    done = subprocess.run(
+        [cairn_command(), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"cairn {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def setup_project(database_url: str, redis_url: str, env: dict[str, str]) -> dict[str, Any]:
+    """Wipe the bench's database and Redis database, migrate, create project `bench`: its
+    credentials (`id`, `secretKey`, `publishableKey`, `identitySecret`)."""
+    reset_database(database_url)
+    redis.Redis.from_url(redis_url).flushdb()
+    run_cairn(env, "db", "upgrade")
+    out = run_cairn(env, "project", "create", "bench", "--json")
+    creds: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return creds
+
+
+def dramatiq_command(module: str, processes: int, threads: int) -> list[str]:
+    """`python -m dramatiq <module>` with that many processes and threads each."""
+    return [
+        PY,
+        "-m",
+        "dramatiq",
+        module,
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+    ]
+
+
+def wait_workers_ready(p: Proc, count: int, timeout: float) -> None:
+    """Wait for `count` dramatiq worker processes of `p` to log that they are ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if p.output().count(WORKER_READY) >= count:
+            return
+        if not p.alive():
+            raise RuntimeError(f"{p.name} exited:\n{p.output()[-3000:]}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{p.name} not ready after {timeout}s:\n{p.output()[-3000:]}")
+
+
+class App(NamedTuple):
+    """Cairn running: the API server, the workers, the API's port and base URL."""
+
+    serve: Proc
+    workers: Proc
+    port: int
+    api: str
+
+
+def start_app(
+    procs: list[Proc],
+    env: dict[str, str],
+    logdir: Path,
+    processes: int,
+    threads: int,
+    worker_env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> App:
+    """`cairn serve` (API only) on a free port and `python -m dramatiq workers.actors`; both go
+    into `procs` as soon as they start (the caller stops them), then this waits for /healthz and
+    for every worker process."""
+    port = free_port()
+    serve = Proc(
+        "serve", [cairn_command(), "serve", "--host", HOST, "--port", str(port)], env, logdir
+    )
+    procs.append(serve)
+    workers = Proc(
+        "workers",
+        dramatiq_command("workers.actors", processes, threads),
+        env if worker_env is None else worker_env,
+        logdir,
+    )
+    procs.append(workers)
+    api = f"http://{HOST}:{port}"
+    serve.wait_http_ok(api + "/healthz", timeout)
+    wait_workers_ready(workers, processes, timeout)
+    return App(serve, workers, port, api)
+
+
+def stop_all(procs: list[Proc]) -> None:
+    """Stop every process, the last started first."""
+    for p in reversed(procs):
+        p.stop()
+
+
+def bench_pids() -> list[int]:
+    """This script and its multiprocessing children (a baseline's pool)."""
+    return [os.getpid(), *[c.pid for c in multiprocessing.active_children()]]
+
+
+def app_meter(groups: dict[str, Proc], *, redis_server: bool = True) -> CpuMeter:
+    """A CpuMeter of each group, of PostgreSQL (and Redis), and of this script (`bench`)."""
+    sources: dict[str, Callable[[], Iterable[int]]] = {n: g.pids for n, g in groups.items()}
+    sources["postgres"] = lambda: pids_named("postgres")
+    if redis_server:
+        sources["redis"] = lambda: pids_named("redis-server")
+    sources["bench"] = bench_pids
+    return CpuMeter(sources)
+
+
+def post_notify(
+    api: str, sk: str, body: dict[str, Any], session: requests.Session | None = None
+) -> int:
+    """`POST /v1/notify` with the secret key: the send's id (RuntimeError unless 202)."""
+    resp = (session or requests).post(
+        api + "/v1/notify", json=body, headers={"Authorization": f"Bearer {sk}"}, timeout=30
+    )
+    if resp.status_code != 202:
+        raise RuntimeError(f"POST /v1/notify: {resp.status_code} {resp.text[:500]}")
+    return int(resp.json()["id"])
+
+
+def wait_final(
+    db: psycopg.Connection,
+    send_id: int,
+    n: int,
+    timeout: float,
+    *,
+    started: float,
+    poll: float = 0.1,
+    name: str = "pipeline",
+) -> tuple[dict[str, int], float | None]:
+    """Poll until the send is done and `n` of its messages are final (none queued or sending),
+    with a progress line every 5 s: the counts by status, and the seconds from `started` (a
+    perf_counter() reading) to then, None if `timeout` s passed first."""
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    last_log = 0.0
+    while time.monotonic() < deadline:
+        row = db.execute("SELECT status FROM sends WHERE id = %s", (send_id,)).fetchone()
+        status = row[0] if row else None
+        counts = message_counts(db, send_id)
+        if time.monotonic() - last_log > 5:
+            last_log = time.monotonic()
+            log(f"{name}: t={time.perf_counter() - started:.1f}s send={status} counts={counts}")
+        pending = sum(counts.get(s, 0) for s in PENDING)
+        if status == "done" and sum(counts.values()) >= n and pending == 0:
+            return counts, time.perf_counter() - started
+        time.sleep(poll)
+    return counts, None

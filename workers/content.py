@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -32,11 +33,18 @@ class ContentBuilder:
             else {}
         )
 
-    def build(self, message: Message, send: Send | None, user: User | None) -> dict[str, Any]:
+    def build(
+        self,
+        message: Message,
+        send: Send | None,
+        user: User | None,
+        links: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         """The fields to send for this message; raises ContentError.
 
         Direct content (`title`, `body`, `url`) and `overrides` are templates like a stored
-        template's fields: rendered in the sandbox with `user` and `data` (`params`).
+        template's fields: rendered in the sandbox with `user`, `data` (`params`) and the
+        message's `links` (`{{ unsubscribe_url }}`, `{{ preferences_url }}`).
         """
         params = message.content if message.content is not None else (send.content if send else {})
         params = params or {}
@@ -46,6 +54,7 @@ class ContentBuilder:
         context = build_context(
             user=user_context(user) if user is not None else None,
             params=(params.get("data") or {}) if direct else params,
+            links=links,
         )
         extra = _render_fields(
             message.channel, overrides.get(message.channel) or {}, context, "overrides"

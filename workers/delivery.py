@@ -12,17 +12,17 @@ sweeper.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import String, case, cast, distinct, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignore
-from app.models import Project, User
+from app.models import Audience, AudienceMember, Project, User
 from app.models.base import utcnow
 from app.models.message import (
     REACHED,
@@ -33,12 +33,17 @@ from app.models.message import (
     Suppression,
 )
 from app.realtime import get_hub, stream_key
+from app.services import links
+from app.services.audiences import is_current
+from app.services.rate_limits import describe, rate_for, reserve_slot
+from app.services.suppressions import suppress
 from journeys.delivery_policy import (
     DEFER,
     EXPIRE,
     SEND,
     Candidate,
     FrequencyCap,
+    Preferences,
     QuietHours,
     plan,
 )
@@ -50,8 +55,10 @@ from workers.channels.base import (
     KeepCopy,
     ProviderContext,
     Publish,
+    Reached,
     Retry,
     SendResult,
+    Strike,
     Suppress,
 )
 from workers.channels.providers import get_provider, provider_for
@@ -62,6 +69,10 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_MAX_SECONDS = 600.0
+# A rate-limit slot this close is waited for in place rather than queued for later.
+SLOT_WAIT_SECONDS = 0.05
+# How a throttled message's reason starts: such a message holds the slot in its not_before.
+THROTTLED_PREFIX = "rate limit "
 
 
 @dataclass
@@ -78,6 +89,12 @@ class Outcome:
     # What the provider asked us to do to our data, with the delivery it concerns.
     effects: tuple[Any, ...] = ()
     delivery: Delivery | None = None
+    # The history row's status when it differs from the message's (`throttled`: queued).
+    history_status: str | None = None
+    # Give back the attempt the claim counted (a throttled message did not try).
+    refund_attempt: bool = False
+    # When the provider took it (not when the batch was recorded: rate limits spread sends).
+    sent_at: datetime | None = None
 
 
 @dataclass
@@ -101,6 +118,10 @@ class _Loaded:
     builder: ContentBuilder
     # (channel, address) -> what the channel's load_targets found (push subscriptions).
     targets: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # (user, send, channel) already reached on a many-per-user channel (push devices).
+    counted: set[tuple[int, int | None, str]] = field(default_factory=set)
+    # (user id, topic key) for current members of `topic:<key>` audiences.
+    topic_members: set[tuple[int, str]] = field(default_factory=set)
 
 
 def backoff(attempt: int) -> timedelta:
@@ -143,9 +164,10 @@ def deliver_batch(
     # committing) makes a stray lazy load fail loudly instead of opening a transaction.
     session.close()
     outcomes: dict[int, Outcome] = {}
+    slots = _Slots(session, settings)
     for message in loaded.messages:
         try:
-            outcome = _deliver_one(message, loaded, settings, now)
+            outcome = _deliver_one(message, loaded, settings, now, slots)
         except Exception as err:  # a bug in one message must not sink the batch
             log.exception("delivery of message %s crashed", message.id)
             outcome = Outcome("failed", f"internal error: {type(err).__name__}")
@@ -173,11 +195,41 @@ def _load(session: Session, ids: list[int], now: datetime) -> _Loaded:
         projects=projects,
         suppressed=_suppressed(session, messages),
         recent=_recent_counts(session, messages, projects, now),
+        counted=_sends_reached(session, messages, projects, now),
         builder=ContentBuilder(session, sends),
         targets=_targets(session, messages),
+        topic_members=_topic_members(session, messages, sends, now),
     )
     session.commit()
     return loaded
+
+
+def _topic_members(
+    session: Session, messages: list[Message], sends: dict[int, Send], now: datetime
+) -> set[tuple[int, str]]:
+    """Who of these messages' users is a current member of their send's topic audience."""
+    wanted: dict[int, set[str]] = {}
+    for m in messages:
+        send = sends.get(m.send_id) if m.send_id is not None else None
+        if send is not None and send.topic and m.user_id is not None and not m.transactional:
+            wanted.setdefault(m.project_id, set()).add(send.topic)
+    if not wanted:
+        return set()
+    user_ids = {m.user_id for m in messages if m.user_id is not None}
+    out: set[tuple[int, str]] = set()
+    for project_id, topics in wanted.items():
+        rows = session.execute(
+            select(AudienceMember.user_id, Audience.name)
+            .join(Audience, Audience.id == AudienceMember.audience_id)
+            .where(
+                Audience.project_id == project_id,
+                Audience.name.in_([f"topic:{t}" for t in topics]),
+                AudienceMember.user_id.in_(user_ids),
+                is_current(now),
+            )
+        )
+        out.update((uid, name.removeprefix("topic:")) for uid, name in rows)
+    return out
 
 
 def _targets(session: Session, messages: list[Message]) -> dict[tuple[str, str], Any]:
@@ -212,6 +264,80 @@ def _suppressed(session: Session, messages: list[Message]) -> dict[tuple[int, st
     return {(p, c, a): r for p, c, a, r in rows}
 
 
+def _many_per_user() -> list[str]:
+    return [name for name, c in CHANNELS.items() if c.many_per_user]
+
+
+def _cap_unit() -> Any:
+    """What the frequency cap counts: a message, but one per send on channels where a user
+    has several addresses (a push to three devices is one notification, not three)."""
+    return case(
+        (
+            Message.channel.in_(_many_per_user()),
+            literal("s").concat(cast(Message.send_id, String)).concat(Message.channel),
+        ),
+        else_=literal("m").concat(cast(Message.id, String)),
+    )
+
+
+def _sends_reached(
+    session: Session, messages: list[Message], projects: dict[int, Project], now: datetime
+) -> set[tuple[int, int | None, str]]:
+    """(user, send, channel) of this batch's many-per-user messages whose send already reached
+    the user inside the cap window: another device of the same send is not one more message."""
+    many = set(_many_per_user())
+    wanted: dict[int, set[tuple[int, int]]] = {}
+    for m in messages:
+        cap = _cap(projects[m.project_id])
+        if cap is None or m.transactional or m.user_id is None or m.send_id is None:
+            continue
+        if m.channel in many:
+            wanted.setdefault(cap.window_seconds, set()).add((m.user_id, m.send_id))
+    out: set[tuple[int, int | None, str]] = set()
+    for window, pairs in wanted.items():
+        rows = session.execute(
+            select(Message.user_id, Message.send_id, Message.channel)
+            .where(
+                Message.send_id.in_({s for _, s in pairs}),
+                Message.user_id.in_({u for u, _ in pairs}),
+                Message.channel.in_(many),
+                Message.status.in_(REACHED),
+                Message.sent_at > now - timedelta(seconds=window),
+            )
+            .distinct()
+        )
+        out.update((u, s, c) for u, s, c in rows if (u, s) in pairs)
+    return out
+
+
+def _cap_key(message: Message) -> tuple[int, int | None, str] | None:
+    if message.user_id is None or not CHANNELS[message.channel].many_per_user:
+        return None
+    return (message.user_id, message.send_id, message.channel)
+
+
+def _recent(message: Message, loaded: _Loaded) -> int | None:
+    """What the cap sees for this message: the user's recent count, less this message's own
+    send when another of its devices already got it."""
+    if message.user_id is None:
+        return None
+    own = 1 if _cap_key(message) in loaded.counted else 0
+    return loaded.recent[message.user_id] - own
+
+
+def _count_planned(message: Message, loaded: _Loaded) -> None:
+    """Counted when planned, so a batch holding several of one user's messages caps them;
+    the devices of one send count once."""
+    if message.transactional or message.user_id is None:
+        return
+    key = _cap_key(message)
+    if key is not None:
+        if key in loaded.counted:
+            return
+        loaded.counted.add(key)
+    loaded.recent[message.user_id] += 1
+
+
 def _recent_counts(
     session: Session, messages: list[Message], projects: dict[int, Project], now: datetime
 ) -> Counter[int]:
@@ -225,7 +351,7 @@ def _recent_counts(
         by_window.setdefault(cap.window_seconds, set()).add(m.user_id)
     for window, user_ids in by_window.items():
         rows = session.execute(
-            select(Message.user_id, func.count())
+            select(Message.user_id, func.count(distinct(_cap_unit())))
             .where(
                 Message.user_id.in_(user_ids),
                 Message.status.in_(REACHED),
@@ -260,34 +386,124 @@ def _quiet_hours(project: Project) -> QuietHours | None:
     )
 
 
+def _topic_default(project: Project, key: str) -> bool:
+    """Whether the project's topic is opt-out (everyone in until they leave); an unknown
+    topic counts as opt-in, so a typo never mails everybody."""
+    for t in (project.settings or {}).get("topics") or ():
+        if isinstance(t, dict) and t.get("key") == key:
+            return bool(t.get("default", False))
+    return False
+
+
 def _candidate(message: Message, loaded: _Loaded, now: datetime) -> Candidate:
     project = loaded.projects[message.project_id]
     user = loaded.users.get(message.user_id) if message.user_id is not None else None
+    send = loaded.sends.get(message.send_id) if message.send_id is not None else None
+    topic = send.topic if send is not None and send.topic else None
     return Candidate(
         now=now,
         transactional=message.transactional,
         expires_at=message.expires_at,
         suppressed=loaded.suppressed.get((message.project_id, message.channel, message.address)),
+        channel=message.channel,
+        preferences=(
+            Preferences.from_json(user.preferences)
+            if user is not None and user.preferences
+            else None
+        ),
+        topic=topic,
+        topic_default=_topic_default(project, topic) if topic is not None else False,
+        topic_member=(
+            topic is not None
+            and message.user_id is not None
+            and (message.user_id, topic) in loaded.topic_members
+        ),
         user_timezone=user.timezone if user is not None else None,
         quiet_hours=_quiet_hours(project),
         cap=_cap(project),
-        recent=loaded.recent[message.user_id] if message.user_id is not None else None,
+        recent=_recent(message, loaded),
     )
+
+
+def _links(message: Message, settings: dict[str, Any]) -> dict[str, str]:
+    """The signed links a template can use: `{{ unsubscribe_url }}`, `{{ preferences_url }}`."""
+    out = {
+        "unsubscribe_url": links.unsubscribe_url(
+            settings,
+            project_id=message.project_id,
+            channel=message.channel,
+            address=message.address,
+            message_id=message.id,
+        )
+    }
+    if message.user_id is not None:
+        out["preferences_url"] = links.preferences_url(
+            settings, project_id=message.project_id, user_id=message.user_id
+        )
+    return out
+
+
+@dataclass
+class _Slots:
+    """Rate-limit slots, each reserved in a short transaction of its own (never while a
+    provider sends, so the slot row is never held locked across network I/O)."""
+
+    session: Session
+    settings: dict[str, Any]
+
+    def throttle(self, message: Message, project: Project, provider: str) -> Outcome | None:
+        """None when the message may go now; else it waits for its slot (`throttled`)."""
+        rate = rate_for(provider, self.settings, project.settings or {})
+        if rate is None:
+            return None
+        if (
+            message.not_before is not None
+            and message.reason is not None
+            and message.reason.startswith(THROTTLED_PREFIX)
+        ):
+            return None  # back at the slot it reserved when it was throttled
+        try:
+            slot = reserve_slot(
+                self.session,
+                project_id=message.project_id,
+                provider=provider,
+                rate=rate,
+                now=utcnow(),
+            )
+            self.session.commit()
+        finally:
+            self.session.close()
+        wait = (slot - utcnow()).total_seconds()
+        if wait <= 0:
+            return None
+        if wait <= SLOT_WAIT_SECONDS:
+            time.sleep(wait)
+            return None
+        return Outcome(
+            "queued",
+            f"{THROTTLED_PREFIX}{describe(provider, rate)}: waiting until {slot.isoformat()}",
+            provider=provider,
+            not_before=slot,
+            history_status="throttled",
+            refund_attempt=True,
+        )
 
 
 _DECIDED = {EXPIRE: "expired", DEFER: "queued"}
 
 
 def _deliver_one(
-    message: Message, loaded: _Loaded, settings: dict[str, Any], now: datetime
+    message: Message,
+    loaded: _Loaded,
+    settings: dict[str, Any],
+    now: datetime,
+    slots: _Slots | None = None,
 ) -> Outcome:
     decision = plan(_candidate(message, loaded, now))
     if decision.action != SEND:
         status = _DECIDED.get(decision.action, "suppressed")
         return Outcome(status, decision.reason, not_before=decision.until)
-    if not message.transactional and message.user_id is not None:
-        # Counted when planned, so a batch holding several of one user's messages caps them.
-        loaded.recent[message.user_id] += 1
+    _count_planned(message, loaded)
     project = loaded.projects[message.project_id]
     provider_name = provider_for(message.channel, settings, project.settings or {})
     if provider_name is None:
@@ -299,7 +515,7 @@ def _deliver_one(
     if target is None and channel.missing_target_reason is not None:
         return Outcome("failed", channel.missing_target_reason)
     try:
-        content = loaded.builder.build(message, send, user)
+        content = loaded.builder.build(message, send, user, _links(message, settings))
     except ContentError as err:
         return Outcome("failed", f"render error: {err}")
     delivery = Delivery(
@@ -318,12 +534,16 @@ def _deliver_one(
         expires_at=message.expires_at,
         urgency=send.urgency if send is not None else None,
         topic=send.topic if send is not None else None,
+        send_id=message.send_id,
     )
     try:
         provider = get_provider(provider_name)
     except KeyError:
         return Outcome("failed", f"unknown provider {provider_name!r}", provider=provider_name)
     ctx = ProviderContext(settings=settings, project_settings=project.settings or {})
+    throttled = slots.throttle(message, project, provider_name) if slots is not None else None
+    if throttled is not None:
+        return throttled
     try:
         result: SendResult = provider.send(delivery, ctx)
     except Retry as err:
@@ -339,6 +559,7 @@ def _deliver_one(
         effects=result.effects,
         delivery=delivery,
         segments=result.segments,
+        sent_at=utcnow(),
     )
 
 
@@ -371,23 +592,35 @@ def _keep_copy(session: Session, d: Delivery, _effect: Any, now: datetime) -> No
 
 
 def _suppress(session: Session, d: Delivery, effect: Any, now: datetime) -> None:
-    session.execute(
-        insert_ignore(session, Suppression, ["project_id", "channel", "address"]).values(
-            project_id=d.project_id,
-            channel=d.channel,
-            address=d.address,
-            reason=str(effect.reason)[:40],
-            created_at=now,
-        )
+    # A hard bounce or STOP outranks an earlier unsubscribe: transactional stops too.
+    suppress(
+        session,
+        project_id=d.project_id,
+        channel=d.channel,
+        address=d.address,
+        reason=str(effect.reason),
+        now=now,
     )
+
+
+def _deactivate(session: Session, d: Delivery, effect: Any, now: datetime) -> None:
+    if not CHANNELS[d.channel].apply_effect(session, d.address, effect, now):
+        _suppress(session, d, effect, now)
+
+
+def _address_effect(session: Session, d: Delivery, effect: Any, now: datetime) -> None:
+    """A device's failure count (push); channels without address rows ignore it."""
+    CHANNELS[d.channel].apply_effect(session, d.address, effect, now)
 
 
 # Effect type -> how the record step applies it. Publish is applied after the commit instead.
 EFFECTS: dict[type, Callable[[Session, Delivery, Any, datetime], None]] = {
     KeepCopy: _keep_copy,
     Suppress: _suppress,
-    # A dead address is never tried again; push will mark its subscription inactive instead.
-    Deactivate: _suppress,
+    # A dead address is never tried again: a push device is marked inactive, others suppressed.
+    Deactivate: _deactivate,
+    Strike: _address_effect,
+    Reached: _address_effect,
     Publish: lambda *_: None,
 }
 
@@ -414,14 +647,23 @@ def _record(
             row["rendered"] = o.rendered
         if o.segments is not None:
             row["segments"] = o.segments
+        if o.refund_attempt:
+            row["attempts"] = max(m.attempts - 1, 0)
         if o.status == "sent":
-            row["sent_at"] = now
+            row["sent_at"] = o.sent_at or now
         if o.status == "queued":
             # Back in the queue for later: the sweeper enqueues it when due.
             row["not_before"] = o.not_before
             row["enqueued_at"] = None
         rows.append(row)
-        history.append({"message_id": m.id, "status": o.status, "reason": o.reason, "at": now})
+        history.append(
+            {
+                "message_id": m.id,
+                "status": o.history_status or o.status,
+                "reason": o.reason,
+                "at": now,
+            }
+        )
     # Group by the set of keys: an executemany needs the same columns in every row.
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:

@@ -49,16 +49,20 @@ def fan_out(session: Session, send_id: int) -> int:
         candidates = 0
         users = User.__table__
         for name in send.channels:
-            channel = CHANNELS[name]
-            chosen = and_(where, bound, channel.reachable_sql(users))
-            candidates += session.scalar(select(func.count()).select_from(User).where(chosen)) or 0
+            # One row per address: per user, or per device on push (a join).
+            source = CHANNELS[name].fanout_source(users)
+            chosen = and_(where, bound, source.where)
+            candidates += (
+                session.scalar(select(func.count()).select_from(source.from_).where(chosen)) or 0
+            )
             ids += insert_for_users(
                 session,
                 send,
                 channel=name,
-                address=channel.address_sql(users),
+                address=source.address,
                 where=chosen,
                 now=now,
+                from_=source.from_,
             )
         send.recipients += len(ids)
         send.deduplicated += candidates - len(ids)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from flask import Flask
 from flask_smorest import Api
+from werkzeug.routing import IntegerConverter
 
 from app.schemas.common import ErrorSchema
+from app.services.named import MAX_ID
 
 
 class CairnApi(Api):
@@ -34,7 +37,18 @@ BLUEPRINTS = [
     "messages",
     "inbox",
     "project",
+    "sdk",
+    "links",
+    "email_webhooks",
+    "twilio_webhooks",
+    "sms_webhooks",
+    "preferences",
+    "push",
 ]
+
+
+def _bigint_param(converter: IntegerConverter) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 0, "maximum": MAX_ID}
 
 
 def register_api(app: Flask) -> None:
@@ -50,6 +64,8 @@ def register_api(app: Flask) -> None:
             }
         },
     )
+    # Ids in paths are BIGINTs: a larger number is a 400 naming it (app.api.bodies).
+    api.register_converter(IntegerConverter, _bigint_param)
     from app.schemas.filters import filter_components
     from app.schemas.templates import DATA_VALUE, DATA_VALUE_SCHEMA
     from journeys.filters import CHANNELS

@@ -6,7 +6,7 @@ from flask.views import MethodView
 
 from app.api.blueprint import Blueprint
 from app.api.guard import SECRET, current_project_id, require_key
-from app.api.pagination import encode_cursor, page_args, paginate
+from app.api.pagination import BAD_QUERY, PageArgsSchema, encode_cursor, page_of, paginate
 from app.db import db
 from app.models import Audience
 from app.models.base import utcnow
@@ -51,10 +51,11 @@ class Audiences(MethodView):
         return _with_count(audience)
 
     @require_key(SECRET)
+    @blp.arguments(PageArgsSchema, **BAD_QUERY)
     @blp.response(200, AudienceListSchema)
-    def get(self):
+    def get(self, page: dict):
         """Audiences in creation order with their current member counts, cursor-paginated."""
-        limit, after = page_args()
+        limit, after = page_of(page)
         rows, cursor = paginate(
             db.session,
             audiences_service.list_audiences_query(current_project_id(), after_id=after),
@@ -109,14 +110,15 @@ class AudienceMembers(MethodView):
     """The audience's current members."""
 
     @require_key(SECRET)
+    @blp.arguments(PageArgsSchema, **BAD_QUERY)
     @blp.response(200, MemberListSchema)
-    def get(self, ref: str):
+    def get(self, page: dict, ref: str):
         """Current members in user row order, cursor-paginated; expired ones never show.
 
         Rules and topic subscriptions may add anonymous profiles: they are listed with a null
         `userId` (and, like every anonymous profile, never match a segment).
         """
-        limit, after = page_args()
+        limit, after = page_of(page)
         audience = _audience(ref)
         stmt = audiences_service.members_query(
             audience_id=audience.id, now=utcnow(), after_user_pk=after

@@ -20,6 +20,7 @@ from app.models import Project, User
 from app.models.base import utcnow
 from app.realtime import get_hub, stream_key
 from app.schemas.inbox import (
+    STREAM_EVENT,
     EndUserActionArgsSchema,
     EndUserBodySchema,
     InboxItemSchema,
@@ -159,7 +160,7 @@ class InboxStream(MethodView):
     @blp.arguments(StreamHeadersSchema, location="headers", **BAD)
     @blp.response(
         200,
-        {"type": "string"},
+        STREAM_EVENT,
         content_type="text/event-stream",
         description="`message` events whose data is an inbox item; comments as heartbeats",
     )

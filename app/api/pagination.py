@@ -1,49 +1,42 @@
-"""Cursor pagination: `?limit=` (≤1000, default 100) and an opaque `?cursor=`."""
+"""Cursor pagination: `?limit=` (≤1000, default 100) and an opaque `?cursor=`.
+
+A list endpoint takes `PageArgsSchema` as query arguments (documented there, a bad value a
+400 naming the field) and pages an id-ordered statement with `paginate`.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
-from flask import request
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
-from app.errors import BadRequest
+from app.schemas.common import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    PageArgsSchema,
+    decode_cursor,
+    encode_cursor,
+)
 
-MAX_LIMIT = 1000
-DEFAULT_LIMIT = 100
+__all__ = [
+    "BAD_QUERY",
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "PageArgsSchema",
+    "decode_cursor",
+    "encode_cursor",
+    "page_of",
+    "paginate",
+]
+
+# Bad query parameters are a 400 naming the field (the bodies' schema errors are 422s).
+BAD_QUERY: dict[str, Any] = {"location": "query", "error_status_code": 400}
 
 
-def page_args() -> tuple[int, int | None]:
-    """The requested page size and the last id seen (from the cursor)."""
-    raw_limit = request.args.get("limit", str(DEFAULT_LIMIT))
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        raise BadRequest("limit must be an integer", {"limit": ["not an integer"]}) from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest(f"limit must be 1-{MAX_LIMIT}", {"limit": [f"1-{MAX_LIMIT}"]})
-    cursor = request.args.get("cursor")
-    return limit, decode_cursor(cursor) if cursor else None
-
-
-def encode_cursor(last_id: int) -> str:
-    """An opaque cursor for the row after `last_id`."""
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    """The id inside a cursor; a malformed one is a 400 naming `cursor`."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = text.partition(":")
-        if kind != "id":
-            raise ValueError
-        return int(value)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadRequest("malformed cursor", {"cursor": ["malformed"]}) from None
+def page_of(args: dict[str, Any]) -> tuple[int, int | None]:
+    """The page size and the last id seen, from loaded `PageArgsSchema` arguments."""
+    return args["limit"], args.get("cursor")
 
 
 def paginate(session: Session, stmt: Select[Any], limit: int) -> tuple[list[Any], str | None]:

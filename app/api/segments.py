@@ -6,7 +6,7 @@ from flask.views import MethodView
 
 from app.api.blueprint import Blueprint
 from app.api.guard import SECRET, current_project_id, require_key
-from app.api.pagination import page_args, paginate
+from app.api.pagination import BAD_QUERY, PageArgsSchema, page_of, paginate
 from app.db import db
 from app.schemas.segments import (
     SegmentInputSchema,
@@ -39,10 +39,11 @@ class Segments(MethodView):
         return segment
 
     @require_key(SECRET)
+    @blp.arguments(PageArgsSchema, **BAD_QUERY)
     @blp.response(200, SegmentListSchema)
-    def get(self):
+    def get(self, page: dict):
         """Segments in creation order, cursor-paginated."""
-        limit, after = page_args()
+        limit, after = page_of(page)
         rows, cursor = paginate(
             db.session,
             segments_service.list_segments_query(current_project_id(), after_id=after),
@@ -108,15 +109,16 @@ class SegmentUsers(MethodView):
     """The segment's current members."""
 
     @require_key(SECRET)
+    @blp.arguments(PageArgsSchema, **BAD_QUERY)
     @blp.response(200, SegmentUsersSchema)
-    def get(self, ref: str):
+    def get(self, page: dict, ref: str):
         """Members now, in user row order, cursor-paginated; anonymous profiles are never members.
 
         Evaluated per page with a LIMIT: a user who starts or stops matching between pages
         shows up or drops out like in any live listing.
         """
         project_id = current_project_id()
-        limit, after = page_args()
+        limit, after = page_of(page)
         segment = segments_service.get_segment(db.session, project_id=project_id, ref=ref)
         stmt = segments_service.segment_members_query(
             db.session,

@@ -6,7 +6,7 @@ from flask.views import MethodView
 
 from app.api.blueprint import Blueprint
 from app.api.guard import SECRET, current_project_id, require_key
-from app.api.pagination import page_args, paginate
+from app.api.pagination import BAD_QUERY, PageArgsSchema, page_of, paginate
 from app.db import db
 from app.schemas.templates import (
     PreviewRequestSchema,
@@ -36,10 +36,11 @@ class Templates(MethodView):
         return template
 
     @require_key(SECRET)
+    @blp.arguments(PageArgsSchema, **BAD_QUERY)
     @blp.response(200, TemplateListSchema)
-    def get(self):
+    def get(self, page: dict):
         """Templates in creation order, cursor-paginated."""
-        limit, after = page_args()
+        limit, after = page_of(page)
         rows, cursor = paginate(
             db.session,
             templates_service.list_templates_query(current_project_id(), after_id=after),

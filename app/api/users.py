@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import current_app, request
+from flask import current_app
 from flask.views import MethodView
 
 from app.api.blueprint import Blueprint
 from app.api.bodies import as_batch, read_json_body, rejected_items
 from app.api.guard import SECRET, current_project, current_project_id, require_key
-from app.api.pagination import page_args, paginate
+from app.api.pagination import BAD_QUERY, page_of, paginate
 from app.db import db
 from app.errors import BadRequest, InvalidInput, TooLarge
 from app.models import Project
@@ -19,9 +19,10 @@ from app.schemas.users import (
     EraseResponseSchema,
     UpsertResponseSchema,
     UserDetailSchema,
+    UserListArgsSchema,
     UserListSchema,
 )
-from app.services import erasure, profiles
+from app.services import erasure, profiles, push_subscriptions
 from app.services import segments as segments_service
 from app.services.audiences import audiences_of
 
@@ -70,17 +71,18 @@ class Users(MethodView):
         }
 
     @require_key(SECRET)
+    @blp.arguments(UserListArgsSchema, **BAD_QUERY)
     @blp.response(200, UserListSchema)
-    def get(self):
+    def get(self, args: dict):
         """Profiles in creation order, cursor-paginated.
 
         `?segment=` keeps the members of a segment: a stored segment's id or name, a string
         form (`plan:pro,role:admin`) or JSON text of the object or tree form. Anonymous
         profiles are never segment members.
         """
-        limit, after = page_args()
+        limit, after = page_of(args)
         stmt = profiles.list_users_query(current_project_id(), after_id=after)
-        segment = request.args.get("segment")
+        segment = args.get("segment")
         if segment is not None:
             stmt = stmt.where(
                 segments_service.segment_clause(db.session, current_project_id(), segment)
@@ -166,6 +168,9 @@ class UserItem(MethodView):
         # Not columns: extra attributes the response schema reads.
         user.anonymous_ids = profiles.anonymous_ids_of(db.session, user.id)  # type: ignore[attr-defined]
         user.audiences = audiences_of(db.session, user.id, utcnow())  # type: ignore[attr-defined]
+        user.push_subscriptions = push_subscriptions.user_subscriptions(  # type: ignore[attr-defined]
+            db.session, user_pk=user.id
+        )
         return user
 
     @require_key(SECRET)

@@ -7,6 +7,15 @@ from marshmallow import EXCLUDE, Schema, fields, pre_load, validate
 from app.services.inbox import MAX_ID, PAGE_MAX
 
 _ID = validate.Range(min=1, max=MAX_ID, error="must be a message id (1 to 2^63-1)")
+# A message id, or empty for none: EventSource sends an empty Last-Event-ID after an empty
+# `id:` field, and hand-made clients send `lastEventId=` (both read as absent).
+ID_OR_EMPTY: dict[str, Any] = {
+    "type": ["integer", "string"],
+    "anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+        {"type": "string", "maxLength": 0},
+    ],
+}
 
 
 class EndUserArgsSchema(Schema):
@@ -33,14 +42,20 @@ class EndUserBodySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    userId = fields.Str(validate=validate.Length(min=1, max=255))
+    userId = fields.Str(
+        validate=validate.Length(min=1, max=255),
+        metadata={"description": "wins over the query's; one of the two is required"},
+    )
     userHash = fields.Str()
 
 
 class EndUserActionArgsSchema(EndUserArgsSchema):
     """The query of an action: userId may be in the JSON body instead."""
 
-    userId = fields.Str(validate=validate.Length(min=1, max=255))
+    userId = fields.Str(
+        validate=validate.Length(min=1, max=255),
+        metadata={"description": "required here unless the JSON body has it (a 400)"},
+    )
 
 
 class InboxListArgsSchema(EndUserArgsSchema):
@@ -67,7 +82,7 @@ class StreamArgsSchema(EndUserArgsSchema):
 
     lastEventId = fields.Int(
         validate=validate.Range(min=0, max=MAX_ID),
-        metadata={"description": "replay what was sent after this message id"},
+        metadata={**ID_OR_EMPTY, "description": "replay what was sent after this message id"},
     )
 
     @pre_load
@@ -84,7 +99,10 @@ class StreamHeadersSchema(Schema):
     last_event_id = fields.Int(
         data_key="Last-Event-ID",
         validate=validate.Range(min=0, max=MAX_ID),
-        metadata={"description": "the last message id received; newer ones are replayed"},
+        metadata={
+            **ID_OR_EMPTY,
+            "description": "the last message id received; newer ones are replayed",
+        },
     )
 
     @pre_load
@@ -107,6 +125,23 @@ class InboxItemSchema(Schema):
     createdAt = fields.DateTime(attribute="created_at")
     readAt = fields.DateTime(attribute="read_at", allow_none=True)
     archived = fields.Bool()
+
+
+# One event of the stream (before OpenAPI 3.2's `itemSchema`, a text/event-stream `schema`
+# describes each event): its `data` is an inbox item as JSON text, its `id` the message id.
+STREAM_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "id", "data"],
+    "properties": {
+        "event": {"const": "message"},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/InboxItem"},
+        },
+    },
+}
 
 
 class InboxPageSchema(Schema):

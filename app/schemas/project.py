@@ -72,7 +72,7 @@ class EmailSettingsSchema(Schema):
     """The project's sender: overrides SMTP_FROM."""
 
     fromAddress = fields.Email(
-        data_key="from", metadata={"description": "`Name <addr@domain>` or an address"}
+        data_key="from", attribute="from", metadata={"description": "the sender address"}
     )
     fromName = fields.Str(validate=validate.Length(max=200))
     replyTo = fields.Email()
@@ -85,7 +85,10 @@ class SmsSettingsSchema(Schema):
     """The project's SMS sender and the answer to HELP."""
 
     fromNumber = fields.Str(
-        data_key="from", validate=validate.Length(max=32), metadata={"description": "E.164"}
+        data_key="from",
+        attribute="from",
+        validate=validate.Length(max=32),
+        metadata={"description": "E.164"},
     )
     helpText = fields.Str(
         validate=validate.Length(min=1, max=320),
@@ -97,7 +100,11 @@ class PushSettingsSchema(Schema):
     """The VAPID contact push services see; overrides VAPID_SUBJECT."""
 
     vapidSubject = fields.Str(
-        validate=_vapid_subject, metadata={"description": "a real mailto: or https: contact"}
+        validate=_vapid_subject,
+        metadata={
+            "format": "vapid-subject",
+            "description": "a real mailto: or https: contact (no example.com, no localhost)",
+        },
     )
 
 
@@ -114,6 +121,13 @@ class TopicSchema(Schema):
     default = fields.Bool(
         load_default=False, metadata={"description": "subscribed until the person leaves"}
     )
+
+
+def _unique_topics(value: list[dict[str, str]]) -> None:
+    keys = [t["key"] for t in value]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ValidationError(f"topic key {duplicates[0]!r} appears twice")
 
 
 def _rate_limits(value: dict[str, float]) -> None:
@@ -151,7 +165,7 @@ class SettingsSchema(Schema):
     topics = fields.List(
         fields.Nested(TopicSchema),
         allow_none=True,
-        validate=validate.Length(max=100),
+        validate=[validate.Length(max=100), _unique_topics],
         metadata={"description": "subscription groups offered on every channel"},
     )
     rateLimits = fields.Dict(

@@ -1,5 +1,7 @@
 """Schemas of /v1/suppressions."""
 
+from typing import Any
+
 from marshmallow import Schema, fields, validate
 
 from workers.channels import CHANNELS
@@ -21,6 +23,39 @@ class SuppressionInputSchema(SuppressionRemoveSchema):
     """An address to suppress; adding it twice is harmless."""
 
     reason = fields.Str(load_default="manual", validate=validate.Length(max=40))
+
+
+# The addresses of a channel that the channel checks (`normalize_address`), by format.
+ADDRESS_FORMATS = {"email": "email-address", "sms": "phone-number"}
+
+
+def suppression_body(schema: type[Schema]) -> dict[str, Any]:
+    """The body of an add or a removal: what `address` holds depends on `channel`."""
+    by_channel = [
+        {
+            "properties": {
+                "channel": {"const": channel},
+                "address": {"type": "string", "format": fmt},
+            }
+        }
+        for channel, fmt in ADDRESS_FORMATS.items()
+    ]
+    others = [channel for channel in CHANNELS if channel not in ADDRESS_FORMATS]
+    if others:
+        by_channel.append(
+            {"properties": {"channel": {"enum": others}}, "description": "any address text"}
+        )
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "allOf": [schema, {"oneOf": by_channel}],
+                    "description": "an invalid email or phone number is a 422 naming address",
+                }
+            }
+        },
+    }
 
 
 class SuppressionSchema(Schema):

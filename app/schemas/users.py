@@ -11,7 +11,9 @@ from typing import Any
 from marshmallow import Schema, fields
 
 from app.schemas.audiences import MembershipSchema
+from app.schemas.common import PageArgsSchema
 from app.schemas.events import BATCH_LIMIT, NOT_BLANK, formatted, one_or_batch, ref
+from app.schemas.push import PushDeviceSchema
 from app.services.profiles import MAX_ID_LENGTH
 
 EMAIL_DOC = "a deliverable-looking address (no DNS lookup), stored lower-cased"
@@ -129,6 +131,21 @@ class UserDetailSchema(UserSchema):
 
     anonymousIds = fields.List(fields.Str(), attribute="anonymous_ids")
     audiences = fields.List(fields.Nested(MembershipSchema))
+    pushSubscriptions = fields.List(fields.Nested(PushDeviceSchema), attribute="push_subscriptions")
+
+
+class UserListArgsSchema(PageArgsSchema):
+    """A page of profiles, optionally only a segment's members."""
+
+    segment = fields.Str(
+        metadata={
+            # Checked where it is resolved (a blank one is a 422 like a bad filter).
+            "minLength": 1,
+            "description": "keep a segment's members: a stored segment's id or name, the string "
+            "form (`plan:pro,role:admin`) or JSON text of the object or tree form; an invalid "
+            "filter is a 422 naming `segment.<node>`, an unknown segment a 404",
+        },
+    )
 
 
 class UserListSchema(Schema):

@@ -23,6 +23,7 @@ from app.db import insert_ignore
 from app.errors import Unauthorized
 from app.models import AnonymousId, AudienceChange, AudienceMember, Event, Project, User
 from app.models.base import utcnow
+from app.models.channels import PushSubscription
 from app.models.message import Message
 from app.services.profiles import (
     CONTACT_FIELDS,
@@ -52,7 +53,7 @@ USER_OWNED_UNIQUE: list[tuple[Any, str, str]] = [(AudienceMember, "user_id", "au
 # Push devices (the push issue appends its subscriptions table here; its user column must be
 # nullable). A device follows a merge only when the call proved the target's identity; otherwise
 # it is detached (user NULL) rather than handed to a user the caller may not be.
-USER_DEVICES: list[tuple[Any, str]] = []
+USER_DEVICES: list[tuple[Any, str]] = [(PushSubscription, "user_id")]
 
 
 class IdentityRequired(Unauthorized):

@@ -7,15 +7,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, true
 from sqlalchemy.orm import Session
 
 from app.db import defer
-from app.errors import InvalidInput
+from app.errors import Conflict, InvalidInput, TooLarge
 from app.models import Project, User
 from app.models.base import utcnow
 from app.models.message import Message, Send
-from app.services.named import id_problem
 from app.services.outbox import FANOUT_LEASE, insert_messages, message_row
 from journeys.filters import to_json
 from workers.channels import CHANNELS
@@ -49,6 +48,19 @@ class SendSummary:
     unreachable: dict[str, int] = field(default_factory=dict)
 
 
+def _known_topic(project: Project, topic: str | None) -> str | None:
+    """A topic must be one of the project's `settings.topics` (else a 422 naming it)."""
+    if topic is None:
+        return None
+    known = [t["key"] for t in (project.settings or {}).get("topics") or []]
+    if topic not in known:
+        raise InvalidInput(
+            f"unknown topic {topic!r}",
+            {"topic": [f"one of settings.topics: {', '.join(known) or 'none defined'}"]},
+        )
+    return topic
+
+
 def create_send(
     session: Session,
     *,
@@ -60,6 +72,8 @@ def create_send(
     transactional: bool,
     target: dict[str, Any] | None = None,
     template_id: int | None = None,
+    topic: str | None = None,
+    urgency: str | None = None,
 ) -> Send:
     """Store a send request (its content once, not per recipient)."""
     send = Send(
@@ -71,6 +85,8 @@ def create_send(
         transactional=transactional,
         target=target,
         template_id=template_id,
+        topic=_known_topic(project, topic),
+        urgency=urgency,
         status="fanning_out" if target else "done",
         cursor=0,
         recipients=0,
@@ -114,15 +130,18 @@ def send_to_users(
         return summary
     now = utcnow()
     rows = []
+    # Per channel, each user's addresses (push: one per device, so one message per device).
+    addresses = {c: CHANNELS[c].addresses_of(session, users) for c in send.channels}
     for user in users:
         for channel in send.channels:
-            address = CHANNELS[channel].address_of(user)
-            if address is None:
+            found = addresses[channel].get(user.id)
+            if not found:
                 summary.unreachable[channel] = summary.unreachable.get(channel, 0) + 1
                 continue
-            rows.append(
+            rows += [
                 message_row(send, channel=channel, address=address, user_id=user.id, now=now)
-            )
+                for address in found
+            ]
     summary.message_ids = insert_messages(session, rows)
     summary.deduplicated = len(rows) - len(summary.message_ids)
     send.recipients = len(summary.message_ids)
@@ -141,37 +160,93 @@ def users_by_external_ids(
     return [rows[ids[e]] for e in dict.fromkeys(external_ids)]
 
 
-def validate_channels(raw: Any) -> list[str]:
-    """A non-empty list of known channels, duplicates removed."""
-    if raw is None:
-        return list(DEFAULT_CHANNELS)
-    if (
-        not isinstance(raw, list)
-        or not raw
-        or not all(isinstance(c, str) and c in CHANNELS for c in raw)
-    ):
-        raise InvalidInput(
-            "channels must be a non-empty list of " + ", ".join(CHANNELS),
-            {"channels": [f"one or more of {', '.join(CHANNELS)}"]},
-        )
-    return list(dict.fromkeys(raw))
-
-
 MAX_TTL = 28 * 24 * 3600
+MAX_USERS = 1000
 
 
-def parse_send_options(body: dict[str, Any]) -> tuple[list[str], int | None, bool]:
-    """channels, ttlSeconds and transactional of a send request, validated."""
-    channels = validate_channels(body.get("channels"))
-    ttl = body.get("ttlSeconds")
-    if ttl is not None and (
-        not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_TTL
+@dataclass(frozen=True)
+class SendOptions:
+    """How a send's messages go out: on which channels, for how long, under which rules."""
+
+    channels: list[str]
+    ttl_seconds: int | None = None
+    transactional: bool = False
+    # A marketing send's topic (only its subscribers are reached) and the push Urgency.
+    topic: str | None = None
+    urgency: str | None = None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A direct send (POST /v1/notify), checked by `app.schemas.notify`.
+
+    Exactly one target: `user_ids` (userId or userIds), `segment` (any form, resolved here)
+    or `broadcast`. `content` holds title, body, url, data and overrides when given.
+    """
+
+    content: dict[str, Any]
+    options: SendOptions
+    user_ids: list[str] | None = None
+    segment: Any = None
+    broadcast: bool = False
+    client_id: str | None = None
+    increment_id: str | None = None
+
+
+def _refuse_taken_id(session: Session, project_id: int, client_id: str | None) -> None:
+    if client_id is not None and session.scalar(
+        select(Send.id).where(Send.project_id == project_id, Send.client_id == client_id)
     ):
-        raise InvalidInput("ttlSeconds out of range", {"ttlSeconds": [f"1-{MAX_TTL}"]})
-    transactional = body.get("transactional", False)
-    if not isinstance(transactional, bool):
-        raise InvalidInput("transactional must be a boolean", {"transactional": ["boolean"]})
-    return channels, ttl, transactional
+        raise Conflict("id/exists", {"id": ["id/exists"]})
+
+
+def notify(
+    session: Session, *, project: Project, notification: Notification, stack_window: int
+) -> dict[str, Any]:
+    """Store a direct send: a fan-out for a segment or a broadcast, else the users' messages.
+
+    A taken client id is a 409 `id/exists`, more than `MAX_USERS` userIds a 413.
+    """
+    options = notification.options
+    _refuse_taken_id(session, project.id, notification.client_id)
+    if notification.user_ids is not None and len(notification.user_ids) > MAX_USERS:
+        raise TooLarge(f"at most {MAX_USERS} userIds", {"userIds": [f"at most {MAX_USERS}"]})
+    target: dict[str, Any] | None = None
+    if notification.broadcast:
+        target = {"broadcast": True}
+    elif notification.user_ids is None:
+        target = {"segment": parse_segment(session, project.id, notification.segment)}
+    send = create_send(
+        session,
+        project=project,
+        kind="notify",
+        channels=options.channels,
+        content=notification.content,
+        ttl_seconds=options.ttl_seconds,
+        transactional=options.transactional,
+        topic=options.topic,
+        urgency=options.urgency,
+        target=target,
+    )
+    send.client_id = notification.client_id
+    if notification.user_ids is None:
+        return {"id": send.id, "status": send.status}
+    users = users_by_external_ids(session, project.id, notification.user_ids)
+    summary = send_to_users(
+        session,
+        send=send,
+        users=users,
+        increment_id=notification.increment_id,
+        stack_window=stack_window,
+    )
+    return {
+        "id": send.id,
+        "status": "queued",
+        "messages": len(summary.message_ids),
+        "deduplicated": summary.deduplicated,
+        "unreachable": summary.unreachable,
+        "messageIds": summary.message_ids,
+    }
 
 
 def message_log_query(
@@ -199,24 +274,43 @@ def message_log_query(
 
 # --- POST /v1/messages: one template message per item, fanned into the template's channels ---
 
+# The `user*` fields of a template message and the profile columns they fill.
 USER_FILL = {
     "userEmail": "email",
     "userPhone": "phone",
     "userLanguage": "language",
     "userTimezone": "timezone",
 }
-MESSAGE_FIELDS = {
-    "template",
-    "userId",
-    "data",
-    "id",
-    "incrementId",
-    "overrides",
-    "channels",
-    "ttlSeconds",
-    "transactional",
-    *USER_FILL,
-}
+
+
+@dataclass(frozen=True)
+class TemplateMessage:
+    """One item of POST /v1/messages, checked by `app.schemas.messages`.
+
+    `channels` None means the template's; `profile` maps a profile column to the raw value
+    that fills it when the profile lacks one.
+    """
+
+    template: str | int
+    user_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+    channels: list[str] | None = None
+    ttl_seconds: int | None = None
+    transactional: bool = False
+    topic: str | None = None
+    urgency: str | None = None
+    client_id: str | None = None
+    increment_id: str | None = None
+    overrides: dict[str, Any] | None = None
+    profile: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InvalidMessage:
+    """An item the schema refused: answered `{ok: false, error: invalid, errors}`."""
+
+    errors: dict[str, Any]
+    client_id: str | None = None
 
 
 @dataclass
@@ -244,60 +338,18 @@ class MessageResult:
         return out
 
 
-def overrides_problems(overrides: Any) -> dict[str, list[str]]:
-    """`overrides` is `{channel: {field: template}}`; errors name `overrides.<channel>`."""
-    errors: dict[str, list[str]] = {}
-    if isinstance(overrides, dict):
-        for channel, value in overrides.items():
-            if channel not in CHANNELS or not isinstance(value, dict):
-                errors[f"overrides.{channel}"] = [f"an object per channel ({', '.join(CHANNELS)})"]
-    return errors
-
-
-def _validate_item(item: Any) -> dict[str, list[str]]:
-    errors: dict[str, list[str]] = {}
-    if not isinstance(item, dict):
-        return {"_schema": ["expected an object"]}
-    for name in sorted(set(item) - MESSAGE_FIELDS):
-        errors[name] = ["unknown field"]
-    template = item.get("template")
-    if not (isinstance(template, str) and template) and not (
-        isinstance(template, int) and not isinstance(template, bool)
-    ):
-        errors["template"] = ["required: a template id or name"]
-    elif id_problem(template) is not None:
-        errors["template"] = [str(id_problem(template))]
-    user_id = item.get("userId")
-    if not isinstance(user_id, str) or not 0 < len(user_id) <= 255:
-        errors["userId"] = ["required, a string of 1-255 characters"]
-    for name in ("id", "incrementId"):
-        value = item.get(name)
-        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 255):
-            errors[name] = ["a string of 1-255 characters"]
-    for name in ("data", "overrides"):
-        if item.get(name) is not None and not isinstance(item[name], dict):
-            errors[name] = ["must be an object"]
-    errors.update(overrides_problems(item.get("overrides")))
-    for name in USER_FILL:
-        if item.get(name) is not None and not isinstance(item[name], str):
-            errors[name] = ["must be a string"]
-    return errors
-
-
-def _fill_profile(user: User, item: dict[str, Any], project: Project) -> dict[str, list[str]]:
+def _fill_profile(user: User, item: TemplateMessage, project: Project) -> dict[str, list[str]]:
     """`user*` fields fill what the profile lacks; they never overwrite."""
     from app.services.profiles import FieldError
     from app.services.users import normalize_field
 
+    names = {column: name for name, column in USER_FILL.items()}
     errors: dict[str, list[str]] = {}
-    for name, column in USER_FILL.items():
-        raw = item.get(name)
-        if raw is None:
-            continue
+    for column, raw in item.profile.items():
         try:
             value = normalize_field(column, raw, project.default_region)
         except FieldError as err:
-            errors[name] = [str(err)]
+            errors[names[column]] = [str(err)]
             continue
         if getattr(user, column) is None:
             setattr(user, column, value)
@@ -305,29 +357,23 @@ def _fill_profile(user: User, item: dict[str, Any], project: Project) -> dict[st
 
 
 def send_template_messages(
-    session: Session, *, project: Project, items: Sequence[Any], stack_window: int
+    session: Session,
+    *,
+    project: Project,
+    items: Sequence[TemplateMessage | InvalidMessage],
+    stack_window: int,
 ) -> list[MessageResult]:
     """Create each item's messages; one bad item does not stop the others."""
-    from app.errors import DomainError, NotFound
+    from app.errors import NotFound
     from app.services.templates import get_template
 
     results: list[MessageResult] = []
     seen_ids: set[str] = set()
     for item in items:
-        errors = _validate_item(item)
-        if errors:
-            results.append(
-                MessageResult(
-                    False,
-                    item.get("id")
-                    if isinstance(item, dict) and isinstance(item.get("id"), str)
-                    else None,
-                    "invalid",
-                    errors,
-                )
-            )
+        if isinstance(item, InvalidMessage):
+            results.append(MessageResult(False, item.client_id, "invalid", item.errors))
             continue
-        client_id = item.get("id")
+        client_id = item.client_id
         if client_id is not None and (
             client_id in seen_ids
             or session.scalar(
@@ -338,24 +384,26 @@ def send_template_messages(
             results.append(MessageResult(False, client_id, "id/exists"))
             continue
         try:
-            template = get_template(session, project_id=project.id, ref=item["template"])
+            template = get_template(session, project_id=project.id, ref=item.template)
         except NotFound:
             results.append(
                 MessageResult(False, client_id, "template/not-found", {"template": ["not found"]})
             )
             continue
-        try:
-            channels, ttl, transactional = parse_send_options(
-                {
-                    **item,
-                    "channels": item.get("channels")
-                    or [c for c in CHANNELS if c in (template.channels or {})],
-                }
+        channels = item.channels or [c for c in CHANNELS if c in (template.channels or {})]
+        if not channels:
+            results.append(
+                MessageResult(
+                    False, client_id, "invalid", {"channels": ["the template has no channel"]}
+                )
             )
-        except DomainError as err:
+            continue
+        try:
+            _known_topic(project, item.topic)
+        except InvalidInput as err:
             results.append(MessageResult(False, client_id, "invalid", err.errors))
             continue
-        [user] = users_by_external_ids(session, project.id, [item["userId"]])
+        [user] = users_by_external_ids(session, project.id, [item.user_id])
         fill_errors = _fill_profile(user, item, project)
         if fill_errors:
             results.append(MessageResult(False, client_id, "invalid", fill_errors))
@@ -366,11 +414,13 @@ def send_template_messages(
             session,
             project=project,
             kind="message",
-            channels=channels,
-            content=item.get("data") or {},
-            ttl_seconds=ttl,
-            transactional=transactional,
+            channels=list(dict.fromkeys(channels)),
+            content=item.data,
+            ttl_seconds=item.ttl_seconds,
+            transactional=item.transactional,
             template_id=template.id,
+            topic=item.topic,
+            urgency=item.urgency,
         )
         send.client_id = client_id
         result = MessageResult(True, client_id or str(send.id))
@@ -384,7 +434,7 @@ def _create_item_messages(
     session: Session,
     send: Send,
     user: User,
-    item: dict[str, Any],
+    item: TemplateMessage,
     result: MessageResult,
     stack_window: int,
 ) -> None:
@@ -392,14 +442,28 @@ def _create_item_messages(
         session,
         send=send,
         user=user,
-        content=item.get("data") or {},
-        overrides=item.get("overrides"),
-        increment_id=item.get("incrementId"),
+        content=item.data,
+        overrides=item.overrides,
+        increment_id=item.increment_id,
         stack_window=stack_window,
     )
     result.channel_errors.update(unreachable)
     result.message_ids += ids
     send.recipients = len(result.message_ids)
+
+
+def _user_addresses(
+    session: Session, channels: Sequence[str], user: User, unreachable: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(channel, address) for each address of the user (several on push); the channels
+    without one go into `unreachable` with their reason."""
+    out: list[tuple[str, str]] = []
+    for channel in channels:
+        found = CHANNELS[channel].addresses_of(session, [user]).get(user.id)
+        if not found:
+            unreachable[channel] = CHANNELS[channel].unreachable_reason
+        out += [(channel, address) for address in found or ()]
+    return out
 
 
 # An increment group's earlier message that is already out: the new one replaces it.
@@ -423,11 +487,7 @@ def user_messages(
     ids: list[int] = []
     unreachable: dict[str, str] = {}
     rows = []
-    for channel in send.channels:
-        address = CHANNELS[channel].address_of(user)
-        if address is None:
-            unreachable[channel] = CHANNELS[channel].unreachable_reason
-            continue
+    for channel, address in _user_addresses(session, send.channels, user, unreachable):
         extra: dict[str, Any] = {"overrides": overrides, "content": content}
         if increment_id is not None:
             extra["increment_id"] = increment_id
@@ -439,6 +499,8 @@ def user_messages(
                     Message.channel == channel,
                     Message.increment_id == increment_id,
                     Message.created_at > now - timedelta(seconds=stack_window),
+                    # Several addresses (push devices): each stacks on its own.
+                    Message.address == address if CHANNELS[channel].many_per_user else true(),
                 )
                 .order_by(Message.id.desc())
                 .limit(1)

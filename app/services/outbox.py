@@ -78,11 +78,20 @@ def insert_messages(session: Session, rows: Sequence[dict[str, Any]]) -> list[in
 
 
 def insert_for_users(
-    session: Session, send: Send, *, channel: str, address: Any, where: Any, now: datetime
+    session: Session,
+    send: Send,
+    *,
+    channel: str,
+    address: Any,
+    where: Any,
+    now: datetime,
+    from_: Any = None,
 ) -> list[int]:
-    """INSERT ... SELECT one message per user matching `where`, addressed by `address`.
+    """INSERT ... SELECT one message per row matching `where`, addressed by `address`.
 
-    The caller enqueues the ids (fan-out enqueues once per chunk, after all its channels).
+    Rows are users, or those of `from_` when the channel's addresses come from a join of the users
+    table (push: one row, hence one message, per device). The caller enqueues the ids
+    (fan-out enqueues once per chunk, after all its channels).
     """
     table = Message.__table__
     constants = _send_columns(send, now)
@@ -96,6 +105,8 @@ def insert_for_users(
         .where(where)
         .order_by(User.id)
     )
+    if from_ is not None:
+        source = source.select_from(from_)
     stmt = (
         insert_ignore(session, Message, DEDUP_COLUMNS)
         .from_select([*constants, "user_id", "channel", "address"], source)

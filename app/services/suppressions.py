@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, delete, select
+from datetime import datetime
+
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session
 
 from app.db import insert_ignore
@@ -11,6 +13,7 @@ from app.models import Project
 from app.models.base import utcnow
 from app.models.message import Suppression
 from app.services.profiles import FieldError
+from journeys.delivery_policy import MARKETING_ONLY_REASONS
 from workers.channels import CHANNELS
 
 
@@ -30,22 +33,60 @@ def list_suppressions_query(project_id: int, *, after_id: int | None) -> Select[
     return stmt.order_by(Suppression.id)
 
 
-def add_suppression(
-    session: Session, *, project: Project, channel: str, address: str, reason: str
-) -> int:
-    """Suppress an address on a channel; 1 if it was new, 0 if it was already there."""
+def suppress(
+    session: Session,
+    *,
+    project_id: int,
+    channel: str,
+    address: str,
+    reason: str,
+    now: datetime,
+    upgrade: bool = True,
+) -> bool:
+    """Suppress a stored-form address; True if it was not suppressed before.
+
+    An existing suppression is kept, except that (with `upgrade`) a hard reason (a bounce,
+    STOP, ...) replaces a marketing-only one (`unsubscribed`, `complaint`): after an
+    unsubscribe and then a hard bounce, transactional messages must stop too.
+    """
+    reason = reason[:40]
     result = session.execute(
         insert_ignore(session, Suppression, ["project_id", "channel", "address"])
         .values(
-            project_id=project.id,
-            channel=channel,
-            address=_address(project, channel, address),
-            reason=reason,
-            created_at=utcnow(),
+            project_id=project_id, channel=channel, address=address, reason=reason, created_at=now
         )
         .returning(Suppression.id)
     )
-    return len(result.all())
+    added = bool(result.all())
+    if upgrade and not added and reason not in MARKETING_ONLY_REASONS:
+        session.execute(
+            update(Suppression)
+            .where(
+                Suppression.project_id == project_id,
+                Suppression.channel == channel,
+                Suppression.address == address,
+                Suppression.reason.in_(sorted(MARKETING_ONLY_REASONS)),
+            )
+            .values(reason=reason)
+        )
+    return added
+
+
+def add_suppression(
+    session: Session, *, project: Project, channel: str, address: str, reason: str
+) -> int:
+    """Suppress an address on a channel; 1 if it was new, 0 if it was already there (kept
+    as it was: adding twice through the API is harmless)."""
+    added = suppress(
+        session,
+        project_id=project.id,
+        channel=channel,
+        address=_address(project, channel, address),
+        reason=reason,
+        now=utcnow(),
+        upgrade=False,
+    )
+    return int(added)
 
 
 def remove_suppression(session: Session, *, project: Project, channel: str, address: str) -> int:

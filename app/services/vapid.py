@@ -80,7 +80,9 @@ def new_key_pair() -> tuple[str, str]:
 def generate_key(session: Session, *, project_id: int) -> VapidKey:
     """A new key for the project: new subscriptions get it, existing ones keep theirs."""
     public, private = new_key_pair()
-    key = VapidKey(project_id=project_id, public_key=public, private_key=private, created_at=utcnow())
+    key = VapidKey(
+        project_id=project_id, public_key=public, private_key=private, created_at=utcnow()
+    )
     session.add(key)
     session.flush()
     return key

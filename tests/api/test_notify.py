@@ -157,3 +157,91 @@ def test_content_and_overrides_are_rendered_for_each_user(app, api, workers):
     assert rendered["inapp"]["body"] == "Your code: 123"
     assert rendered["email"]["subject"] == "Hello Ann"
     assert rendered["email"]["text"] == "Your code: 123"
+
+
+def test_targets_are_exactly_one_and_checked_by_the_schema(api):
+    cases = [
+        ({"segment": {}, "body": "x"}, 422, "segment"),
+        ({"broadcast": False, "body": "x"}, 422, "userId"),  # false is no target
+        ({"broadcast": "yes", "body": "x"}, 422, "broadcast"),  # a JSON boolean only
+        ({"broadcast": True, "userId": "u", "body": "x"}, 422, "broadcast"),
+        ({"segment": "plan:pro", "body": "x", "incrementId": "k"}, 422, "incrementId"),
+        ({"userId": "u", "body": "x", "transactional": 1}, 422, "transactional"),
+        ({"userId": "u", "body": "x", "ttlSeconds": 1.5}, 422, "ttlSeconds"),
+        ({"userId": "u", "body": "x", "extra": 1}, 422, "extra"),
+        ({"userId": "u", "title": "t" * 1001}, 422, "title"),
+        ({"userIds": [], "body": "x"}, 422, "userIds"),
+        ({"userIds": [f"u{i}" for i in range(1001)], "body": "x"}, 413, "userIds"),
+    ]
+    for body, status, field in cases:
+        r = api.post("/v1/notify", json=body)
+        assert r.status_code == status, (body, r.json)
+        assert any(k.startswith(field) for k in r.json["errors"]), (body, r.json)
+    ok = api.post("/v1/notify", json={"broadcast": False, "userId": "u", "title": "t", "body": ""})
+    assert ok.status_code == 202, ok.json
+
+
+def test_notify_batch_takes_a_segment_only(api):
+    r = api.post("/v1/notify/batch", json={"userId": "u", "body": "x"})
+    assert r.status_code == 422 and "segment" in r.json["errors"], r.json
+    r = api.post("/v1/notify/batch", json={"segment": "plan:pro", "userId": "u", "body": "x"})
+    assert r.status_code == 422 and "segment" in r.json["errors"], r.json
+    r = api.post("/v1/notify/batch", json={"segment": "plan:pro", "body": "x"})
+    assert r.status_code == 202 and r.json["status"] == "fanning_out", r.json
+    r = api.post("/v1/notify/batch", json={"segment": "no-such-segment", "body": "x"})
+    assert r.status_code == 404 and "segment" in r.json["errors"], r.json
+
+
+def _send_of(app, message_id: int):
+    from app.models.message import Send
+
+    with app.app_context():
+        message = db.session.get(Message, message_id)
+        send = db.session.get(Send, message.send_id)
+        return send.transactional, send.topic, send.urgency, message.transactional
+
+
+def test_category_topic_and_urgency_are_taken_and_checked(app, api):
+    api.patch("/v1/project", json={"settings": {"topics": [{"key": "news", "name": "News"}]}})
+    r = api.post(
+        "/v1/notify",
+        json={"userId": "u1", "body": "x", "topic": "news", "urgency": "high"},
+    )
+    assert r.status_code == 202, r.json
+    assert _send_of(app, r.json["messageIds"][0]) == (False, "news", "high", False)
+    r = api.post(
+        "/v1/notify", json={"userId": "u1", "body": "code 1234", "category": "transactional"}
+    )
+    assert r.status_code == 202, r.json
+    assert _send_of(app, r.json["messageIds"][0]) == (True, None, None, True)
+    for bad, field in (
+        ({"category": "spam"}, "category"),
+        ({"category": "marketing", "transactional": True}, "category"),
+        ({"category": "transactional", "topic": "news"}, "topic"),
+        ({"topic": "Not A Key"}, "topic"),
+        ({"topic": "offers"}, "topic"),  # not one of the project's topics
+        ({"urgency": "now"}, "urgency"),
+    ):
+        r = api.post("/v1/notify", json={"userId": "u1", "body": "x", **bad})
+        assert r.status_code == 422, (bad, r.json)
+        assert field in r.json["errors"], (bad, r.json)
+
+
+def test_template_messages_take_a_topic_per_item(app, api):
+    api.patch("/v1/project", json={"settings": {"topics": [{"key": "news", "name": "News"}]}})
+    r = api.post(
+        "/v1/templates",
+        json={"name": "t", "defaultLanguage": "en", "channels": {"inapp": {"en": {"title": "T"}}}},
+    )
+    assert r.status_code == 201, r.json
+    r = api.post(
+        "/v1/messages",
+        json=[
+            {"template": "t", "userId": "a", "topic": "news"},
+            {"template": "t", "userId": "b", "topic": "offers"},
+        ],
+    )
+    assert r.status_code == 200, r.json
+    first, second = r.json["data"]
+    assert first["ok"] is True
+    assert second["ok"] is False and "topic" in second["errors"], second

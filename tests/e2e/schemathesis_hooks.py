@@ -7,6 +7,7 @@ structure, and these strategies make the valid ones. Loaded with SCHEMATHESIS_HO
 
 from __future__ import annotations
 
+import json
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ import schemathesis
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import strategies as st
 
+from app.schemas.common import decode_cursor, encode_cursor
 from app.services import profiles
 from app.services.events import Limits, parse_timestamp
 from journeys import filters as lang
@@ -42,6 +44,9 @@ schemathesis.openapi.format(
         ),
     ),
 )
+
+_SUBJECTS = ["mailto:push-ops@acme.io", "https://acme.io/contact"]
+schemathesis.openapi.format("vapid-subject", st.sampled_from(_SUBJECTS))
 
 # The filter language (app/schemas/filters.py documents these formats).
 schemathesis.openapi.format(
@@ -255,4 +260,144 @@ def ingestion_formats(context, case):
         if isinstance(body.get("batch"), list):
             body["batch"] = [_repaired(call, fields) for call in body["batch"]]
     case.body = body
+    return case
+
+
+# Direct sends, template messages, raw SMS and the lists (app/schemas/notify.py, messages.py).
+def _parses(text: str) -> bool:
+    try:
+        lang.parse_filter(text)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _segment_ref(value: object) -> object:
+    """A string segment with `:` is the string form, one starting `{`/`[` JSON text: keep those
+    that parse (the format's grammar is not JSON Schema); other strings are stored names."""
+    if not isinstance(value, str) or not value.strip():
+        return value
+    text = value.strip()
+    if text[0] in "{[":
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return "plan:pro"
+        return value if _parses(decoded) else "plan:pro"
+    if ":" in text and not _parses(text):
+        return "plan:pro"
+    return value
+
+
+@schemathesis.hook("map_case").apply_to(path_regex=r"^/v1/notify(/batch)?$", method="POST")
+def notify_segments(context, case):
+    """A string-form segment is one the grammar accepts."""
+    if isinstance(case.body, dict) and "segment" in case.body:
+        case.body = {**case.body, "segment": _segment_ref(case.body["segment"])}
+    return case
+
+
+@schemathesis.hook("map_case").apply_to(path="/v1/users", method="GET")
+def users_segment(context, case):
+    """`?segment=` in the string form is one the grammar accepts, and not blank."""
+    query = case.query
+    if isinstance(query, dict) and isinstance(query.get("segment"), str):
+        segment = query["segment"]
+        case.query = {**query, "segment": _segment_ref(segment) if segment.strip() else "vip"}
+    return case
+
+
+_MESSAGE_FIELDS = {
+    "userEmail": "email",
+    "userPhone": "phone",
+    "userLanguage": "language",
+    "userTimezone": "timezone",
+}
+
+
+@schemathesis.hook("map_case").apply_to(path="/v1/messages", method="POST")
+def message_profile_formats(context, case):
+    """`user*` fields of template messages hold valid emails, phones, languages, zones."""
+    if isinstance(case.body, list):
+        case.body = [_repaired(item, _MESSAGE_FIELDS) for item in case.body]
+    else:
+        case.body = _repaired(case.body, _MESSAGE_FIELDS)
+    return case
+
+
+@schemathesis.hook("map_case").apply_to(path="/v1/messages/sms", method="POST")
+def sms_recipients(context, case):
+    """Recipients' `to` strings are phone numbers (`format: phone-number`)."""
+    body = case.body
+    if isinstance(body, dict) and isinstance(body.get("recipients"), list):
+        case.body = {
+            **body,
+            "recipients": [_repaired(item, {"to": "phone"}) for item in body["recipients"]],
+        }
+    return case
+
+
+def _cursor(value: str) -> bool:
+    try:
+        decode_cursor(value)
+    except ValueError:
+        return False
+    return True
+
+
+schemathesis.openapi.format("page-cursor", st.integers(0, 2**40).map(encode_cursor))
+
+
+@schemathesis.hook("map_case")
+def page_cursors(context, case):
+    """A `?cursor=` string is one the API made (`format: page-cursor`: opaque, so no pattern
+    can say which strings are cursors)."""
+    query = case.query
+    if isinstance(query, dict) and isinstance(query.get("cursor"), str):
+        if case.operation.path.startswith("/v1/inbox"):
+            return case  # the inbox's cursor is a message id (an integer)
+        if not _cursor(query["cursor"]):
+            case.query = {**query, "cursor": encode_cursor(1)}
+    return case
+
+
+@schemathesis.hook("map_case").apply_to(path="/v1/suppressions", method=["POST", "DELETE"])
+def suppression_addresses(context, case):
+    """An email or SMS suppression's address is a valid address of its channel."""
+    body = case.body
+    channel = body.get("channel") if isinstance(body, dict) else None
+    kind = {"email": "email", "sms": "phone"}.get(channel) if isinstance(channel, str) else None
+    if kind is not None:
+        case.body = _repaired(body, {"address": kind})
+    return case
+
+
+@schemathesis.hook("map_case").apply_to(
+    path_regex=r"^/v1/inbox/(read-all|\{message_id\}/(read|archive))$", method="POST"
+)
+def inbox_action_user(context, case):
+    """An action's userId may be in the query or in the optional JSON body (documented on
+    both; OpenAPI cannot say "in one of two places"): a case with neither gets one."""
+    query = case.query if isinstance(case.query, dict) else {}
+    body = case.body if isinstance(case.body, dict) else {}
+    if not query.get("userId") and not body.get("userId"):
+        case.query = {**query, "userId": "ann"}
+    return case
+
+
+@schemathesis.hook("map_case").apply_to(path="/v1/project", method="PATCH")
+def project_vapid_subject(context, case):
+    """A mutated `settings.push.vapidSubject` string is still "valid" to schemathesis (a custom
+    format has no checker): keep strings real contacts, as the format says."""
+    from app.services.vapid import subject_problem
+
+    body = case.body
+    settings = body.get("settings") if isinstance(body, dict) else None
+    push = settings.get("push") if isinstance(settings, dict) else None
+    subject = push.get("vapidSubject") if isinstance(push, dict) else None
+    if isinstance(subject, str) and subject_problem(subject) is not None:
+        case.body = {
+            **body,
+            "settings": {**settings, "push": {**push, "vapidSubject": _SUBJECTS[0]}},
+        }
     return case

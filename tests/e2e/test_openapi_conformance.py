@@ -1,7 +1,9 @@
 """The OpenAPI document tells the truth: schemathesis (`--checks all`) against a live server.
 
-Every operation gets a bounded budget of generated requests; a request the document allows
-must be accepted, one it forbids refused, and every answer must match its documented schema.
+Every operation of the document (all of them: issue 7) gets a bounded budget of generated
+requests; a request the document allows must be accepted, one it forbids refused, and every
+answer must match its documented schema, the inbox's event stream included (read for a few
+seconds, schemathesis.toml).
 """
 
 from __future__ import annotations
@@ -18,14 +20,6 @@ SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 EXAMPLES_PER_OPERATION = 15
-# Operations whose document is exact so far; the rest of the API follows (issue 7).
-EXACT_PATHS = (
-    r"^/(healthz|readyz|v1/project|v1/segments.*|v1/audiences.*|v1/templates.*"
-    # Ingestion: profiles, events, the pixel, the Segment spec and SDK paths, tokens.
-    r"|v1/users(/delete|/\{user_id\})?|v1/events|v1/pixel\.gif|v1/auth/token"
-    r"|v1/(identify|track|page|screen|group|alias|batch|[tipagsb])"
-    r"|v1/projects/\{write_key\}/settings)$"
-)
 
 
 def test_openapi_document_matches_the_api(tmp_path):
@@ -43,8 +37,6 @@ def test_openapi_document_matches_the_api(tmp_path):
                 "all",
                 "--header",
                 f"Authorization: Bearer {secret}",
-                "--include-path-regex",
-                EXACT_PATHS,
                 "--max-examples",
                 str(EXAMPLES_PER_OPERATION),
                 "--seed",

@@ -152,3 +152,82 @@ def test_push_is_unreachable_for_segment_sends_like_for_direct_sends(app, api, w
         rows = db.session.execute(select(Message.channel, Message.status)).tuples().all()
     # Only in-app rows: no push message addressed `user:<id>` that can only fail.
     assert sorted(rows, key=str)[0][0] == "inapp" and {c for c, _ in rows} == {"inapp"}
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["mailto:admin@example.com", "mailto:ops@localhost", "https://localhost/x", "http://acme.io"],
+)
+def test_a_placeholder_vapid_subject_stops_the_start(monkeypatch, tmp_path, subject):
+    monkeypatch.setenv("VAPID_SUBJECT", subject)
+    with pytest.raises(ConfigError, match=r"VAPID_SUBJECT: .*real"):
+        Settings.from_env({"INSTANCE_DIR": str(tmp_path)})
+    monkeypatch.setenv("VAPID_SUBJECT", "mailto:push-ops@acme.io")
+    assert Settings.from_env({"INSTANCE_DIR": str(tmp_path)}).VAPID_SUBJECT.endswith("acme.io")
+
+
+def test_rate_limits_are_checked_at_start(monkeypatch, tmp_path):
+    from app.config import parse_rate_limits
+
+    assert parse_rate_limits("smtp=14, twilio=0.5") == {"smtp": 14.0, "twilio": 0.5}
+    monkeypatch.setenv("RATE_LIMITS", "smtp=fast")
+    with pytest.raises(ConfigError, match=r"RATE_LIMITS: .*'smtp=fast'"):
+        Settings.from_env({"INSTANCE_DIR": str(tmp_path)})
+
+
+def test_credentials_select_their_provider_unless_one_is_named():
+    from workers.channels.providers import provider_for
+
+    assert provider_for("email", {}) == "sandbox"
+    assert provider_for("email", {"SMTP_URL": "smtp://127.0.0.1:25"}) == "smtp"
+    assert provider_for("email", {"SMTP_URL": "smtp://h", "EMAIL_PROVIDER": "sandbox"}) == (
+        "sandbox"
+    )
+    assert provider_for("sms", {"TWILIO_ACCOUNT_SID": "AC1"}) == "twilio"
+    # The project's own choice wins over everything.
+    assert provider_for(
+        "sms", {"TWILIO_ACCOUNT_SID": "AC1"}, {"providers": {"sms": "sandbox"}}
+    ) == ("sandbox")
+
+
+def test_channel_settings_of_a_project_are_validated_naming_the_field(app, api):
+    for bad, field in (
+        ({"push": {"vapidSubject": "mailto:admin@example.com"}}, "settings.push.vapidSubject"),
+        ({"email": {"from": "not an address"}}, "settings.email.from"),
+        ({"sms": {"helpText": ""}}, "settings.sms.helpText"),
+        ({"topics": [{"key": "News!", "name": "News"}]}, "settings.topics[0].key"),
+        (
+            {"topics": [{"key": "news", "name": "A"}, {"key": "news", "name": "B"}]},
+            "settings.topics",
+        ),
+        ({"rateLimits": {"carrier-pigeon": 1}}, "settings.rateLimits"),
+        ({"rateLimits": {"smtp": 0}}, "settings.rateLimits.smtp.value"),
+    ):
+        r = api.patch("/v1/project", json={"settings": bad})
+        assert r.status_code == 422, (bad, r.json)
+        assert field in r.json["errors"], (bad, r.json["errors"])
+    good = {
+        "push": {"vapidSubject": "mailto:push@acme.io"},
+        "email": {"from": "news@acme.io", "fromName": "Acme", "replyTo": "help@acme.io"},
+        "sms": {"from": "+14155550100", "helpText": "Acme alerts. Reply STOP to stop."},
+        "topics": [{"key": "news", "name": "News"}, {"key": "offers", "name": "Offers"}],
+        "rateLimits": {"sandbox": 14},
+    }
+    r = api.patch("/v1/project", json={"settings": good})
+    assert r.status_code == 200, r.json
+    assert r.json["settings"]["email"] == good["email"]
+    assert r.json["settings"]["topics"][1] == {"key": "offers", "name": "Offers", "default": False}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        ("SMTP_URL", "http://mail.acme.io", "SMTP_URL: expected smtp:// or smtps://"),
+        ("SMTP_URL", "smtps://mail.acme.io?starttls=1", "SMTP_URL: smtps:// is TLS already"),
+        ("SMTP_FROM", "acme", "SMTP_FROM: expected an email address"),
+    ],
+)
+def test_a_bad_smtp_setting_stops_the_start(monkeypatch, tmp_path, name, value, why):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=why):
+        Settings.from_env({"INSTANCE_DIR": str(tmp_path)})

@@ -42,6 +42,19 @@ class Addressable(Protocol):
     phone: str | None
 
 
+@dataclass(frozen=True)
+class FanoutSource:
+    """What fan-out selects a channel's messages from: one row per address.
+
+    `from_` is the users table or a join of it (push: users x active subscriptions), `where`
+    who is reachable there, `address` the message's address for each row.
+    """
+
+    from_: FromClause
+    where: ColumnElement[bool]
+    address: ColumnElement[str]
+
+
 class Channel(ABC):
     """One channel; subclasses override what differs. Instances are registered by name."""
 
@@ -78,6 +91,33 @@ class Channel(ABC):
 
     # Set by channels whose messages cannot be sent without a loaded target.
     missing_target_reason: ClassVar[str | None] = None
+    # A user may have several addresses here (push: one per device): one send then makes a
+    # message per address, but counts once against the frequency cap.
+    many_per_user: ClassVar[bool] = False
+
+    def fanout_source(self, users: FromClause) -> FanoutSource:
+        """The rows fan-out inserts messages from. Default: one per reachable user."""
+        return FanoutSource(users, self.reachable_sql(users), self.address_sql(users))
+
+    def addresses_of(self, session: Any, users: Sequence[Any]) -> dict[int, list[str]]:
+        """Per user id, every address this channel reaches them at (direct sends).
+
+        Default: `address_of`, one address or none; push reads the devices in `session`.
+        """
+        out: dict[int, list[str]] = {}
+        for user in users:
+            address = self.address_of(user)
+            if address is not None:
+                out[user.id] = [address]
+        return out
+
+    def apply_effect(self, session: Any, address: str, effect: Any, now: datetime) -> bool:
+        """Apply a provider's effect on an address row this channel keeps (push: mark a
+        subscription inactive, count its failures), in the record transaction.
+
+        False: the channel keeps no such rows (a dead email address is suppressed instead).
+        """
+        return False
 
     def normalize_address(self, raw: str, region: str | None) -> str:
         """A raw address (a suppression, a raw send) in its stored form; raises ValueError."""
@@ -147,6 +187,8 @@ class Delivery:
     # Push Urgency (RFC 8030): very-low, low, normal, high; None = normal.
     urgency: str | None = None
     topic: str | None = None
+    # The send the message belongs to (push: the notification tag shared by a user's devices).
+    send_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +206,19 @@ class Deactivate:
 
 
 @dataclass(frozen=True)
+class Strike:
+    """Effect: a permanent failure at this address (push: counted; past a limit, the
+    provider answers Deactivate instead)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reached:
+    """Effect: the address took a message (push: its failure count starts again)."""
+
+
+@dataclass(frozen=True)
 class KeepCopy:
     """Effect: keep what was 'sent' in the sandbox outbox (GET /v1/sandbox/messages)."""
 
@@ -173,7 +228,7 @@ class Publish:
     """Effect: push the message to the user's live streams once it is recorded."""
 
 
-Effect = Suppress | Deactivate | KeepCopy | Publish
+Effect = Suppress | Deactivate | Strike | Reached | KeepCopy | Publish
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ class Email(ColumnChannel):
         single_line=frozenset({"subject"}),
     )
     default_provider = "sandbox"
+    credential_providers = (("SMTP_URL", "smtp"),)
     unreachable_reason = "no email address on the profile"
 
     def normalize_address(self, raw: str, region: str | None) -> str:

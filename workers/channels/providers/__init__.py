@@ -3,7 +3,8 @@
 A provider turns one rendered message into a `SendResult` (with effects for our data) and
 never opens a transaction. Adding a provider = one module + one line below. Which provider
 serves a channel: the project's `settings.providers[<channel>]`, else the `<CHANNEL>_PROVIDER`
-setting, else the channel's default.
+setting, else the provider whose credentials are set (`SMTP_URL` → `smtp`), else the
+channel's default.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from workers.channels.base import Provider
 PROVIDERS: dict[str, str] = {
     "inapp": "workers.channels.providers.inapp:InAppProvider",
     "sandbox": "workers.channels.providers.sandbox:SandboxProvider",
+    "webpush": "workers.channels.providers.webpush:WebPushProvider",
+    "smtp": "workers.channels.providers.smtp:SmtpProvider",
+    "twilio": "workers.channels.providers.twilio:TwilioProvider",
+    "webhook": "workers.channels.providers.sms_webhook:SmsWebhookProvider",
 }
 
 _instances: dict[tuple[str, str], Provider] = {}
@@ -64,4 +69,7 @@ def provider_for(
     configured = settings.get(setting_name(channel))
     if configured:
         return str(configured)
+    for credential, provider in CHANNELS[channel].credential_providers:
+        if settings.get(credential):
+            return provider
     return CHANNELS[channel].default_provider
