@@ -35,11 +35,9 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,30 +46,8 @@ import harness
 import psycopg
 import redis
 import requests
-from harness import (
-    HOST,
-    LOOPBACK,
-    PY,
-    ROOT,
-    BenchTimeout,
-    CpuMeter,
-    Proc,
-    alarm,
-    cairn_command,
-    check_database,
-    conn_kwargs,
-    emit,
-    fmt_cpu,
-    free_port,
-    log_problems,
-    pct,
-    pids_named,
-    ratio,
-    reset_database,
-    verdict,
-)
+from harness import HOST, PY, ROOT, BenchTimeout, Proc, fmt_cpu, pct, ratio, verdict
 
-CAIRN = cairn_command()
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/cairn_bench_fanout"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/5"
 
@@ -107,48 +83,13 @@ def log(msg: str) -> None:
     print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
 
 
-def check_redis(redis_url: str) -> None:
-    """Exit unless `redis_url` is a loopback redis:// URL (its database gets flushed)."""
-    r = urllib.parse.urlparse(redis_url)
-    if r.scheme != "redis" or (r.hostname or "") not in LOOPBACK:
-        sys.exit("only loopback redis:// URLs are allowed")
-
-
-def meter(groups: dict[str, Proc]) -> CpuMeter:
-    """Cores of each group, of PostgreSQL and Redis, and of this script."""
-    sources: dict[str, Callable[[], Iterable[int]]] = {n: g.pids for n, g in groups.items()}
-    sources["postgres"] = lambda: pids_named("postgres")
-    sources["redis"] = lambda: pids_named("redis-server")
-    sources["bench"] = lambda: [os.getpid()]
-    return CpuMeter(sources)
-
-
-def wait_ready(p: Proc, count: int, timeout: float) -> None:
-    """Wait for `count` dramatiq worker processes to log that they are ready."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if p.output().count("Worker process is ready for action") >= count:
-            return
-        if not p.alive():
-            raise RuntimeError(f"{p.name} exited:\n{p.output()[-3000:]}")
-        time.sleep(0.1)
-    raise RuntimeError(f"{p.name} not ready after {timeout}s:\n{p.output()[-3000:]}")
-
-
 # --------------------------------------------------------------------------------------------
 # Phases
 
 
 def load_users(db: psycopg.Connection, project_id: int, n: int) -> float:
     t = time.perf_counter()
-    with (
-        db.cursor() as cur,
-        cur.copy(
-            "COPY users (project_id, external_id, attributes, created_at, updated_at) FROM STDIN"
-        ) as copy,
-    ):
-        for i in range(1, n + 1):
-            copy.write(f"{project_id}\tu{i}\t{{}}\tnow\tnow\n")
+    harness.copy_users(db, project_id, n)
     db.commit()
     db.execute("ANALYZE users")
     db.commit()
@@ -215,21 +156,12 @@ def noop_baseline(
     log(f"noop: enqueued {n_jobs} jobs in {enqueue_s:.2f}s ({n_jobs / enqueue_s:.0f}/s)")
     worker = Proc(
         "noop-workers",
-        [
-            PY,
-            "-m",
-            "dramatiq",
-            "bench.noop_actor",
-            "--processes",
-            str(processes),
-            "--threads",
-            str(threads),
-        ],
+        harness.dramatiq_command("bench.noop_actor", processes, threads),
         dict(env, BENCH_NOOP_REDIS=redis_url),
         logdir,
     )
     procs.append(worker)
-    cpu = meter({"noop": worker})
+    cpu = harness.app_meter({"noop": worker})
     try:
         started = time.perf_counter()
         a = cpu.snap()
@@ -265,19 +197,11 @@ def noop_baseline(
 def broadcast(
     api: str, sk: str, db: psycopg.Connection, n_users: int, timeout: float
 ) -> dict[str, Any]:
-    s = requests.Session()
-    s.headers["Authorization"] = f"Bearer {sk}"
     t_wall = time.time()
     t = time.perf_counter()
-    resp = s.post(
-        api + "/v1/notify",
-        json={"broadcast": True, "body": "hello", "channels": ["inapp"]},
-        timeout=30,
-    )
+    body = {"broadcast": True, "body": "hello", "channels": ["inapp"]}
+    send_id = harness.post_notify(api, sk, body)
     post_ms = (time.perf_counter() - t) * 1000
-    if resp.status_code != 202:
-        raise RuntimeError(f"broadcast POST: {resp.status_code} {resp.text[:500]}")
-    send_id = resp.json()["id"]
     log(f"broadcast: send {send_id} accepted in {post_ms:.0f} ms")
     fanout_s = None
     delivered_s = None
@@ -296,17 +220,11 @@ def broadcast(
             log(f"broadcast: fan-out done, {recipients} recipients in {fanout_s:.2f}s")
         if time.monotonic() >= next_count or fanout_s is not None:
             next_count = time.monotonic() + 0.5
-            last_counts = dict(
-                db.execute(
-                    "SELECT status, count(*) FROM messages WHERE send_id = %s GROUP BY status",
-                    (send_id,),
-                ).fetchall()
-            )
-            db.commit()
+            last_counts = harness.message_counts(db, send_id)
             if time.monotonic() - last_log > 5:
                 last_log = time.monotonic()
                 log(f"broadcast: t={now:.1f}s send={status} counts={last_counts}")
-            pending = sum(v for k, v in last_counts.items() if k in ("queued", "sending"))
+            pending = sum(last_counts.get(k, 0) for k in harness.PENDING)
             if fanout_s is not None and recipients and pending == 0:
                 delivered_s = time.perf_counter() - t
                 break
@@ -576,16 +494,12 @@ def tap_order(tap: RedisTap) -> list[int]:
 
 
 def main() -> int:
-    ap = harness.parser(__doc__, os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL), 225.0)
-    ap.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
+    ap = harness.app_parser(__doc__, DEFAULT_URL, DEFAULT_REDIS, 225.0)
     ap.add_argument("--users", type=int, default=100_000)
-    ap.add_argument("--processes", type=int, default=2, help="dramatiq worker processes")
-    ap.add_argument("--threads", type=int, default=8, help="threads per worker process")
     ap.add_argument("--noop-jobs", type=int, default=20_000)
     ap.add_argument("--rate", type=float, default=50.0, help="latency phases: sends per second")
     ap.add_argument("--latency-sends", type=int, default=1000)
     ap.add_argument("--pubsub-messages", type=int, default=500)
-    ap.add_argument("--logs", default=None, help="keep serve/worker logs here (default: a tmp dir)")
     ap.add_argument(
         "--py-spy",
         default=None,
@@ -600,206 +514,145 @@ def main() -> int:
         " idle consumer's poll backoff; Dramatiq's default is 1000)",
     )
     args = harness.parse(ap, None, QUICK)
-    check_database(args.database_url)
-    check_redis(args.redis_url)
-    timer = contextlib.ExitStack()
-    timer.enter_context(alarm(args.max_seconds))
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    started = time.monotonic()
-
-    tmp = Path(tempfile.mkdtemp(prefix="cairn-bench-fanout-"))
-    logdir = Path(args.logs) if args.logs else tmp
-    logdir.mkdir(parents=True, exist_ok=True)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "SECRET_KEY", "PORT")
-    }
-    env.update(
-        DATABASE_URL=args.database_url,
-        BROKER_URL=args.redis_url,
-        REDIS_URL=args.redis_url,
-        INSTANCE_DIR=str(tmp / "instance"),
-        PYTHONUNBUFFERED="1",
-    )
-    procs: list[Proc] = []
-    results: dict[str, Any] = {
-        "users": args.users,
-        "processes": args.processes,
-        "threads": args.threads,
-        "logs": str(logdir),
-    }
     rc = 0
-    try:
-        # ---- setup
-        reset_database(args.database_url)
-        redis.Redis.from_url(args.redis_url).flushdb()
-        for cmd in (["db", "upgrade"], ["project", "create", "bench", "--json"]):
-            done = subprocess.run(
-                [CAIRN, *cmd], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"cairn {' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
-        creds = json.loads(done.stdout.strip().splitlines()[-1])
-        project_id, sk, pk = creds["id"], creds["secretKey"], creds["publishableKey"]
-        db = psycopg.connect(**conn_kwargs(args.database_url))
-        took = load_users(db, project_id, args.users)
-        log(f"setup: project {project_id}, {args.users} users copied in {took:.2f}s")
-        user_pk = db.execute(
-            "SELECT id FROM users WHERE project_id = %s AND external_id = 'u1'", (project_id,)
-        ).fetchone()[0]
-        db.commit()
-
-        # ---- baseline: raw INSERT ... SELECT
-        raw = raw_insert(db, project_id, on_conflict=False)
-        raw_oc = raw_insert(db, project_id, on_conflict=True)
-        db.autocommit = True
-        db.execute("VACUUM ANALYZE messages")
-        db.execute("VACUUM ANALYZE sends")
-        db.autocommit = False
-        results["raw_insert"] = raw
-        results["raw_insert_on_conflict"] = raw_oc
-        log(
-            f"raw: INSERT ... SELECT {raw['rows']} rows in {raw['seconds']}s"
-            f" = {raw['rows_per_s']}/s (with ON CONFLICT DO NOTHING: {raw_oc['rows_per_s']}/s)"
-        )
-
-        # ---- baseline: no-op actor
-        noop = noop_baseline(
-            env, logdir, args.redis_url, args.noop_jobs, args.processes, args.threads, procs
-        )
-        results["noop"] = noop
-        log(
-            f"noop: {noop['processed']} jobs, {noop['jobs_per_s']} jobs/s over"
-            f" {noop['window_s']}s; cpu {fmt_cpu(noop['cpu'])}"
-        )
-
-        # ---- the system: serve (API) + dramatiq workers
-        port = free_port()
-        serve = Proc("serve", [CAIRN, "serve", "--host", HOST, "--port", str(port)], env, logdir)
-        procs.append(serve)
-        wenv = dict(env)
-        if args.worker_timeout_ms:
-            wenv["dramatiq_worker_timeout"] = str(args.worker_timeout_ms)
-        workers = Proc(
-            "workers",
-            [
-                PY,
-                "-m",
-                "dramatiq",
-                "workers.actors",
-                "--processes",
-                str(args.processes),
-                "--threads",
-                str(args.threads),
-            ],
-            wenv,
-            logdir,
-        )
-        procs.append(workers)
-        api = f"http://{HOST}:{port}"
-        serve.wait_http_ok(api + "/healthz", 60)
-        wait_ready(workers, args.processes, 60)
-        log(f"serve on :{port}, workers ready (logs in {logdir})")
-        cpu = meter({"serve": serve, "workers": workers})
-
-        # ---- broadcast
-        reserve = 20 + args.latency_sends / args.rate + args.pubsub_messages / args.rate
-        budget = args.max_seconds - (time.monotonic() - started) - reserve
-        spy = None
-        if args.py_spy:
-            Path(args.py_spy).mkdir(parents=True, exist_ok=True)
-            spy = subprocess.Popen(
-                [
-                    str(Path(PY).parent / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(workers.proc.pid),
-                    "--subprocesses",
-                    "--rate",
-                    "200",
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(Path(args.py_spy) / "workers-broadcast.txt"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            time.sleep(1)
-        a = cpu.snap()
+    with harness.app_run(args, "cairn-bench-fanout-", {"users": args.users}, True) as run:
+        procs, logdir, env, results = run.procs, run.logdir, run.env, run.results
         try:
-            bc = broadcast(api, sk, db, args.users, timeout=max(10.0, min(150.0, budget)))
-        finally:
-            if spy is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(spy.pid, signal.SIGINT)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    spy.wait(20)
-                if spy.poll() is None:
-                    os.killpg(spy.pid, signal.SIGKILL)
-        bc["cpu"] = cpu.cores(a, cpu.snap())
-        results["broadcast"] = bc
-        log(f"broadcast: {json.dumps(bc)}")
-        if bc.get("timed_out"):
-            rc = 1
+            # ---- setup
+            creds = run.setup_project()
+            project_id, sk, pk = creds["id"], creds["secretKey"], creds["publishableKey"]
+            db = psycopg.connect(**harness.conn_kwargs(args.database_url))
+            took = load_users(db, project_id, args.users)
+            log(f"setup: project {project_id}, {args.users} users copied in {took:.2f}s")
+            user_pk = db.execute(
+                "SELECT id FROM users WHERE project_id = %s AND external_id = 'u1'", (project_id,)
+            ).fetchone()[0]
+            db.commit()
+
+            # ---- baseline: raw INSERT ... SELECT
+            raw = raw_insert(db, project_id, on_conflict=False)
+            raw_oc = raw_insert(db, project_id, on_conflict=True)
+            db.autocommit = True
+            db.execute("VACUUM ANALYZE messages")
+            db.execute("VACUUM ANALYZE sends")
+            db.autocommit = False
+            results["raw_insert"] = raw
+            results["raw_insert_on_conflict"] = raw_oc
             log(
-                "broadcast: NOT all messages delivered in time; purging the deliver queue so the"
-                " latency phase is not stuck behind the backlog"
+                f"raw: INSERT ... SELECT {raw['rows']} rows in {raw['seconds']}s"
+                f" = {raw['rows_per_s']}/s (with ON CONFLICT DO NOTHING: {raw_oc['rows_per_s']}/s)"
             )
-            r = redis.Redis.from_url(args.redis_url)
-            for key in r.scan_iter("dramatiq:deliver*"):
-                r.delete(key)
 
-        # ---- baseline: Redis pub/sub round trip
-        ps = pubsub_baseline(args.redis_url, args.rate, args.pubsub_messages)
-        results["pubsub"] = ps
-        log(f"pubsub: {json.dumps(ps)}")
+            # ---- baseline: no-op actor
+            noop = noop_baseline(
+                env, logdir, args.redis_url, args.noop_jobs, args.processes, args.threads, procs
+            )
+            results["noop"] = noop
+            log(
+                f"noop: {noop['processed']} jobs, {noop['jobs_per_s']} jobs/s over"
+                f" {noop['window_s']}s; cpu {fmt_cpu(noop['cpu'])}"
+            )
 
-        # ---- SSE latency
-        a = cpu.snap()
-        sse = sse_latency(
-            port,
-            sk,
-            pk,
-            creds["identitySecret"],
-            project_id,
-            user_pk,
-            args.redis_url,
-            args.rate,
-            args.latency_sends,
-        )
-        sse["cpu"] = cpu.cores(a, cpu.snap())
-        results["sse"] = sse
-        log(f"sse: {json.dumps(sse)}")
+            # ---- the system: serve (API) + dramatiq workers
+            wenv = dict(env)
+            if args.worker_timeout_ms:
+                wenv["dramatiq_worker_timeout"] = str(args.worker_timeout_ms)
+            app = run.start_app(worker_env=wenv)
+            serve, workers, port, api = app
+            log(f"serve on :{port}, workers ready (logs in {logdir})")
+            cpu = harness.app_meter({"serve": serve, "workers": workers})
 
-        # App errors seen in the logs.
-        for p in (serve, workers):
-            text = p.output()
-            results.setdefault("log_errors", {})[p.name] = problems = log_problems(text)
-            if problems["tracebacks"]:
-                i = text.find("Traceback (most recent call last)")
-                results["log_errors"][p.name]["first"] = text[max(0, i - 300) : i + 2500]
-        db.close()
-    except BenchTimeout as err:
-        log(f"ABORTED: {err}")
-        results["aborted"] = str(err)
-        rc = 2
-    except Exception as err:
-        log(f"FAILED: {type(err).__name__}: {err}")
-        results["failed"] = f"{type(err).__name__}: {err}"
-        rc = 2
-    finally:
-        timer.close()
-        for p in reversed(procs):
-            p.stop()
-        with contextlib.suppress(Exception):
-            redis.Redis.from_url(args.redis_url).flushdb()
-        results["total_s"] = round(time.monotonic() - started, 1)
+            # ---- broadcast
+            reserve = 20 + args.latency_sends / args.rate + args.pubsub_messages / args.rate
+            budget = args.max_seconds - (time.monotonic() - run.started) - reserve
+            spy = None
+            if args.py_spy:
+                Path(args.py_spy).mkdir(parents=True, exist_ok=True)
+                spy = subprocess.Popen(
+                    [
+                        str(Path(PY).parent / "py-spy"),
+                        "record",
+                        "--pid",
+                        str(workers.proc.pid),
+                        "--subprocesses",
+                        "--rate",
+                        "200",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(Path(args.py_spy) / "workers-broadcast.txt"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                time.sleep(1)
+            a = cpu.snap()
+            try:
+                bc = broadcast(api, sk, db, args.users, timeout=max(10.0, min(150.0, budget)))
+            finally:
+                if spy is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(spy.pid, signal.SIGINT)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        spy.wait(20)
+                    if spy.poll() is None:
+                        os.killpg(spy.pid, signal.SIGKILL)
+            bc["cpu"] = cpu.cores(a, cpu.snap())
+            results["broadcast"] = bc
+            log(f"broadcast: {json.dumps(bc)}")
+            if bc.get("timed_out"):
+                rc = 1
+                log(
+                    "broadcast: NOT all messages delivered in time; purging the deliver queue so"
+                    " the latency phase is not stuck behind the backlog"
+                )
+                r = redis.Redis.from_url(args.redis_url)
+                for key in r.scan_iter("dramatiq:deliver*"):
+                    r.delete(key)
+
+            # ---- baseline: Redis pub/sub round trip
+            ps = pubsub_baseline(args.redis_url, args.rate, args.pubsub_messages)
+            results["pubsub"] = ps
+            log(f"pubsub: {json.dumps(ps)}")
+
+            # ---- SSE latency
+            a = cpu.snap()
+            sse = sse_latency(
+                port,
+                sk,
+                pk,
+                creds["identitySecret"],
+                project_id,
+                user_pk,
+                args.redis_url,
+                args.rate,
+                args.latency_sends,
+            )
+            sse["cpu"] = cpu.cores(a, cpu.snap())
+            results["sse"] = sse
+            log(f"sse: {json.dumps(sse)}")
+
+            # App errors seen in the logs.
+            for p in (serve, workers):
+                text = p.output()
+                results.setdefault("log_errors", {})[p.name] = problems = harness.log_problems(text)
+                if problems["tracebacks"]:
+                    i = text.find("Traceback (most recent call last)")
+                    results["log_errors"][p.name]["first"] = text[max(0, i - 300) : i + 2500]
+            db.close()
+        except BenchTimeout as err:
+            log(f"ABORTED: {err}")
+            results["aborted"] = str(err)
+            rc = 2
+        except Exception as err:
+            log(f"FAILED: {type(err).__name__}: {err}")
+            results["failed"] = f"{type(err).__name__}: {err}"
+            rc = 2
+    results["total_s"] = round(time.monotonic() - run.started, 1)
 
     summary(results)
-    emit(results, args.json_out)
+    harness.emit(results, args.json_out)
     return rc
 
 

@@ -10,10 +10,12 @@
   closing JSON line.
 - Arguments: `--database-url`, `--max-seconds`, `--json-out` and `--quick` (a smoke run at tiny
   sizes: it checks that the bench works, its figures mean nothing).
-- Cairn as deployed (`fanout.py`, `push.py`, `mail.py`): the environment of its processes
-  (`app_env`), a fresh project (`setup_project`), `cairn serve` plus Dramatiq workers
-  (`start_app`), their CPU beside PostgreSQL's and Redis's (`app_meter`), and a broadcast
-  `POST /v1/notify` (`post_notify`) followed until its messages are final (`wait_final`).
+- Cairn as deployed (`fanout.py`, `push.py`, `mail.py`): their options (`app_parser`), the
+  frame of a run (`app_run`: URL checks, time limit, temporary directory, the environment of
+  Cairn's processes, always stopping them), a fresh project (`setup_project`), `cairn serve`
+  plus Dramatiq workers (`start_app`), their CPU beside PostgreSQL's and Redis's
+  (`app_meter`), and a broadcast (`post_notify`) followed until its messages are final
+  (`wait_final`).
 
 Scripts import it as `harness` (Python puts a script's own directory first on sys.path).
 """
@@ -481,6 +483,85 @@ def check_redis(url: str) -> None:
         sys.exit("only loopback redis:// URLs are allowed (the bench flushes its database)")
 
 
+def app_parser(
+    doc: str | None, default_url: str, default_redis: str, max_seconds: float
+) -> argparse.ArgumentParser:
+    """`parser`'s options (BENCH_DATABASE_URL sets the default URL) and those of a bench that
+    runs Cairn: `--redis-url` (BENCH_REDIS_URL), `--processes` and `--threads` (the workers'
+    shape) and `--logs`; add its own, then call `parse`."""
+    p = parser(doc, os.environ.get("BENCH_DATABASE_URL", default_url), max_seconds)
+    p.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", default_redis))
+    p.add_argument("--processes", type=int, default=2, help="dramatiq worker processes")
+    p.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    p.add_argument(
+        "--logs", default=None, help="keep the processes' logs here (default: a tmp dir)"
+    )
+    return p
+
+
+class AppRun:
+    """One run of a bench that starts Cairn (see `app_run`): its start (time.monotonic()), the
+    processes to stop at its end (`procs`), its temporary directory, where the logs go, the
+    environment of Cairn's processes, and the results so far (the sizes, the worker shape and
+    the log directory)."""
+
+    def __init__(
+        self, args: argparse.Namespace, prefix: str, sizes: dict[str, Any], env: dict[str, str]
+    ) -> None:
+        self.args = args
+        self.started = time.monotonic()
+        self.procs: list[Proc] = []
+        self.tmp, self.logdir = workdir(prefix, getattr(args, "logs", None))
+        self.env = app_env(args.database_url, args.redis_url, self.tmp / "instance", **env)
+        self.results: dict[str, Any] = dict(
+            sizes, processes=args.processes, threads=args.threads, logs=str(self.logdir)
+        )
+
+    def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Proc:
+        """Start a process of the run (logged in `logdir`, stopped at its end)."""
+        p = Proc(name, command, self.env if env is None else env, self.logdir)
+        self.procs.append(p)
+        return p
+
+    def setup_project(self) -> dict[str, Any]:
+        """`setup_project` on the run's database, Redis database and environment."""
+        return setup_project(self.args.database_url, self.args.redis_url, self.env)
+
+    def start_app(self, worker_env: dict[str, str] | None = None) -> App:
+        """`start_app` with the run's --processes and --threads."""
+        a = self.args
+        return start_app(self.procs, self.env, self.logdir, a.processes, a.threads, worker_env)
+
+
+@contextlib.contextmanager
+def app_run(
+    args: argparse.Namespace,
+    prefix: str,
+    sizes: dict[str, Any],
+    flush_redis: bool = False,
+    **env: str,
+) -> Iterator[AppRun]:
+    """The frame of a run that starts Cairn: check `args.database_url` and `args.redis_url`,
+    turn --max-seconds (BenchTimeout) and SIGTERM (KeyboardInterrupt) into exceptions, and
+    yield the AppRun (temporary directory `prefix...`, `env` added to the processes'
+    environment, `sizes` first in the results); however it ends, stop every process of the
+    run, the last started first (then empty the Redis database, with `flush_redis`)."""
+    check_database(args.database_url)
+    check_redis(args.redis_url)
+    interrupt_on_sigterm()
+    run: AppRun | None = None
+    try:
+        with alarm(args.max_seconds):  # off before the processes are stopped
+            run = AppRun(args, prefix, sizes, env)
+            yield run
+    finally:
+        if run is not None:
+            stop_all(run.procs)
+        if flush_redis:
+            with contextlib.suppress(Exception):
+                redis.Redis.from_url(args.redis_url).flushdb()
+
+
 def workdir(prefix: str, logs: str | None) -> tuple[Path, Path]:
     """A new temporary directory, and the log directory: `logs` (created) or that one."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
@@ -599,7 +680,8 @@ def stop_all(procs: list[Proc]) -> None:
 
 def bench_pids() -> list[int]:
     """This script and its multiprocessing children (a baseline's pool)."""
-    return [os.getpid(), *[c.pid for c in multiprocessing.active_children()]]
+    children = [c.pid for c in multiprocessing.active_children()]
+    return [os.getpid(), *[pid for pid in children if pid is not None]]
 
 
 def app_meter(groups: dict[str, Proc], *, redis_server: bool = True) -> CpuMeter:
@@ -612,11 +694,9 @@ def app_meter(groups: dict[str, Proc], *, redis_server: bool = True) -> CpuMeter
     return CpuMeter(sources)
 
 
-def post_notify(
-    api: str, sk: str, body: dict[str, Any], session: requests.Session | None = None
-) -> int:
+def post_notify(api: str, sk: str, body: dict[str, Any]) -> int:
     """`POST /v1/notify` with the secret key: the send's id (RuntimeError unless 202)."""
-    resp = (session or requests).post(
+    resp = requests.post(
         api + "/v1/notify", json=body, headers={"Authorization": f"Bearer {sk}"}, timeout=30
     )
     if resp.status_code != 202:

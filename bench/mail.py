@@ -24,9 +24,7 @@ Every figure is in the JSON object printed last. The run ends by itself after --
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import signal
 import smtplib
 import sys
@@ -39,7 +37,7 @@ from typing import Any
 
 import harness
 import psycopg
-from harness import HOST, PY, Proc, fmt_cpu, log, ratio
+from harness import HOST, PY, fmt_cpu, log, ratio
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/cairn_bench_email"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/6"
@@ -144,82 +142,63 @@ def pipeline(api: str, sk: str, db: psycopg.Connection, n: int, timeout: float) 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when every message was sent."""
-    ap = harness.parser(__doc__, os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL), 200.0)
-    ap.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
+    ap = harness.app_parser(__doc__, DEFAULT_URL, DEFAULT_REDIS, 200.0)
     ap.add_argument("--emails", type=int, default=5000)
-    ap.add_argument("--processes", type=int, default=2, help="dramatiq worker processes")
-    ap.add_argument("--threads", type=int, default=8, help="threads per worker process")
     ap.add_argument("--sink-port", type=int, default=None, help=argparse.SUPPRESS)
     args = harness.parse(ap, argv, QUICK)
     if args.sink_port:
         run_sink(args.sink_port)
         return 0
-    harness.check_database(args.database_url)
-    harness.check_redis(args.redis_url)
-    stack = contextlib.ExitStack()
-    stack.enter_context(harness.alarm(args.max_seconds))
-    harness.interrupt_on_sigterm()
-    started = time.monotonic()
-    tmp, _ = harness.workdir("cairn-bench-email-", None)
     sink_port = harness.free_port()
-    env = harness.app_env(
-        args.database_url,
-        args.redis_url,
-        tmp / "instance",
+    rc = 0
+    with harness.app_run(
+        args,
+        "cairn-bench-email-",
+        {"emails": args.emails},
         SMTP_URL=f"smtp://{HOST}:{sink_port}",
         SMTP_FROM="Bench <news@bench-mail.com>",
         PUBLIC_URL="https://cairn.bench-mail.com",
-    )
-    procs: list[Proc] = []
-    results: dict[str, Any] = {
-        "emails": args.emails,
-        "processes": args.processes,
-        "threads": args.threads,
-    }
-    rc = 0
-    try:
-        creds = harness.setup_project(args.database_url, args.redis_url, env)
-        db = psycopg.connect(**harness.conn_kwargs(args.database_url))
-        load_users(db, creds["id"], args.emails)
-        log(f"setup: {args.emails} users with an email address")
+    ) as run:
+        results = run.results
+        try:
+            creds = run.setup_project()
+            db = psycopg.connect(**harness.conn_kwargs(args.database_url))
+            load_users(db, creds["id"], args.emails)
+            log(f"setup: {args.emails} users with an email address")
 
-        sink = Proc("sink", [PY, str(Path(__file__)), "--sink-port", str(sink_port)], env, tmp)
-        procs.append(sink)
-        sink.wait_for_line(lambda line: line.startswith("sink ready"), 30)
-        # No Redis here: the raw loop does not use it (and the figures stay comparable).
-        meter = harness.app_meter({"sink": sink}, redis_server=False)
+            sink = run.start("sink", [PY, str(Path(__file__)), "--sink-port", str(sink_port)])
+            sink.wait_for_line(lambda line: line.startswith("sink ready"), 30)
+            # No Redis here: the raw loop does not use it (and the figures stay comparable).
+            meter = harness.app_meter({"sink": sink}, redis_server=False)
 
-        a = meter.snap()
-        raw = raw_loop(sink_port, args.emails)
-        raw["cpu"] = meter.cores(a, meter.snap())
-        results["raw"] = raw
-        log(f"raw: {raw['per_s']} msg/s over one connection; cpu {fmt_cpu(raw['cpu'])}")
+            a = meter.snap()
+            raw = raw_loop(sink_port, args.emails)
+            raw["cpu"] = meter.cores(a, meter.snap())
+            results["raw"] = raw
+            log(f"raw: {raw['per_s']} msg/s over one connection; cpu {fmt_cpu(raw['cpu'])}")
 
-        app = harness.start_app(procs, env, tmp, args.processes, args.threads)
-        meter = harness.app_meter(
-            {"sink": sink, "serve": app.serve, "workers": app.workers}, redis_server=False
-        )
-        a = meter.snap()
-        budget = max(10.0, args.max_seconds - (time.monotonic() - started) - 20)
-        result = pipeline(app.api, creds["secretKey"], db, args.emails, budget)
-        result["cpu"] = meter.cores(a, meter.snap())
-        results["pipeline"] = result
-        if result["timed_out"] or result["counts"].get("sent", 0) != args.emails:
+            app = run.start_app()
+            meter = harness.app_meter(
+                {"sink": sink, "serve": app.serve, "workers": app.workers}, redis_server=False
+            )
+            a = meter.snap()
+            budget = max(10.0, args.max_seconds - (time.monotonic() - run.started) - 20)
+            result = pipeline(app.api, creds["secretKey"], db, args.emails, budget)
+            result["cpu"] = meter.cores(a, meter.snap())
+            results["pipeline"] = result
+            if result["timed_out"] or result["counts"].get("sent", 0) != args.emails:
+                rc = 1
+            log(f"pipeline: {json.dumps(result)}")
+            results["ratio_to_raw"] = ratio(result.get("per_s"), raw["per_s"])
+            log(
+                f"SUMMARY: pipeline {result.get('per_s')} msg/s, raw smtplib loop {raw['per_s']}"
+                f" msg/s, ratio {results['ratio_to_raw']}"
+            )
+        except Exception as err:
+            log(f"bench failed: {type(err).__name__}: {err}")
+            for p in run.procs:
+                log(p.tail())
             rc = 1
-        log(f"pipeline: {json.dumps(result)}")
-        results["ratio_to_raw"] = ratio(result.get("per_s"), raw["per_s"])
-        log(
-            f"SUMMARY: pipeline {result.get('per_s')} msg/s, raw smtplib loop {raw['per_s']}"
-            f" msg/s, ratio {results['ratio_to_raw']}"
-        )
-    except Exception as err:
-        log(f"bench failed: {type(err).__name__}: {err}")
-        for p in procs:
-            log(p.tail())
-        rc = 1
-    finally:
-        harness.stop_all(procs)
-        stack.close()
     results["ok"] = rc == 0
     harness.emit(results, args.json_out)
     return rc

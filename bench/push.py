@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import multiprocessing
 import os
@@ -37,7 +36,7 @@ from typing import Any
 import harness
 import psycopg
 import requests
-from harness import HOST, PY, ROOT, BenchTimeout, CpuMeter, Proc, fmt_cpu, log, ratio, verdict
+from harness import HOST, PY, ROOT, BenchTimeout, CpuMeter, fmt_cpu, log, ratio, verdict
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/cairn_bench_push"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/6"
@@ -359,102 +358,82 @@ BASELINES = (
 
 
 def main() -> int:
-    ap = harness.parser(__doc__, os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL), 240.0)
-    ap.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
+    ap = harness.app_parser(__doc__, DEFAULT_URL, DEFAULT_REDIS, 240.0)
     ap.add_argument("--messages", type=int, default=10_000)
     ap.add_argument("--naive-messages", type=int, default=2000, help="the slow loop sends fewer")
-    ap.add_argument("--processes", type=int, default=2, help="worker processes (all phases)")
-    ap.add_argument("--threads", type=int, default=8, help="threads per process (all phases)")
     ap.add_argument("--verify-every", type=int, default=50, help="the sink checks 1 push in N")
-    ap.add_argument("--logs", default=None, help="keep the logs here (default: a tmp dir)")
     ap.add_argument("--sink", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--sink-keys", default=None, help=argparse.SUPPRESS)
     args = harness.parse(ap, None, QUICK)
     if args.sink is not None:
         run_sink(args.sink, args.sink_keys)
         return 0
-    harness.check_database(args.database_url)
-    harness.check_redis(args.redis_url)
-    stack = contextlib.ExitStack()
-    stack.enter_context(harness.alarm(args.max_seconds))
-    harness.interrupt_on_sigterm()
-    started = time.monotonic()
-    tmp, logdir = harness.workdir("cairn-bench-push-", args.logs)
-    env = harness.app_env(
-        args.database_url,
-        args.redis_url,
-        tmp / "instance",
+    rc = 0
+    with harness.app_run(
+        args,
+        "cairn-bench-push-",
+        {"messages": args.messages},
         VAPID_SUBJECT=SUBJECT,
         ALLOW_PRIVATE_ENDPOINTS="1",
-    )
-    procs: list[Proc] = []
-    results: dict[str, Any] = {
-        "messages": args.messages,
-        "processes": args.processes,
-        "threads": args.threads,
-        "logs": str(logdir),
-    }
-    rc = 0
-    try:
-        creds = harness.setup_project(args.database_url, args.redis_url, env)
-        project_id, sk = creds["id"], creds["secretKey"]
-        harness.run_cairn(env, "vapid", "generate", "--project", str(project_id), timeout=60)
+    ) as run:
+        results, env = run.results, run.env
+        try:
+            creds = run.setup_project()
+            project_id, sk = creds["id"], creds["secretKey"]
+            harness.run_cairn(env, "vapid", "generate", "--project", str(project_id), timeout=60)
 
-        keys = subscriber_keys(KEY_POOL)
-        keys_file = tmp / "subscribers.json"
-        keys_file.write_text(json.dumps({"subscribers": keys, "verify_every": args.verify_every}))
-        port = harness.free_port()
-        sink_url = f"http://{HOST}:{port}"
-        sink = Proc(
-            "sink",
-            [PY, str(Path(__file__)), "--sink", str(port), "--sink-keys", str(keys_file)],
-            dict(env, PYTHONPATH=str(ROOT)),
-            logdir,
-        )
-        procs.append(sink)
-        sink.wait_for_line(lambda line: "sink ready" in line, 30)
-
-        db = psycopg.connect(**harness.conn_kwargs(args.database_url))
-        took = load_devices(db, project_id, args.messages, sink_url, keys)
-        log(f"setup: project {project_id}, {args.messages} users with a device in {took:.2f}s")
-        vapid = vapid_pair(db, project_id)
-        db.commit()
-
-        # ---- baselines first (the pipeline's processes are not running yet)
-        for key, label, mode, naive in BASELINES:
-            results[key] = baseline(
-                label,
-                sink=sink_url,
-                vapid=vapid,
-                keys=keys,
-                n=args.naive_messages if naive else args.messages,
-                processes=args.processes,
-                threads=args.threads,
-                mode=mode,
-                cpu=harness.app_meter({"sink": sink}),
+            keys = subscriber_keys(KEY_POOL)
+            keys_file = run.tmp / "subscribers.json"
+            keys_file.write_text(
+                json.dumps({"subscribers": keys, "verify_every": args.verify_every})
             )
+            port = harness.free_port()
+            sink_url = f"http://{HOST}:{port}"
+            sink = run.start(
+                "sink",
+                [PY, str(Path(__file__)), "--sink", str(port), "--sink-keys", str(keys_file)],
+                dict(env, PYTHONPATH=str(ROOT)),
+            )
+            sink.wait_for_line(lambda line: "sink ready" in line, 30)
 
-        # ---- the pipeline
-        app = harness.start_app(procs, env, logdir, args.processes, args.threads)
-        budget = args.max_seconds - (time.monotonic() - started) - 10
-        results["pipeline"] = pipeline(
-            app.api,
-            sk,
-            db,
-            args.messages,
-            harness.app_meter({"serve": app.serve, "workers": app.workers, "sink": sink}),
-            budget,
-        )
-        results["sink"] = sink_stats(sink_url)
-        results["problems"] = {
-            p.name: harness.log_problems(p.output()) for p in (app.serve, app.workers, sink)
-        }
-    except (BenchTimeout, KeyboardInterrupt, RuntimeError) as err:
-        log(f"stopped: {err!r}")
-        rc = 1
-    finally:
-        harness.stop_all(procs)
-        stack.close()
+            db = psycopg.connect(**harness.conn_kwargs(args.database_url))
+            took = load_devices(db, project_id, args.messages, sink_url, keys)
+            log(f"setup: project {project_id}, {args.messages} users with a device in {took:.2f}s")
+            vapid = vapid_pair(db, project_id)
+            db.commit()
+
+            # ---- baselines first (the pipeline's processes are not running yet)
+            for key, label, mode, naive in BASELINES:
+                results[key] = baseline(
+                    label,
+                    sink=sink_url,
+                    vapid=vapid,
+                    keys=keys,
+                    n=args.naive_messages if naive else args.messages,
+                    processes=args.processes,
+                    threads=args.threads,
+                    mode=mode,
+                    cpu=harness.app_meter({"sink": sink}),
+                )
+
+            # ---- the pipeline
+            app = run.start_app()
+            budget = args.max_seconds - (time.monotonic() - run.started) - 10
+            results["pipeline"] = pipeline(
+                app.api,
+                sk,
+                db,
+                args.messages,
+                harness.app_meter({"serve": app.serve, "workers": app.workers, "sink": sink}),
+                budget,
+            )
+            results["sink"] = sink_stats(sink_url)
+            results["problems"] = {
+                p.name: harness.log_problems(p.output()) for p in (app.serve, app.workers, sink)
+            }
+        except (BenchTimeout, KeyboardInterrupt, RuntimeError) as err:
+            log(f"stopped: {err!r}")
+            rc = 1
     summary(results)
     harness.emit(results, args.json_out)
     return rc

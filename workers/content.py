@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -32,29 +33,48 @@ class ContentBuilder:
             if template_ids
             else {}
         )
+        # Whether a template mentions the signed links (signing them costs more than a push).
+        self._uses_links: dict[int, bool] = {}
+
+    def _needs_links(self, send: Send | None, direct: bool, sources: list[Any]) -> bool:
+        if not direct and send is not None and send.template_id is not None:
+            template_id = send.template_id
+            if template_id not in self._uses_links:
+                template = self.templates.get(template_id)
+                channels = template.channels if template is not None else {}
+                self._uses_links[template_id] = _mentions_links(channels)
+            if self._uses_links[template_id]:
+                return True
+        return any(_mentions_links(source) for source in sources)
 
     def build(
         self,
         message: Message,
         send: Send | None,
         user: User | None,
-        links: Mapping[str, str] | None = None,
+        links: Callable[[], Mapping[str, str]] | None = None,
     ) -> dict[str, Any]:
         """The fields to send for this message; raises ContentError.
 
         Direct content (`title`, `body`, `url`) and `overrides` are templates like a stored
         template's fields: rendered in the sandbox with `user`, `data` (`params`) and the
-        message's `links` (`{{ unsubscribe_url }}`, `{{ preferences_url }}`).
+        message's `links` (`{{ unsubscribe_url }}`, `{{ preferences_url }}`), made only when
+        the content mentions one.
         """
         params = message.content if message.content is not None else (send.content if send else {})
         params = params or {}
         direct = send is None or send.template_id is None
         # A direct send keeps its overrides with its content (fan-out rows carry none).
         overrides = message.overrides or (params.get("overrides") if direct else None) or {}
+        sources = [overrides] + (
+            [params.get(k) for k in ("title", "body", "url")] if direct else []
+        )
         context = build_context(
             user=user_context(user) if user is not None else None,
             params=(params.get("data") or {}) if direct else params,
-            links=links,
+            links=links()
+            if links is not None and self._needs_links(send, direct, sources)
+            else None,
         )
         extra = _render_fields(
             message.channel, overrides.get(message.channel) or {}, context, "overrides"
@@ -83,6 +103,14 @@ class ContentBuilder:
 
 
 _MARKERS = ("{{", "{%", "{#")
+LINK_NAMES = ("unsubscribe_url", "preferences_url")
+
+
+def _mentions_links(value: Any) -> bool:
+    if not value:
+        return False
+    text = value if isinstance(value, str) else json.dumps(value)
+    return any(name in text for name in LINK_NAMES)
 
 
 def _is_template(value: Any) -> bool:

@@ -515,7 +515,7 @@ def _deliver_one(
     if target is None and channel.missing_target_reason is not None:
         return Outcome("failed", channel.missing_target_reason)
     try:
-        content = loaded.builder.build(message, send, user, _links(message, settings))
+        content = loaded.builder.build(message, send, user, lambda: _links(message, settings))
     except ContentError as err:
         return Outcome("failed", f"render error: {err}")
     delivery = Delivery(
