@@ -1,5 +1,7 @@
 """Schemas of /v1/project: the calling project's name, phone region and delivery settings."""
 
+from typing import Any
+
 from marshmallow import Schema, ValidationError, fields, validate
 
 from app.schemas.common import Integer, whole
@@ -130,10 +132,20 @@ def _unique_topics(value: list[dict[str, str]]) -> None:
         raise ValidationError(f"topic key {duplicates[0]!r} appears twice")
 
 
-def _rate_limits(value: dict[str, float]) -> None:
+MIN_RATE, MAX_RATE = 0.001, 100_000
+
+
+def _rate_limits(value: dict[str, Any]) -> None:
     unknown = sorted(set(value) - set(PROVIDERS))
     if unknown:
         raise ValidationError(f"unknown provider {unknown[0]!r}; known: {', '.join(PROVIDERS)}")
+    for name, rate in value.items():
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, int | float)
+            or not MIN_RATE <= rate <= MAX_RATE
+        ):
+            raise ValidationError(f"{name}: messages per second, {MIN_RATE}-{MAX_RATE}")
 
 
 class SettingsSchema(Schema):
@@ -169,11 +181,13 @@ class SettingsSchema(Schema):
         metadata={"description": "subscription groups offered on every channel"},
     )
     rateLimits = fields.Dict(
-        keys=fields.Str(),
-        values=fields.Float(validate=validate.Range(min=0.001, max=100_000)),
         allow_none=True,
         validate=_rate_limits,
-        metadata={"description": "{provider: messages per second}; overrides RATE_LIMITS"},
+        metadata={
+            "description": "{provider: messages per second}; overrides RATE_LIMITS",
+            "propertyNames": {"enum": sorted(PROVIDERS)},
+            "additionalProperties": {"type": "number", "minimum": MIN_RATE, "maximum": MAX_RATE},
+        },
     )
     identityVerification = fields.Str(
         allow_none=True,

@@ -401,3 +401,28 @@ def project_vapid_subject(context, case):
             "settings": {**settings, "push": {**push, "vapidSubject": _SUBJECTS[0]}},
         }
     return case
+
+
+def _send_options(body: object) -> object:
+    """A send's `topic` must be one of the project's topics (data, not a schema rule) and only
+    marketing sends have one; `category` must not contradict `transactional`."""
+    if not isinstance(body, dict):
+        return body
+    out = dict(body)
+    if isinstance(out.get("topic"), str):
+        out["topic"] = None
+    if out.get("transactional") is True and out.get("category") == "marketing":
+        out["category"] = None
+    return out
+
+
+@schemathesis.hook("map_case").apply_to(
+    path_regex=r"^/v1/(notify|notify/batch|messages|messages/sms)$", method="POST"
+)
+def send_options(context, case):
+    """See `_send_options`; a batch of template messages gets it per item."""
+    body = case.body
+    case.body = (
+        [_send_options(item) for item in body] if isinstance(body, list) else _send_options(body)
+    )
+    return case

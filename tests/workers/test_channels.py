@@ -201,7 +201,8 @@ def test_channel_settings_of_a_project_are_validated_naming_the_field(app, api):
             "settings.topics",
         ),
         ({"rateLimits": {"carrier-pigeon": 1}}, "settings.rateLimits"),
-        ({"rateLimits": {"smtp": 0}}, "settings.rateLimits.smtp.value"),
+        ({"rateLimits": {"smtp": 0}}, "settings.rateLimits"),
+        ({"rateLimits": {"smtp": True}}, "settings.rateLimits"),
     ):
         r = api.patch("/v1/project", json={"settings": bad})
         assert r.status_code == 422, (bad, r.json)
