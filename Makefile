@@ -36,6 +36,8 @@ bench: $(STAMP_TEST)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/segments.py
+	$(BIN)/python bench/push.py
+	$(BIN)/python bench/mail.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
