@@ -135,7 +135,9 @@ def _unique_topics(value: list[dict[str, str]]) -> None:
 MIN_RATE, MAX_RATE = 0.001, 100_000
 
 
-def _rate_limits(value: dict[str, Any]) -> None:
+def _rate_limits(value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError("an object: {provider: messages per second}")
     unknown = sorted(set(value) - set(PROVIDERS))
     if unknown:
         raise ValidationError(f"unknown provider {unknown[0]!r}; known: {', '.join(PROVIDERS)}")
@@ -180,13 +182,24 @@ class SettingsSchema(Schema):
         validate=[validate.Length(max=100), _unique_topics],
         metadata={"description": "subscription groups offered on every channel"},
     )
-    rateLimits = fields.Dict(
+    rateLimits = fields.Raw(
         allow_none=True,
         validate=_rate_limits,
         metadata={
+            # apispec drops propertyNames from a Dict's metadata: the whole schema is spelled out.
+            "anyOf": [
+                {
+                    "type": "object",
+                    "propertyNames": {"enum": sorted(PROVIDERS)},
+                    "additionalProperties": {
+                        "type": "number",
+                        "minimum": MIN_RATE,
+                        "maximum": MAX_RATE,
+                    },
+                },
+                {"type": "null"},
+            ],
             "description": "{provider: messages per second}; overrides RATE_LIMITS",
-            "propertyNames": {"enum": sorted(PROVIDERS)},
-            "additionalProperties": {"type": "number", "minimum": MIN_RATE, "maximum": MAX_RATE},
         },
     )
     identityVerification = fields.Str(

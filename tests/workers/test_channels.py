@@ -43,7 +43,7 @@ def test_addresses_and_reachability_per_channel():
     assert reachable_channels(_profile(phone="+15550001")) == {"sms"}
     assert reachable_channels(_profile(external_id="u1")) == {"inapp"}
     assert CHANNELS["inapp"].address_of(_profile(external_id="u1")) == "user:7"
-    # Until devices exist, nobody is reachable on push, whatever else the profile has.
+    # A profile alone reaches nobody on push: its devices (push_subscriptions) do, per device.
     full = _profile(external_id="u1", email="a@x.io", phone="+15550001")
     assert "push" not in reachable_channels(full)
     assert CHANNELS["email"].normalize_address("Ann@Example.com", None) == "ann@example.com"
@@ -133,7 +133,7 @@ def test_a_project_overrides_the_provider_and_unknown_names_are_a_422(recording,
 @pytest.mark.parametrize(
     "target", [{"broadcast": True}, {"segment": {"attr": "userId", "op": "exists"}}]
 )
-def test_push_is_unreachable_for_segment_sends_like_for_direct_sends(app, api, workers, target):
+def test_users_without_devices_are_unreachable_on_push_for_segment_and_direct_sends(app, api, workers, target):
     api.post("/v1/users", json=[{"userId": "a"}, {"userId": "b", "email": "b@example.com"}])
     direct = api.post("/v1/notify", json={"userIds": ["a", "b"], "body": "x", "channels": ["push"]})
     assert direct.status_code == 202
