@@ -41,6 +41,30 @@ def fan_out_send(send_id: int) -> None:
     fan_out(job_session(), send_id)
 
 
+@dramatiq.actor(queue_name="events", **JOB_OPTIONS)
+def process_events(event_ids: list[int]) -> None:
+    """Run rules, triggered campaigns and goals for committed events, each user's in order."""
+    from workers.events import process_events as run
+
+    run(job_session(), event_ids, runtime.settings())
+
+
+@dramatiq.actor(queue_name="campaigns", **JOB_OPTIONS)
+def plan_campaign(campaign_id: int, occurrence: str) -> None:
+    """A scheduled campaign time came (APScheduler): create its runs (per zone if local)."""
+    from workers.campaign_schedule import plan as run
+
+    run(job_session(), campaign_id, occurrence, runtime.settings())
+
+
+@dramatiq.actor(queue_name="campaigns", **JOB_OPTIONS)
+def start_campaign_run(run_id: int) -> None:
+    """A campaign run is due: create its sends (they fan out), or record it expired."""
+    from workers.campaign_schedule import start_run as run
+
+    run(job_session(), run_id, runtime.settings())
+
+
 # Enqueued every second by the scheduler: a sweep that waited longer than this in the queue is
 # skipped (the next one does the same work), so an outage does not leave a pile of them.
 @dramatiq.actor(queue_name="sweep", max_retries=0, max_age=30_000, time_limit=300_000)

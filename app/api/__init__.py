@@ -44,6 +44,10 @@ BLUEPRINTS = [
     "sms_webhooks",
     "preferences",
     "push",
+    "rules",
+    "campaigns",
+    "campaign_results",
+    "timeline",
 ]
 
 

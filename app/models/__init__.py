@@ -2,10 +2,25 @@
 
 from app.models.audience import Audience, AudienceChange, AudienceMember
 from app.models.base import Base
+from app.models.campaign import (
+    Campaign,
+    CampaignConversion,
+    CampaignHoldout,
+    CampaignRun,
+)
 from app.models.channels import MessageEvent, ProviderRate, PushSubscription, VapidKey
 from app.models.event import Event
-from app.models.message import Message, MessageStatusChange, SandboxMessage, Send, Suppression
+from app.models.idempotency import IdempotencyKey
+from app.models.message import (
+    Message,
+    MessageStatusChange,
+    SandboxMessage,
+    Send,
+    SendSkip,
+    Suppression,
+)
 from app.models.project import ApiKey, Project
+from app.models.rule import Rule, RuleFiring
 from app.models.segment import Segment
 from app.models.template import Template
 from app.models.user import AnonymousId, User
@@ -17,16 +32,24 @@ __all__ = [
     "AudienceChange",
     "AudienceMember",
     "Base",
+    "Campaign",
+    "CampaignConversion",
+    "CampaignHoldout",
+    "CampaignRun",
     "Event",
+    "IdempotencyKey",
     "Message",
     "MessageEvent",
     "MessageStatusChange",
     "Project",
     "ProviderRate",
     "PushSubscription",
+    "Rule",
+    "RuleFiring",
     "SandboxMessage",
     "Segment",
     "Send",
+    "SendSkip",
     "Suppression",
     "Template",
     "User",

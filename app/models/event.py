@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, BigId, JSONType, UTCDateTime, utcnow
@@ -22,6 +22,13 @@ class Event(Base):
         Index("ix_events_unprocessed", "project_id", "processed_at", "id"),
         # Erasure and profile merges find a user's events without the project prefix.
         Index("ix_events_user", "user_id"),
+        # The event processor's sweep finds events whose job was lost (processed_at unset).
+        Index(
+            "ix_events_pending",
+            "id",
+            postgresql_where=text("processed_at IS NULL"),
+            sqlite_where=text("processed_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -33,11 +40,12 @@ class Event(Base):
     name: Mapped[str] = mapped_column(String(255))
     properties: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     message_id: Mapped[str | None] = mapped_column(String(255), default=None)
-    # Where the event came from: api, pixel, segment (Segment-spec endpoints).
+    # Where the event came from: api, pixel, segment (Segment-spec endpoints), sdk, or
+    # internal (delivery outcomes: message.delivered, message.opened, ...).
     source: Mapped[str] = mapped_column(String(20), default="api")
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # Filled by the event processor (rules, journeys) in a later capability.
+    # Set once the event processor (rules, triggered campaigns, journeys) is done with it.
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # Set when the user behind this event was erased; its PII is gone.
     erased: Mapped[bool] = mapped_column(default=False)

@@ -22,10 +22,21 @@ STATUSES = (
     "expired",
     "suppressed",
     "deduplicated",
+    "cancelled",
 )
 # Statuses after which nothing more is attempted.
 FINAL = frozenset(
-    {"sent", "delivered", "opened", "clicked", "failed", "expired", "suppressed", "deduplicated"}
+    {
+        "sent",
+        "delivered",
+        "opened",
+        "clicked",
+        "failed",
+        "expired",
+        "suppressed",
+        "deduplicated",
+        "cancelled",
+    }
 )
 REACHED = ("sent", "delivered", "opened", "clicked")
 # Channel names (messages.channel) are the keys of the registry in workers/channels.
@@ -36,13 +47,28 @@ class Send(Base):
 
     __tablename__ = "sends"
     # A client message id (`POST /v1/messages` `id`) is applied once per project: `id/exists`.
-    __table_args__ = (UniqueConstraint("project_id", "client_id"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "client_id"),
+        Index("ix_sends_campaign", "campaign_id", "id"),
+        Index("ix_sends_idempotency_key", "project_id", "idempotency_key"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(20))  # notify, message, sms, campaign
     client_id: Mapped[str | None] = mapped_column(String(255), default=None)
     campaign_id: Mapped[int | None] = mapped_column(BigId, default=None)
+    # The campaign run (a broadcast or cron occurrence, one zone's slot) this send is.
+    run_id: Mapped[int | None] = mapped_column(BigId, default=None)
+    # Messages' dedup key; None = "send:<id>". A campaign uses one key per occurrence, so a
+    # resumed or re-fired run never reaches an address it already reached.
+    dedup_key: Mapped[str | None] = mapped_column(String(100), default=None)
+    # The `Idempotency-Key` the request carried: pending messages can be cancelled by it.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    # A campaign's `rateLimit.perMinute`: its messages are spread to this rate.
+    rate_per_minute: Mapped[int | None] = mapped_column(default=None)
+    # Recipients skipped before any message row existed, by reason ({"holdout": 3, ...}).
+    skipped: Mapped[dict[str, int] | None] = mapped_column(JSONType, default=None)
     template_id: Mapped[int | None] = mapped_column(BigId, default=None)
     # Targeting for fan-out: {"segment": <tree>} or {"broadcast": true}; None for direct sends.
     target: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
@@ -178,3 +204,30 @@ class SandboxMessage(Base):
     to: Mapped[str] = mapped_column(String(2048))
     content: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SendSkip(Base):
+    """A user a per-user send (trigger, rule, API campaign) did not reach, and why.
+
+    Fan-outs to segments count their skips on the send instead (`Send.skipped`): a row per
+    skipped user of a million-user broadcast would cost more than the messages.
+    """
+
+    __tablename__ = "send_skips"
+    __table_args__ = (
+        Index("ix_send_skips_user", "user_id", "id"),
+        Index("ix_send_skips_campaign", "campaign_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), default=None
+    )
+    campaign_id: Mapped[int | None] = mapped_column(BigId, default=None)
+    send_id: Mapped[int | None] = mapped_column(BigId, default=None)
+    channel: Mapped[str | None] = mapped_column(String(10), default=None)
+    # not_in_target, no_address, opted_out, capped, quiet_hours, holdout, outside_window, ...
+    reason: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(Text, default=None)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -32,7 +32,7 @@ def _send_columns(send: Send, now: datetime) -> dict[str, Any]:
     return {
         "project_id": send.project_id,
         "send_id": send.id,
-        "dedup_key": f"send:{send.id}",
+        "dedup_key": send.dedup_key or f"send:{send.id}",
         "transactional": send.transactional,
         "status": "queued",
         "expires_at": now + timedelta(seconds=send.ttl_seconds) if send.ttl_seconds else None,
