@@ -251,56 +251,43 @@ _SOME_CONTENT = {
 _NO_INCREMENT = {"properties": {"incrementId": _NOT_GIVEN}}
 
 
-def notify_body(schema: type[Schema]) -> dict[str, Any]:
-    """POST /v1/notify: the schema's fields, exactly one target, some content."""
+def _json_body(*parts: Any) -> dict[str, Any]:
+    """A required JSON request body whose schema is all of `parts`."""
     return {
         "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "allOf": [
-                        schema,
-                        _SOME_CONTENT,
-                        {
-                            "oneOf": [_given(name) for name in TARGETS],
-                            "description": ONE_TARGET,
-                        },
-                        {
-                            "anyOf": [_NO_INCREMENT, _given("userId"), _given("userIds")],
-                            "description": "incrementId only with userId or userIds",
-                        },
-                    ]
-                }
-            }
-        },
+        "content": {"application/json": {"schema": {"allOf": list(parts)}}},
     }
+
+
+def notify_body(schema: type[Schema]) -> dict[str, Any]:
+    """POST /v1/notify: the schema's fields, exactly one target, some content."""
+    return _json_body(
+        schema,
+        _SOME_CONTENT,
+        {"oneOf": [_given(name) for name in TARGETS], "description": ONE_TARGET},
+        {
+            "anyOf": [_NO_INCREMENT, _given("userId"), _given("userIds")],
+            "description": "incrementId only with userId or userIds",
+        },
+    )
 
 
 def notify_batch_body(schema: type[Schema]) -> dict[str, Any]:
     """POST /v1/notify/batch: a segment is the one target."""
-    return {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "allOf": [
-                        schema,
-                        _SOME_CONTENT,
-                        _given("segment"),
-                        {
-                            "properties": {
-                                "userId": _NOT_GIVEN,
-                                "userIds": _NOT_GIVEN,
-                                "broadcast": {"enum": [False, None]},
-                                "incrementId": _NOT_GIVEN,
-                            },
-                            "description": "the segment is the only target",
-                        },
-                    ]
-                }
-            }
+    return _json_body(
+        schema,
+        _SOME_CONTENT,
+        _given("segment"),
+        {
+            "properties": {
+                "userId": _NOT_GIVEN,
+                "userIds": _NOT_GIVEN,
+                "broadcast": {"enum": [False, None]},
+                "incrementId": _NOT_GIVEN,
+            },
+            "description": "the segment is the only target",
         },
-    }
+    )
 
 
 class NotifyResultSchema(Schema):

@@ -395,24 +395,8 @@ def upgrade() -> None:
             "ix_sends_idempotency_key", ["project_id", "idempotency_key"], unique=False
         )
 
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_users_attributes_gin",
-            ["attributes"],
-            unique=False,
-            postgresql_using="gin",
-            postgresql_ops={"attributes": "jsonb_path_ops"},
-        )
-
 
 def downgrade() -> None:
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_index(
-            "ix_users_attributes_gin",
-            postgresql_using="gin",
-            postgresql_ops={"attributes": "jsonb_path_ops"},
-        )
-
     with op.batch_alter_table("sends", schema=None) as batch_op:
         batch_op.drop_index("ix_sends_idempotency_key")
         batch_op.drop_index("ix_sends_campaign")

@@ -11,30 +11,20 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from filelock import FileLock
 
 from tests.conftest import wait_for
+from tests.e2e.browser import StaticSite, launch_browser, unavailable, users_matching
 
 # Pinned: the paths and body fields Cairn takes were read from this version's code.
 ANALYTICS_NEXT = "1.84.3"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cairn-tests"
-
-
-def _unavailable(what: str) -> None:
-    """Skip on a developer machine without it; CI installs it, so there it is a failure."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{what}: not available, but CI must run this test")
-    pytest.skip(f"{what} not available")
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +36,7 @@ def analytics_dist() -> Path:
         return dist
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        _unavailable("node and npm")
+        unavailable("node and npm")
     assert npm is not None
     CACHE.mkdir(parents=True, exist_ok=True)
     # Parallel test runs share the cache: one installs, into a temporary dir renamed at the end.
@@ -75,57 +65,27 @@ def analytics_dist() -> Path:
     return dist
 
 
-# Module scope: Playwright's sync API keeps an event loop running while it is open.
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Debian Chromium driven by Playwright (which cannot download its own here)."""
-    if not Path(CHROMIUM).exists():
-        _unavailable("chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
+    """Headless Chromium for this module."""
+    yield from launch_browser()
 
 
-class Site:
+class Site(StaticSite):
     """A customer's site on its own origin: pages plus the analytics-next bundles."""
 
     def __init__(self, dist: Path) -> None:
         self.pages: dict[str, str] = {}
-        site = self
+        self.dist = dist
+        super().__init__(self._resolve)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                name = self.path.split("?")[0].rsplit("/", 1)[-1]
-                if name in site.pages:
-                    body, kind = site.pages[name].encode(), "text/html"
-                elif name.endswith(".js") and (dist / name).is_file():
-                    body, kind = (dist / name).read_bytes(), "application/javascript"
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+    def _resolve(self, path: str) -> tuple[bytes, str] | None:
+        name = path.rsplit("/", 1)[-1]
+        if name in self.pages:
+            return self.pages[name].encode(), "text/html"
+        if name.endswith(".js") and (self.dist / name).is_file():
+            return (self.dist / name).read_bytes(), "application/javascript"
+        return None
 
 
 @pytest.fixture
@@ -229,24 +189,6 @@ def _check_traffic(traffic: Traffic, site: Site, cairn: str, posts: set[str]) ->
     assert bad == [], traffic.answers
 
 
-def _users_matching(cairn: str, secret: str, conditions: list[dict]) -> list[str]:
-    r = requests.post(
-        f"{cairn}/v1/segments/preview",
-        json={"filter": {"all": conditions}},
-        headers={"Authorization": f"Bearer {secret}"},
-        timeout=10,
-    )
-    assert r.status_code == 200, r.text
-    return r.json()["sample"]
-
-
-def _profile(cairn: str, secret: str, user_id: str) -> dict | None:
-    r = requests.get(
-        f"{cairn}/v1/users/{user_id}", headers={"Authorization": f"Bearer {secret}"}, timeout=10
-    )
-    return r.json() if r.status_code == 200 else None
-
-
 def test_the_snippet_sends_page_track_alias_identify_and_group_to_cairn(
     browser, site, cairn, project
 ):
@@ -282,7 +224,7 @@ def test_the_snippet_sends_page_track_alias_identify_and_group_to_cairn(
         200,
     ) in traffic.answers
 
-    profile = wait_for(lambda: _profile(cairn, project.secret, "ann"), timeout=60)
+    profile = wait_for(lambda: profile(cairn, project.secret, "ann"), timeout=60)
     # Without a userHash (the SDK sends none) custom traits and the anonymous merge still land.
     assert profile["anonymousIds"] == [anonymous_id]
     assert profile["attributes"]["plan"] == "pro" and profile["attributes"]["company"] == "Acme"
@@ -292,7 +234,7 @@ def test_the_snippet_sends_page_track_alias_identify_and_group_to_cairn(
         {"event": "Viewed Pricing", "op": "performed", "where": {"plan": "pro"}},
         {"event": "Signed Up", "op": "performed", "where": {"method": "email"}},
     ]
-    assert wait_for(lambda: _users_matching(cairn, project.secret, events), timeout=60) == ["ann"]
+    assert wait_for(lambda: users_matching(cairn, project.secret, events), timeout=60) == ["ann"]
 
 
 def test_the_npm_package_with_batched_delivery_posts_to_b(browser, site, cairn, project):
@@ -319,7 +261,7 @@ def test_the_npm_package_with_batched_delivery_posts_to_b(browser, site, cairn, 
         context.close()
     _check_traffic(traffic, site, cairn, {"/v1/b"})
 
-    profile = wait_for(lambda: _profile(cairn, project.secret, "bo"), timeout=60)
+    profile = wait_for(lambda: profile(cairn, project.secret, "bo"), timeout=60)
     assert profile["anonymousIds"] == [anonymous_id]
     assert profile["attributes"]["tier"] == "gold"
     events = [
@@ -327,7 +269,7 @@ def test_the_npm_package_with_batched_delivery_posts_to_b(browser, site, cairn, 
         {"event": "Opened App", "op": "performed", "where": {"screen": "home"}},
         {"event": "Bought", "op": "performed", "where": {"sku": "sku-1"}},
     ]
-    assert wait_for(lambda: _users_matching(cairn, project.secret, events), timeout=60) == ["bo"]
+    assert wait_for(lambda: users_matching(cairn, project.secret, events), timeout=60) == ["bo"]
 
 
 def test_a_site_vouches_for_its_user_with_context_user_hash(browser, site, cairn, project):
@@ -345,7 +287,7 @@ def test_a_site_vouches_for_its_user_with_context_user_hash(browser, site, cairn
             """() => window.analytics.identify("cy", {email: "cy@example.com", plan: "pro"})"""
         )
         # Unverified: the custom trait lands, the contact field does not (API.md).
-        profile = wait_for(lambda: _profile(cairn, project.secret, "cy"), timeout=60)
+        profile = wait_for(lambda: profile(cairn, project.secret, "cy"), timeout=60)
         assert profile["attributes"]["plan"] == "pro" and profile["email"] is None
         # The site's backend computed the hash; analytics.js carries it in context.userHash.
         page.evaluate(
@@ -358,6 +300,6 @@ def test_a_site_vouches_for_its_user_with_context_user_hash(browser, site, cairn
         context.close()
     _check_traffic(traffic, site, cairn, {"/v1/p", "/v1/i"})
     verified = wait_for(
-        lambda: (p := _profile(cairn, project.secret, "cy")) and p["email"] and p, timeout=60
+        lambda: (p := profile(cairn, project.secret, "cy")) and p["email"] and p, timeout=60
     )
     assert verified["email"] == "cy@example.com"

@@ -12,13 +12,8 @@ worker, Cache Storage, notifications, and a push event delivered through DevTool
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,36 +21,19 @@ import requests
 from sqlalchemy import select
 
 from tests.conftest import wait_for
+from tests.e2e.browser import StaticSite, launch_browser, users_matching
 from tests.support.push_service import PushService, Subscriber, b64url
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WAIT = 60.0  # generous: a busy 2-core machine runs the browser, Cairn and its workers at once
 
 
-def _unavailable(what: str) -> None:
-    """Skip on a developer machine without it; CI installs it, so there it is a failure."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{what}: not available, but CI must run this test")
-    pytest.skip(f"{what} not available")
-
-
-# Module scope: Playwright's sync API keeps an event loop running while it is open.
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Debian Chromium driven by Playwright (which cannot download its own here)."""
-    if not Path(CHROMIUM).exists():
-        _unavailable("chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
+    """Headless Chromium for this module."""
+    yield from launch_browser()
 
 
-class Site:
+class Site(StaticSite):
     """A customer's site: its pages, its one-line /sw.js, and a landing page for links."""
 
     def __init__(self, cairn: str) -> None:
@@ -63,34 +41,14 @@ class Site:
             "sw.js": f"importScripts({json.dumps(cairn + '/sdk/sw.js')});\n",
             "landing.html": "<!doctype html><title>Sale</title><link rel=icon href='data:,'>Sale",
         }
-        site = self
+        super().__init__(self._resolve)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                name = self.path.split("?")[0].lstrip("/")
-                if name not in site.pages:
-                    self.send_error(404)
-                    return
-                body = site.pages[name].encode()
-                kind = "application/javascript" if name.endswith(".js") else "text/html"
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+    def _resolve(self, path: str) -> tuple[bytes, str] | None:
+        name = path.lstrip("/")
+        if name not in self.pages:
+            return None
+        kind = "application/javascript" if name.endswith(".js") else "text/html"
+        return self.pages[name].encode(), kind
 
 
 @pytest.fixture
@@ -240,24 +198,6 @@ def _devices(app: Any) -> list[dict[str, Any]]:
         ]
 
 
-def _profile(cairn: str, secret: str, user_id: str) -> dict | None:
-    r = requests.get(
-        f"{cairn}/v1/users/{user_id}", headers={"Authorization": f"Bearer {secret}"}, timeout=10
-    )
-    return r.json() if r.status_code == 200 else None
-
-
-def _users_matching(cairn: str, secret: str, conditions: list[dict]) -> list[str]:
-    r = requests.post(
-        f"{cairn}/v1/segments/preview",
-        json={"filter": {"all": conditions}},
-        headers={"Authorization": f"Bearer {secret}"},
-        timeout=10,
-    )
-    assert r.status_code == 200, r.text
-    return r.json()["sample"]
-
-
 def test_the_sdk_files_are_served_as_javascript(cairn):
     script = requests.get(f"{cairn}/sdk/cairn.js", timeout=10)
     assert script.status_code == 200
@@ -364,14 +304,14 @@ def test_the_prompt_subscribes_and_identify_and_track_reach_cairn(
     assert sub["topics"] == ["news"]
     assert (sub["timezone"], sub["language"]) == ("Europe/Paris", "fr-FR")
 
-    profile = wait_for(lambda: _profile(cairn, project.secret, "ann"), timeout=WAIT)
+    profile = wait_for(lambda: profile(cairn, project.secret, "ann"), timeout=WAIT)
     assert profile["anonymousIds"] == [anonymous_id]
     assert profile["attributes"]["plan"] == "pro"
     events = [
         {"event": "Viewed Product", "op": "performed", "where": {"sku": "sku-1"}},
         {"event": "Added To Cart", "op": "performed", "where": {"sku": "sku-1"}},
     ]
-    assert wait_for(lambda: _users_matching(cairn, project.secret, events), timeout=WAIT) == ["ann"]
+    assert wait_for(lambda: users_matching(cairn, project.secret, events), timeout=WAIT) == ["ann"]
 
 
 def test_unsubscribe_deactivates_the_device(browser, site, cairn, project, push_service, app):
