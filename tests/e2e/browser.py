@@ -75,7 +75,7 @@ class StaticSite:
         self.thread.join(timeout=10)
 
 
-def profile(cairn: str, secret: str, user_id: str) -> dict | None:
+def fetch_profile(cairn: str, secret: str, user_id: str) -> dict | None:
     """GET /v1/users/{userId} with the secret key, None unless 200."""
     r = requests.get(
         f"{cairn}/v1/users/{user_id}", headers={"Authorization": f"Bearer {secret}"}, timeout=10

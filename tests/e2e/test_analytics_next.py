@@ -20,7 +20,7 @@ import pytest
 from filelock import FileLock
 
 from tests.conftest import wait_for
-from tests.e2e.browser import StaticSite, launch_browser, unavailable, users_matching
+from tests.e2e.browser import StaticSite, fetch_profile, launch_browser, unavailable, users_matching
 
 # Pinned: the paths and body fields Cairn takes were read from this version's code.
 ANALYTICS_NEXT = "1.84.3"
@@ -224,7 +224,7 @@ def test_the_snippet_sends_page_track_alias_identify_and_group_to_cairn(
         200,
     ) in traffic.answers
 
-    profile = wait_for(lambda: profile(cairn, project.secret, "ann"), timeout=60)
+    profile = wait_for(lambda: fetch_profile(cairn, project.secret, "ann"), timeout=60)
     # Without a userHash (the SDK sends none) custom traits and the anonymous merge still land.
     assert profile["anonymousIds"] == [anonymous_id]
     assert profile["attributes"]["plan"] == "pro" and profile["attributes"]["company"] == "Acme"
@@ -261,7 +261,7 @@ def test_the_npm_package_with_batched_delivery_posts_to_b(browser, site, cairn, 
         context.close()
     _check_traffic(traffic, site, cairn, {"/v1/b"})
 
-    profile = wait_for(lambda: profile(cairn, project.secret, "bo"), timeout=60)
+    profile = wait_for(lambda: fetch_profile(cairn, project.secret, "bo"), timeout=60)
     assert profile["anonymousIds"] == [anonymous_id]
     assert profile["attributes"]["tier"] == "gold"
     events = [
@@ -287,7 +287,7 @@ def test_a_site_vouches_for_its_user_with_context_user_hash(browser, site, cairn
             """() => window.analytics.identify("cy", {email: "cy@example.com", plan: "pro"})"""
         )
         # Unverified: the custom trait lands, the contact field does not (API.md).
-        profile = wait_for(lambda: profile(cairn, project.secret, "cy"), timeout=60)
+        profile = wait_for(lambda: fetch_profile(cairn, project.secret, "cy"), timeout=60)
         assert profile["attributes"]["plan"] == "pro" and profile["email"] is None
         # The site's backend computed the hash; analytics.js carries it in context.userHash.
         page.evaluate(
@@ -300,6 +300,6 @@ def test_a_site_vouches_for_its_user_with_context_user_hash(browser, site, cairn
         context.close()
     _check_traffic(traffic, site, cairn, {"/v1/p", "/v1/i"})
     verified = wait_for(
-        lambda: (p := profile(cairn, project.secret, "cy")) and p["email"] and p, timeout=60
+        lambda: (p := fetch_profile(cairn, project.secret, "cy")) and p["email"] and p, timeout=60
     )
     assert verified["email"] == "cy@example.com"

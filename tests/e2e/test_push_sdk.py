@@ -21,7 +21,7 @@ import requests
 from sqlalchemy import select
 
 from tests.conftest import wait_for
-from tests.e2e.browser import StaticSite, launch_browser, users_matching
+from tests.e2e.browser import StaticSite, fetch_profile, launch_browser, users_matching
 from tests.support.push_service import PushService, Subscriber, b64url
 
 WAIT = 60.0  # generous: a busy 2-core machine runs the browser, Cairn and its workers at once
@@ -304,7 +304,7 @@ def test_the_prompt_subscribes_and_identify_and_track_reach_cairn(
     assert sub["topics"] == ["news"]
     assert (sub["timezone"], sub["language"]) == ("Europe/Paris", "fr-FR")
 
-    profile = wait_for(lambda: profile(cairn, project.secret, "ann"), timeout=WAIT)
+    profile = wait_for(lambda: fetch_profile(cairn, project.secret, "ann"), timeout=WAIT)
     assert profile["anonymousIds"] == [anonymous_id]
     assert profile["attributes"]["plan"] == "pro"
     events = [
