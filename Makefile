@@ -38,6 +38,7 @@ bench: $(STAMP_TEST)
 	$(BIN)/python bench/segments.py
 	$(BIN)/python bench/push.py
 	$(BIN)/python bench/mail.py
+	$(BIN)/python bench/trigger.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

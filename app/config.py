@@ -52,6 +52,12 @@ class Settings:
     SENDING_LEASE_SECONDS: int = 300
     # A queued message whose job has not run after this long is enqueued again by the sweeper.
     REQUEUE_AFTER_SECONDS: int = 60
+    # An event still unprocessed this long after it arrived (its job lost) is enqueued again,
+    # and again every EVENT_REQUEUE_SECONDS while it stays unprocessed.
+    EVENT_PENDING_SECONDS: float = 10.0
+    EVENT_REQUEUE_SECONDS: float = 60.0
+    # How deep a chain of rules may go (a rule's audience or attribute change firing others).
+    RULE_CHAIN_MAX_DEPTH: int = 10
     SWEEP_INTERVAL_SECONDS: int = 1
     # Worker threads inside `cairn serve` when the broker is in-process.
     EMBEDDED_WORKER_THREADS: int = 4
@@ -204,6 +210,14 @@ def _coerce(name: str, raw: str, type_: Any) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    if kind == "float":
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not value >= 0 or value == float("inf"):
+            raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}")
+        return value
     if kind == "bool":
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):

@@ -54,6 +54,18 @@ class NotFound(DomainError):
     code = 404
 
 
+# The field error of a reference (an id or name) that names nothing in the project.
+NOT_FOUND = "not found"
+
+
+def invalid_or_missing(message: str, errors: dict[str, list[str]]) -> DomainError:
+    """The error for a body's field errors: a 404 when every one is a reference that names
+    nothing (`NOT_FOUND`: the body is valid, what it points at is missing), else a 422."""
+    if errors and all(why == [NOT_FOUND] for why in errors.values()):
+        return NotFound(message, errors)
+    return InvalidInput(message, errors)
+
+
 class Conflict(DomainError):
     """The resource already exists (`id/exists`)."""
 

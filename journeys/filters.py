@@ -102,6 +102,33 @@ COUNT_OPS = ("eq", "gt", "gte", "lt", "lte")
 AUDIENCE_OPS = ("in", "notIn")
 
 
+def has_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character anywhere (keys included).
+
+    PostgreSQL stores no NUL in JSONB or text, so callers refuse it as bad input (a 422) before
+    it reaches the database. A stack, not recursion: the value's nesting is not bounded yet.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def error_path(field: str, path: str) -> str:
+    """A filter error's node path under the request field it came in (`segment.all[1].op`)."""
+    if not path:
+        return field
+    return f"{field}{path}" if path.startswith("[") else f"{field}.{path}"
+
+
 class FilterError(ValueError):
     """A filter that does not parse or validate; `path` names the offending node."""
 

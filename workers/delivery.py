@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import String, case, cast, distinct, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
@@ -42,6 +42,7 @@ from journeys.delivery_policy import (
     EXPIRE,
     SEND,
     Candidate,
+    Decision,
     FrequencyCap,
     Preferences,
     QuietHours,
@@ -105,23 +106,53 @@ class BatchStats:
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass
-class _Loaded:
-    """Everything one batch reads, loaded in one short transaction."""
+class Decidable(Protocol):
+    """What the decision reads of one message: a stored `Message`, or a hypothetical one
+    (the dry run, `app.services.simulate`), so both are decided by the same code."""
 
-    messages: list[Message]
+    @property
+    def project_id(self) -> int: ...
+    @property
+    def user_id(self) -> int | None: ...
+    @property
+    def send_id(self) -> int | None: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def transactional(self) -> bool: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+
+@dataclass(kw_only=True)
+class Facts:
+    """What deciding messages reads besides the messages, loaded in bulk (`load_facts`)."""
+
     users: dict[int, User]
-    sends: dict[int, Send]
+    # Send id -> the send (only its `topic` is read here).
+    sends: Mapping[int, Any]
     projects: dict[int, Project]
     suppressed: dict[tuple[int, str, str], str]
     recent: Counter[int]
-    builder: ContentBuilder
-    # (channel, address) -> what the channel's load_targets found (push subscriptions).
-    targets: dict[tuple[str, str], Any] = field(default_factory=dict)
     # (user, send, channel) already reached on a many-per-user channel (push devices).
     counted: set[tuple[int, int | None, str]] = field(default_factory=set)
     # (user id, topic key) for current members of `topic:<key>` audiences.
     topic_members: set[tuple[int, str]] = field(default_factory=set)
+    # Project id -> its cap and quiet hours, read from settings once per batch, not per message.
+    policies: dict[int, tuple[FrequencyCap | None, QuietHours | None]] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class _Loaded(Facts):
+    """Everything one batch reads, loaded in one short transaction."""
+
+    messages: list[Message]
+    sends: dict[int, Send]
+    builder: ContentBuilder
+    # (channel, address) -> what the channel's load_targets found (push subscriptions).
+    targets: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
 def backoff(attempt: int) -> timedelta:
@@ -188,24 +219,47 @@ def _load(session: Session, ids: list[int], now: datetime) -> _Loaded:
     )
     sends = _by_id(session, Send, {m.send_id for m in messages if m.send_id is not None})
     projects = _by_id(session, Project, {m.project_id for m in messages})
+    users = _by_id(session, User, {m.user_id for m in messages if m.user_id is not None})
+    facts = load_facts(session, messages, sends=sends, projects=projects, users=users, now=now)
     loaded = _Loaded(
         messages=messages,
-        users=_by_id(session, User, {m.user_id for m in messages if m.user_id is not None}),
+        users=facts.users,
         sends=sends,
-        projects=projects,
-        suppressed=_suppressed(session, messages),
-        recent=_recent_counts(session, messages, projects, now),
-        counted=_sends_reached(session, messages, projects, now),
+        projects=facts.projects,
+        suppressed=facts.suppressed,
+        recent=facts.recent,
+        counted=facts.counted,
+        topic_members=facts.topic_members,
         builder=ContentBuilder(session, sends),
         targets=_targets(session, messages),
-        topic_members=_topic_members(session, messages, sends, now),
     )
     session.commit()
     return loaded
 
 
+def load_facts(
+    session: Session,
+    messages: Sequence[Decidable],
+    *,
+    sends: Mapping[int, Any],
+    projects: dict[int, Project],
+    users: dict[int, User],
+    now: datetime,
+) -> Facts:
+    """What `decide` reads for these messages (real or hypothetical), in a few bulk reads."""
+    return Facts(
+        users=users,
+        sends=sends,
+        projects=projects,
+        suppressed=_suppressed(session, messages),
+        recent=_recent_counts(session, messages, projects, now),
+        counted=_sends_reached(session, messages, projects, now),
+        topic_members=_topic_members(session, messages, sends, now),
+    )
+
+
 def _topic_members(
-    session: Session, messages: list[Message], sends: dict[int, Send], now: datetime
+    session: Session, messages: Sequence[Decidable], sends: Mapping[int, Any], now: datetime
 ) -> set[tuple[int, str]]:
     """Who of these messages' users is a current member of their send's topic audience."""
     wanted: dict[int, set[str]] = {}
@@ -252,7 +306,7 @@ def _by_id(session: Session, model: Any, ids: set[int]) -> dict[int, Any]:
     return {row.id: row for row in session.scalars(select(model).where(model.id.in_(ids)))}
 
 
-def _suppressed(session: Session, messages: list[Message]) -> dict[tuple[int, str, str], str]:
+def _suppressed(session: Session, messages: Sequence[Decidable]) -> dict[tuple[int, str, str], str]:
     addresses = {m.address for m in messages}
     if not addresses:
         return {}
@@ -281,7 +335,7 @@ def _cap_unit() -> Any:
 
 
 def _sends_reached(
-    session: Session, messages: list[Message], projects: dict[int, Project], now: datetime
+    session: Session, messages: Sequence[Decidable], projects: dict[int, Project], now: datetime
 ) -> set[tuple[int, int | None, str]]:
     """(user, send, channel) of this batch's many-per-user messages whose send already reached
     the user inside the cap window: another device of the same send is not one more message."""
@@ -310,13 +364,13 @@ def _sends_reached(
     return out
 
 
-def _cap_key(message: Message) -> tuple[int, int | None, str] | None:
+def _cap_key(message: Decidable) -> tuple[int, int | None, str] | None:
     if message.user_id is None or not CHANNELS[message.channel].many_per_user:
         return None
     return (message.user_id, message.send_id, message.channel)
 
 
-def _recent(message: Message, loaded: _Loaded) -> int | None:
+def _recent(message: Decidable, loaded: Facts) -> int | None:
     """What the cap sees for this message: the user's recent count, less this message's own
     send when another of its devices already got it."""
     if message.user_id is None:
@@ -325,7 +379,7 @@ def _recent(message: Message, loaded: _Loaded) -> int | None:
     return loaded.recent[message.user_id] - own
 
 
-def _count_planned(message: Message, loaded: _Loaded) -> None:
+def _count_planned(message: Decidable, loaded: Facts) -> None:
     """Counted when planned, so a batch holding several of one user's messages caps them;
     the devices of one send count once."""
     if message.transactional or message.user_id is None:
@@ -339,7 +393,7 @@ def _count_planned(message: Message, loaded: _Loaded) -> None:
 
 
 def _recent_counts(
-    session: Session, messages: list[Message], projects: dict[int, Project], now: datetime
+    session: Session, messages: Sequence[Decidable], projects: dict[int, Project], now: datetime
 ) -> Counter[int]:
     """Messages each user already received inside their project's frequency-cap window."""
     counts: Counter[int] = Counter()
@@ -395,8 +449,12 @@ def _topic_default(project: Project, key: str) -> bool:
     return False
 
 
-def _candidate(message: Message, loaded: _Loaded, now: datetime) -> Candidate:
+def _candidate(message: Decidable, loaded: Facts, now: datetime) -> Candidate:
     project = loaded.projects[message.project_id]
+    policies = loaded.policies.get(message.project_id)
+    if policies is None:
+        policies = loaded.policies[message.project_id] = (_cap(project), _quiet_hours(project))
+    cap, quiet = policies
     user = loaded.users.get(message.user_id) if message.user_id is not None else None
     send = loaded.sends.get(message.send_id) if message.send_id is not None else None
     topic = send.topic if send is not None and send.topic else None
@@ -419,8 +477,8 @@ def _candidate(message: Message, loaded: _Loaded, now: datetime) -> Candidate:
             and (message.user_id, topic) in loaded.topic_members
         ),
         user_timezone=user.timezone if user is not None else None,
-        quiet_hours=_quiet_hours(project),
-        cap=_cap(project),
+        quiet_hours=quiet,
+        cap=cap,
         recent=_recent(message, loaded),
     )
 
@@ -492,6 +550,15 @@ class _Slots:
 _DECIDED = {EXPIRE: "expired", DEFER: "queued"}
 
 
+def decide(message: Decidable, facts: Facts, now: datetime) -> Decision:
+    """Whether this message (real, or the dry run's) may go now: the delivery policies over
+    what `facts` holds; a message planned to send counts against its user's cap at once."""
+    decision = plan(_candidate(message, facts, now))
+    if decision.action == SEND:
+        _count_planned(message, facts)
+    return decision
+
+
 def _deliver_one(
     message: Message,
     loaded: _Loaded,
@@ -499,11 +566,10 @@ def _deliver_one(
     now: datetime,
     slots: _Slots | None = None,
 ) -> Outcome:
-    decision = plan(_candidate(message, loaded, now))
+    decision = decide(message, loaded, now)
     if decision.action != SEND:
         status = _DECIDED.get(decision.action, "suppressed")
         return Outcome(status, decision.reason, not_before=decision.until)
-    _count_planned(message, loaded)
     project = loaded.projects[message.project_id]
     provider_name = provider_for(message.channel, settings, project.settings or {})
     if provider_name is None:
@@ -628,9 +694,9 @@ EFFECTS: dict[type, Callable[[Session, Delivery, Any, datetime], None]] = {
 def _record(
     session: Session, messages: list[Message], outcomes: dict[int, Outcome], now: datetime
 ) -> None:
-    """Write every outcome, its history row and the providers' effects."""
+    """Write every outcome, its history row, the providers' effects and the internal events of
+    final failures; a status a provider already reported is kept."""
     rows = []
-    history = []
     for m in messages:
         o = outcomes[m.id]
         row: dict[str, Any] = {
@@ -656,25 +722,95 @@ def _record(
             row["not_before"] = o.not_before
             row["enqueued_at"] = None
         rows.append(row)
-        history.append(
-            {
-                "message_id": m.id,
-                "status": o.history_status or o.status,
-                "reason": o.reason,
-                "at": now,
-            }
-        )
     # Group by the set of keys: an executemany needs the same columns in every row.
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(sorted(row)), []).append(row)
-    for group in groups.values():
-        session.execute(update(Message), group)
-    session.execute(insert(MessageStatusChange), history)
+    for keys, group in groups.items():
+        session.execute(_update_keeping_reports(keys), [_bound(row) for row in group])
+    kept = _kept_reports(session, messages, outcomes)
+    history = [
+        {
+            "message_id": m.id,
+            "status": outcomes[m.id].history_status or outcomes[m.id].status,
+            "reason": outcomes[m.id].reason,
+            "at": now,
+        }
+        for m in messages
+        if m.id not in kept
+    ]
+    if history:
+        session.execute(insert(MessageStatusChange), history)
     for o in outcomes.values():
         for effect in o.effects:
             assert o.delivery is not None
             EFFECTS[type(effect)](session, o.delivery, effect, now)
+    _emit_failures(session, messages, outcomes, kept, now)
+
+
+# Statuses a provider's report can set while a message is still `sending` (a Twilio status
+# callback can arrive before this step commits the sid): the record step keeps them, and still
+# stores the provider id, the rendered content and sent_at.
+REPORTED = ("delivered", "opened", "clicked", "failed")
+
+
+def _bound(row: dict[str, Any]) -> dict[str, Any]:
+    # Bind names must differ from column names in an UPDATE's SET clause.
+    return {f"b_{name}": value for name, value in row.items()}
+
+
+def _update_keeping_reports(keys: tuple[str, ...]) -> Any:
+    """UPDATE messages SET <keys> WHERE id = :id, leaving a reported status (and its reason)."""
+    from sqlalchemy import Table, bindparam
+
+    table: Table = Message.__table__  # type: ignore[assignment]
+    # Constants, not one expanding IN parameter: those cannot be used with executemany.
+    reported = table.c.status.in_([literal(status) for status in REPORTED])
+    values: dict[str, Any] = {}
+    for name in keys:
+        if name == "id":
+            continue
+        value: Any = bindparam(f"b_{name}", type_=table.c[name].type)
+        if name in ("status", "reason"):
+            value = case((reported, table.c[name]), else_=value)
+        values[name] = value
+    return update(table).where(table.c.id == bindparam("b_id")).values(values)
+
+
+def _kept_reports(
+    session: Session, messages: list[Message], outcomes: dict[int, Outcome]
+) -> dict[int, str]:
+    """The messages whose reported status the update kept (id -> status): our UPDATE holds
+    their row locks, so no report can change them before the commit."""
+    reached = [m.id for m in messages if outcomes[m.id].provider is not None]
+    if not reached:
+        return {}
+    found = session.execute(
+        select(Message.id, Message.status).where(
+            Message.id.in_(reached), Message.status.in_(REPORTED)
+        )
+    ).all()
+    return {mid: status for mid, status in found if status != outcomes[mid].status}
+
+
+def _emit_failures(
+    session: Session,
+    messages: list[Message],
+    outcomes: dict[int, Outcome],
+    kept: dict[int, str],
+    now: datetime,
+) -> None:
+    """`message.failed` internal events for final failures (a retry is `queued`), in one
+    INSERT for the batch."""
+    from app.services import outcome_events
+
+    failed = [
+        outcome_events.outcome(m, "failed", now, outcomes[m.id].reason)
+        for m in messages
+        if outcomes[m.id].status == "failed" and m.id not in kept and m.user_id is not None
+    ]
+    if failed:
+        outcome_events.emit(session, failed)
 
 
 def _publish(settings: dict[str, Any], outcomes: dict[int, Outcome]) -> None:

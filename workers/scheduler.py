@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,57 @@ def sweep_job() -> None:
     sweep.send()
 
 
+# How often the active scheduler brings campaign jobs in step with the campaign rows (the API
+# changes rows only; it never talks to this process's APScheduler).
+RECONCILE_SECONDS = 2
+CAMPAIGN_JOB_PREFIX = "campaign:"
+
+
+def reconcile(scheduler: BackgroundScheduler, session: Any, now: Any) -> tuple[int, int]:
+    """Add, replace or remove `campaign:<id>` date jobs to match the rows; (changed, removed).
+
+    A missed date job (scheduler down at its time) still runs once when the scheduler is back
+    (misfire_grace_time=None, coalesce): `plan` records the run, and `start_run` sends it late
+    within its TTL or records it expired; the unique (campaign, occurrence) stops a double.
+    """
+    from workers.campaign_schedule import desired_jobs
+
+    desired = desired_jobs(session, now)
+    session.rollback()  # read-only: end the transaction before touching the job store
+    existing = {
+        job.id: job
+        for job in scheduler.get_jobs(jobstore="default")
+        if job.id.startswith(CAMPAIGN_JOB_PREFIX)
+    }
+    changed = removed = 0
+    for job_id, (run_date, args) in desired.items():
+        job = existing.get(job_id)
+        if (
+            job is not None
+            and tuple(job.args) == tuple(args)
+            and getattr(job.trigger, "run_date", None) == run_date
+        ):
+            continue
+        scheduler.add_job(
+            "workers.campaign_schedule:fire",
+            "date",
+            run_date=run_date,
+            args=list(args),
+            id=job_id,
+            jobstore="default",
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,  # late is for start_run to judge (TTL), never dropped here
+        )
+        changed += 1
+    for job_id in existing.keys() - desired.keys():
+        with contextlib.suppress(Exception):  # fired and gone meanwhile
+            scheduler.remove_job(job_id, jobstore="default")
+            removed += 1
+    return changed, removed
+
+
 class SchedulerService:
     """Standby loop: acquire the lock, run the scheduler while held, step down when lost."""
 
@@ -107,6 +160,9 @@ class SchedulerService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.active = threading.Event()
+        self.reconcile_seconds = float(
+            settings.get("CAMPAIGN_RECONCILE_SECONDS", RECONCILE_SECONDS)
+        )
 
     def start(self) -> None:
         """Run the standby loop in a daemon thread."""
@@ -114,7 +170,13 @@ class SchedulerService:
         self._thread.start()
 
     def run(self) -> None:
-        """Block until stopped: wait for the lock, then schedule."""
+        """Block until stopped: wait for the lock, then schedule (and reconcile campaigns).
+
+        The campaign reconcile runs here, in this loop's thread, not as an APScheduler job:
+        a job calling the scheduler's API deadlocks with shutdown(wait=True), which holds the
+        job-store lock while it waits for running jobs.
+        """
+        next_reconcile = 0.0
         while not self._stop.is_set():
             if self.scheduler is None:
                 if self.lock.acquire():
@@ -122,7 +184,10 @@ class SchedulerService:
             elif not self.lock.still_held():
                 log.warning("scheduler lock lost; stepping down to standby")
                 self._stop_scheduler()
-            self._stop.wait(2)
+            elif time.monotonic() >= next_reconcile:
+                self.reconcile_campaigns()
+                next_reconcile = time.monotonic() + self.reconcile_seconds
+            self._stop.wait(min(2, self.reconcile_seconds))
         self._stop_scheduler()
 
     def _start_scheduler(self) -> None:
@@ -150,8 +215,22 @@ class SchedulerService:
             misfire_grace_time=30,
         )
         self.scheduler = scheduler
+        self.reconcile_campaigns()  # at start too: heal what changed while it was down
         self.active.set()
         log.info("scheduler active (this process holds the lock)")
+
+    def reconcile_campaigns(self) -> None:
+        """Campaign rows → this scheduler's `campaign:<id>` jobs (from the loop thread)."""
+        from sqlalchemy.orm import Session
+
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        try:
+            with Session(self.engine) as session:
+                reconcile(scheduler, session, datetime.now(UTC))
+        except Exception:  # the next run (seconds away) tries again
+            log.exception("campaign reconcile failed")
 
     def _stop_scheduler(self) -> None:
         if self.scheduler is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy import select
 
 from app.api.blueprint import Blueprint
@@ -16,6 +16,7 @@ from app.db import db
 from app.errors import Conflict, InvalidInput, NotFound, flatten_errors
 from app.models.base import utcnow
 from app.models.message import Message, MessageStatusChange, SandboxMessage
+from app.schemas.common import Integer
 from app.schemas.messages import (
     MAX_TEMPLATE_MESSAGES,
     MessageBatchResultSchema,
@@ -43,7 +44,10 @@ from app.schemas.suppressions import (
 )
 from app.services import messages as messages_service
 from app.services import suppressions
+from app.services.cancel import cancel_pending
+from app.services.idempotency import MAX_KEY_LENGTH, idempotent
 from app.services.messages import InvalidMessage, TemplateMessage
+from app.services.named import MAX_ID
 from app.services.outbox import insert_messages, message_row
 from app.services.profiles import FieldError
 from app.services.users import load_users_by_external_id
@@ -97,6 +101,7 @@ class Messages(MethodView):
     """The message log, and template messages."""
 
     @require_key(SECRET)
+    @idempotent
     @blp.doc(requestBody=template_messages_body(TemplateMessageSchema))
     @blp.doc(
         responses={
@@ -195,6 +200,7 @@ class RawSms(MethodView):
     """SMS to raw phone numbers."""
 
     @require_key(SECRET)
+    @idempotent
     @blp.arguments(RawSmsSchema)
     @blp.doc(requestBody=raw_sms_body(RawSmsSchema))
     @blp.response(202, SmsResultSchema)
@@ -236,6 +242,110 @@ class RawSms(MethodView):
             "messages": len(ids),
             "deduplicated": len(rows) - len(ids),
             "errors": errors,
+        }
+
+
+# --- POST /v1/messages/cancel: stop what has not been sent yet ---
+
+_CANCEL_BY = ("campaign", "idempotencyKey", "sendId")
+_CANCEL_ONE = "give exactly one of campaign, idempotencyKey, sendId"
+
+
+class _CampaignRef(fields.Field):
+    """A campaign id (integer) or name (string)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():  # JSON Schema's integers: 3.0
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID:
+            return value
+        if isinstance(value, str) and 0 < len(value) <= 255:
+            return value
+        raise ValidationError(f"a campaign id (0-{MAX_ID}) or name (1-255 characters)")
+
+
+class CancelSchema(Schema):
+    """`{campaign: id|name}`, `{idempotencyKey}` or `{sendId}`: exactly one."""
+
+    campaign = _CampaignRef()
+    idempotencyKey = fields.Str(validate=validate.Length(min=1, max=MAX_KEY_LENGTH))
+    sendId = Integer(validate=validate.Range(min=0, max=MAX_ID))
+
+    @validates_schema
+    def _exactly_one(self, data: dict[str, Any], **_: Any) -> None:
+        if len([name for name in _CANCEL_BY if name in data]) != 1:
+            raise ValidationError({name: [_CANCEL_ONE] for name in _CANCEL_BY})
+
+
+class CancelResultSchema(Schema):
+    """What a cancel did."""
+
+    cancelled = fields.Int(required=True, metadata={"description": "queued messages cancelled"})
+    inFlight = fields.Int(
+        required=True,
+        metadata={"description": "messages already being sent: not cancelled, they finish"},
+    )
+    fanOutsStopped = fields.Int(
+        required=True, metadata={"description": "sends whose fan-out was still creating messages"}
+    )
+
+
+_CANCEL_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "campaign": {
+                        "oneOf": [
+                            {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                            {"type": "string", "minLength": 1, "maxLength": 255},
+                        ],
+                        "description": "a campaign id or name: all its sends",
+                    },
+                    "idempotencyKey": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_KEY_LENGTH,
+                        "description": "the sends made by requests with this Idempotency-Key",
+                    },
+                    "sendId": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                },
+                "additionalProperties": False,
+                "oneOf": [{"required": [name]} for name in _CANCEL_BY],
+                "description": _CANCEL_ONE,
+            }
+        }
+    },
+}
+
+
+@blp.route("/messages/cancel")
+class CancelMessages(MethodView):
+    """Cancel pending messages."""
+
+    @require_key(SECRET)
+    @blp.arguments(CancelSchema)
+    @blp.doc(requestBody=_CANCEL_BODY)
+    @blp.response(200, CancelResultSchema)
+    def post(self, body: dict[str, Any]):
+        """Queued messages become `cancelled`; fan-outs in progress stop; `sending` ones finish.
+
+        An unknown campaign, key or send is a 404. Cancelling again cancels nothing more.
+        """
+        done = cancel_pending(
+            db.session,
+            project_id=current_project_id(),
+            now=utcnow(),
+            campaign=body.get("campaign"),
+            idempotency_key=body.get("idempotencyKey"),
+            send_id=body.get("sendId"),
+        )
+        return {
+            "cancelled": done.cancelled,
+            "inFlight": done.in_flight,
+            "fanOutsStopped": done.fan_outs_stopped,
         }
 
 

@@ -18,6 +18,7 @@ from app.schemas.notify import (
     notify_body,
 )
 from app.services import messages as messages_service
+from app.services.idempotency import idempotent
 from app.services.messages import Notification
 
 blp = Blueprint("notify", __name__, url_prefix="/v1/notify", description="Direct sends")
@@ -38,6 +39,7 @@ class Notify(MethodView):
     """Send to a user, users, a segment or everybody."""
 
     @require_key(SECRET)
+    @idempotent
     @blp.arguments(NotifySchema)
     @blp.doc(requestBody=notify_body(NotifySchema))
     @blp.response(202, NotifyResultSchema)
@@ -51,6 +53,7 @@ class NotifyBatch(MethodView):
     """Send to a segment given in any form (the string form suits scripts)."""
 
     @require_key(SECRET)
+    @idempotent
     @blp.arguments(NotifyBatchSchema)
     @blp.doc(requestBody=notify_batch_body(NotifyBatchSchema))
     @blp.response(202, NotifyResultSchema)

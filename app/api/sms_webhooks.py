@@ -89,7 +89,7 @@ class GatewayStatus(MethodView):
         raw_id = body.get("messageId")
         try:
             ok = isinstance(raw_id, int | str) and not isinstance(raw_id, bool)
-            message_id = int(raw_id) if ok else None
+            message_id = int(raw_id) if ok and raw_id is not None else None
         except ValueError:
             message_id = None
         if message_id is None or not 0 < message_id < 2**63:

@@ -68,8 +68,16 @@ class TwilioStatus(MethodView):
     def post(self) -> Response:
         """Move the message to delivered or failed (never backwards); 204."""
         params = dict(_signed_params())
-        apply_twilio_status(db.session, params=params, now=utcnow())
+        apply_twilio_status(db.session, params=params, now=utcnow(), message_id=_our_message_id())
         return Response(status=204)
+
+
+def _our_message_id() -> int | None:
+    """Our message id from the StatusCallback URL we gave Twilio (`?m=`), if well formed."""
+    raw = request.args.get("m", "")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        return None
+    return int(raw) or None
 
 
 @blp.route("/inbound")

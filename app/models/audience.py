@@ -61,6 +61,8 @@ class AudienceChange(Base):
         CheckConstraint("kind IN ('joined', 'left')", name="kind"),
         CheckConstraint("cause IN ('api', 'rule', 'topic', 'ttl')", name="cause"),
         Index("ix_audience_changes_audience_at", "audience_id", "at"),
+        # The user's timeline (and erasure) reads their changes.
+        Index("ix_audience_changes_user", "user_id", "at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

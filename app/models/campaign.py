@@ -105,7 +105,10 @@ class CampaignHoldout(Base):
     """A user the campaign deliberately did not message (its holdout slice), for lift."""
 
     __tablename__ = "campaign_holdouts"
-    __table_args__ = (UniqueConstraint("campaign_id", "user_id"),)
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "user_id"),
+        Index("ix_campaign_holdouts_user", "user_id", "at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))

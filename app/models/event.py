@@ -47,5 +47,7 @@ class Event(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set once the event processor (rules, triggered campaigns, journeys) is done with it.
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # When the sweeper last enqueued it again (NULL: only the job sent at commit).
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # Set when the user behind this event was erased; its PII is gone.
     erased: Mapped[bool] = mapped_column(default=False)

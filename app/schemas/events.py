@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
-from app.services.events import MAX_ID, MAX_NAME
+from app.services.events import MAX_ID, MAX_NAME, RESERVED_MESSAGE_ID_PATTERN
 
 BATCH_LIMIT = 1000
 
@@ -91,6 +91,7 @@ EVENT: dict[str, Any] = {
             "type": ["string", "null"],
             "minLength": 1,
             "maxLength": MAX_ID,
+            "pattern": RESERVED_MESSAGE_ID_PATTERN,
             "description": "idempotency key, once per project",
         },
         "userHash": USER_HASH,

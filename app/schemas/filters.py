@@ -235,3 +235,19 @@ def filter_components(channels: list[str]) -> dict[str, dict[str, Any]]:
         ),
     }
     return {FILTER: top, NODE: node, WHERE_NODE: where}
+
+
+# `where` of an event trigger or goal: a filter over the event's properties.
+WHERE = {
+    "anyOf": [
+        {
+            "type": "string",
+            "format": "segment-filter",
+            "maxLength": lang.MAX_STRING_FORM,
+            "description": 'the string form "plan:pro,sku:A1" over the event\'s properties',
+        },
+        ref(WHERE_NODE),
+        {"type": "null"},
+    ],
+    "description": "a filter over the event's properties (attribute conditions only)",
+}

@@ -31,7 +31,7 @@ ADDRESS_FORMATS = {"email": "email-address", "sms": "phone-number"}
 
 def suppression_body(schema: type[Schema]) -> dict[str, Any]:
     """The body of an add or a removal: what `address` holds depends on `channel`."""
-    by_channel = [
+    by_channel: list[dict[str, Any]] = [
         {
             "properties": {
                 "channel": {"const": channel},

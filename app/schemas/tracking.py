@@ -11,7 +11,7 @@ from typing import Any
 
 from app.schemas.events import BATCH_LIMIT, NOT_BLANK, TIMESTAMP, USER_HASH, formatted, ref
 from app.schemas.users import EMAIL, EMAIL_DOC, PHONE, PHONE_DOC
-from app.services.events import MAX_ID, MAX_NAME
+from app.services.events import MAX_ID, MAX_NAME, RESERVED_MESSAGE_ID_PATTERN
 from app.services.tracking import CALL_TYPES, EVENT_CALLS
 
 # A trait of another type is an attribute like any other.
@@ -30,6 +30,7 @@ COMMON: dict[str, Any] = {
     "messageId": {
         "type": ["string", "null"],
         "maxLength": MAX_ID,
+        "pattern": RESERVED_MESSAGE_ID_PATTERN,
         "description": "idempotency key of track/page/screen calls, once per project",
     },
     "userHash": USER_HASH,

@@ -31,6 +31,7 @@ from app.services.named import (
     list_named_query,
     name_problem,
 )
+from app.services.rules import note_audience_changes
 from app.services.users import ensure_user_ids
 
 MAX_DESCRIPTION_LENGTH = 10_000
@@ -284,6 +285,8 @@ def add_members(
     _set(session, rejoined, joined_at=now, expires_at=expires, left_at=None)
     _log(session, changes)
     session.flush()
+    joined = [pk for pk, is_new in outcome.items() if is_new]
+    _note_changes(session, project_id, audience_id, joined, True, cause, now)
     return outcome
 
 
@@ -330,6 +333,7 @@ def remove_members(
     _set(session, left_now, left_at=now)
     _log(session, changes)
     session.flush()
+    _note_changes(session, project_id, audience_id, sorted(removed), False, cause, now)
     return removed
 
 
@@ -358,7 +362,36 @@ def expire_memberships(session: Session, now: datetime, *, limit: int = EXPIRE_B
     _set(session, [m.id for m in members], left_at=AudienceMember.expires_at)
     _log(session, [_change(m, "left", "ttl", m.expires_at) for m in members])
     session.flush()
+    left: dict[tuple[int, int], list[int]] = {}
+    for m in members:
+        left.setdefault((m.project_id, m.audience_id), []).append(m.user_id)
+    for (project_id, audience_id), pks in sorted(left.items()):
+        _note_changes(session, project_id, audience_id, pks, False, "ttl", now)
     return len(members)
+
+
+def _note_changes(
+    session: Session,
+    project_id: int,
+    audience_id: int,
+    user_pks: list[int],
+    entered: bool,
+    cause: str,
+    now: datetime,
+) -> None:
+    # Rules listening for this audience get an internal event in the user's event order;
+    # a change made by a rule (cause "rule") is chained inline by the event processor instead.
+    if not user_pks or cause == "rule":
+        return
+    note_audience_changes(
+        session,
+        project_id=project_id,
+        audience_id=audience_id,
+        user_pks=user_pks,
+        entered=entered,
+        cause=cause,
+        now=now,
+    )
 
 
 # --- reading memberships ------------------------------------------------------------------

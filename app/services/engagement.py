@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignore
 from app.models import Project, User
 from app.models.base import utcnow
-from app.models.channels import MessageEvent
-from app.models.message import Message, MessageStatusChange
+from app.models.message import Message
+from app.services import outcome_events
+from app.services.outbox import advance, record_event
 from app.services.suppressions import suppress
 from workers.channels import CHANNELS
 
@@ -39,9 +39,6 @@ APPLE_MPP_AGENT = "Mozilla/5.0"
 APPLE_NETWORK = ipaddress.ip_network("17.0.0.0/8")
 # A person does not open (or click) an email within this long of its being sent.
 TOO_FAST = timedelta(seconds=2)
-
-OPENED_FROM = ("sent", "delivered")
-CLICKED_FROM = ("sent", "delivered", "opened")
 
 
 @dataclass(frozen=True)
@@ -77,40 +74,7 @@ def _event(
     session: Session, message: Message, kind: str, detail: Mapping[str, Any], now: datetime
 ) -> bool:
     """Record `kind` for the message once; True if this call recorded it."""
-    result = session.execute(
-        insert_ignore(session, MessageEvent, ["message_id", "kind"])
-        .values(
-            project_id=message.project_id,
-            message_id=message.id,
-            kind=kind,
-            detail=dict(detail) or None,
-            at=now,
-        )
-        .returning(MessageEvent.id)
-    )
-    return bool(result.all())
-
-
-def _advance(
-    session: Session,
-    message: Message,
-    status: str,
-    allowed_from: tuple[str, ...],
-    now: datetime,
-    reason: str | None = None,
-) -> bool:
-    """Move the message to `status` only from `allowed_from` (never backwards)."""
-    moved = session.execute(
-        update(Message)
-        .where(Message.id == message.id, Message.status.in_(allowed_from))
-        .values(status=status, reason=reason, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if not moved.rowcount:  # type: ignore[attr-defined]
-        return False
-    session.add(MessageStatusChange(message_id=message.id, status=status, reason=reason, at=now))
-    session.flush()
-    return True
+    return record_event(session, message, kind, now, dict(detail))
 
 
 def _detail(visit: Visit, machine: str | None, **extra: Any) -> dict[str, Any]:
@@ -132,7 +96,7 @@ def record_open(
     machine = machine_reason(visit, message.sent_at, now)
     kind = "machine_open" if machine else "open"
     if _event(session, message, kind, _detail(visit, machine), now) and kind == "open":
-        _advance(session, message, "opened", OPENED_FROM, now)
+        advance(session, message, "opened", at=now)
     return kind
 
 
@@ -151,7 +115,7 @@ def record_click(
     kind = "machine_click" if machine else "click"
     detail = _detail(visit, machine, url=target[:2000])
     if _event(session, message, kind, detail, now) and kind == "click":
-        _advance(session, message, "clicked", CLICKED_FROM, now)
+        advance(session, message, "clicked", at=now)
     return kind
 
 
@@ -175,7 +139,8 @@ def unsubscribe(
 ) -> bool:
     """Opt `address` out of marketing on `channel` (suppression `unsubscribed`); True if new.
 
-    The message the link came from gets an `unsubscribe` event.
+    The message the link came from gets an `unsubscribe` event, and its user the internal
+    `message.unsubscribed` event (reason `link`), once.
     """
     now = now or utcnow()
     if channel not in CHANNELS:
@@ -189,8 +154,12 @@ def unsubscribe(
         now=now,
     )
     message = session.get(Message, message_id) if message_id is not None else None
-    if message is not None and message.project_id == project_id:
-        _event(session, message, "unsubscribe", {"address": address}, now)
+    if (
+        message is not None
+        and message.project_id == project_id
+        and _event(session, message, "unsubscribe", {"address": address}, now)
+    ):
+        outcome_events.emit(session, [outcome_events.outcome(message, "unsubscribed", now, "link")])
     return added
 
 
@@ -260,7 +229,12 @@ def record_feedback(
         return None
     address = message.address if feedback.address in ("", None) else feedback.address
     detail = dict(feedback.detail or {})
-    _event(session, message, feedback.kind, {**detail, "address": address}, now)
+    new = _event(session, message, feedback.kind, {**detail, "address": address}, now)
+    if new and feedback.kind == "complaint":
+        # A complaint opts the address out of marketing: the person unsubscribed, the hard way.
+        outcome_events.emit(
+            session, [outcome_events.outcome(message, "unsubscribed", now, "complaint")]
+        )
     reason = {"bounce": "bounce", "complaint": "complaint"}.get(feedback.kind)
     if reason is not None:
         _suppress(
@@ -272,7 +246,7 @@ def record_feedback(
             now=now,
         )
     if feedback.kind == "bounce" and address == message.address:
-        _advance(session, message, "failed", ("sent",), now, reason="bounced")
+        advance(session, message, "failed", at=now, reason="bounced")
     if feedback.kind == "delivered" and address == message.address:
-        _advance(session, message, "delivered", ("sent",), now)
+        advance(session, message, "delivered", at=now)
     return message

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import case, literal, text, update
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignore
+from app.db import defer, insert_ignore
 from app.errors import InvalidInput, TooLarge
 from app.models import Event, User
 from app.models.base import UTCDateTime, utcnow
@@ -54,6 +54,8 @@ class TrackResult:
     accepted: int = 0
     duplicates: int = 0
     errors: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # The stored events' ids, in request order (the processing job carries them).
+    event_ids: list[int] = field(default_factory=list)
 
 
 def parse_timestamp(raw: Any, now: datetime, limits: Limits) -> datetime:
@@ -73,6 +75,13 @@ def parse_timestamp(raw: Any, now: datetime, limits: Limits) -> datetime:
     return value
 
 
+# Cairn's own events (delivery outcomes: app.services.outcome_events) carry message ids under
+# this prefix, so a client's id can never block one of them.
+RESERVED_MESSAGE_ID_PREFIX = "cairn:"
+RESERVED_MESSAGE_ID_ERROR = "must not start with cairn: (reserved for Cairn's own events)"
+RESERVED_MESSAGE_ID_PATTERN = "^(?!cairn:)"
+
+
 def parse_event(item: Any, now: datetime, limits: Limits, *, check_size: bool) -> EventIn:
     """Validate one event object by hand (this is the hot path); InvalidInput names fields."""
     if not isinstance(item, dict):
@@ -89,6 +98,9 @@ def parse_event(item: Any, now: datetime, limits: Limits, *, check_size: bool) -
         elif isinstance(value, str) and value and len(value) <= MAX_ID:
             if key != "messageId" and value.isspace():
                 errors[key] = ["must not be blank"]  # as on /v1/users: no blank user ids
+                continue
+            if key == "messageId" and value.startswith(RESERVED_MESSAGE_ID_PREFIX):
+                errors[key] = [RESERVED_MESSAGE_ID_ERROR]
                 continue
             ids[key] = value
         elif (
@@ -203,7 +215,7 @@ def track_events(session: Session, *, project_id: int, events: Sequence[EventIn]
         for ext, ts in newest.items():
             last_seen[user_rows[ext]] = ts
     if postgres:
-        inserted = _insert_events_pg(session, project_id, unique, user_pks, now)
+        ids = _insert_events_pg(session, project_id, unique, user_pks, now)
     else:
         rows = [
             {
@@ -222,10 +234,15 @@ def track_events(session: Session, *, project_id: int, events: Sequence[EventIn]
         # One statement keeps ids in request order; ON CONFLICT only fires for a messageId
         # seen before (NULLs never conflict), and those rows are not returned.
         stmt = insert_ignore(session, Event, ["project_id", "message_id"]).returning(Event.id)
-        inserted = len(session.execute(stmt, rows).all())
-    result.accepted += inserted
-    result.duplicates += len(unique) - inserted
+        ids = list(session.scalars(stmt, rows))
+    result.accepted += len(ids)
+    result.duplicates += len(unique) - len(ids)
+    result.event_ids = ids
     _touch_last_seen(session, last_seen)
+    if ids:
+        # Rules, triggered campaigns and goals run once the events are committed (workers.events);
+        # the writer's group sessions commit too, so this holds for them (one job per batch).
+        defer(session, "process_events", ids)
     return result
 
 
@@ -279,7 +296,7 @@ def _insert_events_pg(
     events: Sequence[EventIn],
     user_pks: Sequence[int | None],
     now: datetime,
-) -> int:
+) -> list[int]:
     rows = session.execute(
         _INSERT_EVENTS,
         {
@@ -293,7 +310,7 @@ def _insert_events_pg(
             "tss": [e.timestamp for e in events],
         },
     )
-    return len(rows.all())
+    return list(rows.scalars())
 
 
 def _touch_last_seen(session: Session, last_seen: dict[int, datetime]) -> None:

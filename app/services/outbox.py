@@ -4,6 +4,10 @@ Direct sends insert rows built by `message_row`; fan-out inserts the same column
 `insert_for_users` (INSERT ... SELECT over the users table). Either way an address a send
 already reached is skipped by the unique constraint, and the new ids are enqueued with
 `enqueue_delivery` once the transaction commits.
+
+After a message left, what happens to it (a provider's report, a receipt, an open, a click)
+moves it forward with `advance`, the one place that writes a later status, its history row,
+its `MessageEvent` and its internal outcome event.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import literal, select
+from sqlalchemy import insert, literal, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.db import defer, insert_ignore
-from app.models import User
-from app.models.message import Message, Send
+from app.models import MessageEvent, User
+from app.models.message import Message, MessageStatusChange, Send
+from app.services import outcome_events
 
 # Messages per delivery job: large enough to amortise a job's fixed cost, small enough that a
 # crashed worker's claims (recovered after the sending lease) are few.
@@ -113,3 +119,93 @@ def insert_for_users(
         .returning(Message.id)
     )
     return list(session.scalars(stmt))
+
+
+# --- after sending: statuses only move forward ----------------------------------------------
+
+# The path of a message that reached its address; a report moves it only up this path.
+PROGRESS = ("queued", "sending", "sent", "delivered", "opened", "clicked")
+# Later statuses that become internal events (`message.<status>`).
+OUTCOMES = frozenset({"delivered", "opened", "clicked", "failed"})
+
+
+def allowed_from(status: str, *, while_sending: bool = False) -> tuple[str, ...]:
+    """The statuses a message may move to `status` from.
+
+    A step of PROGRESS comes from any earlier step from `sent` on (an open skips an unreported
+    delivery); any other status (`failed`) ends only a message that is `sent`, so a late
+    bounce never undoes a delivery. `while_sending`: also from `sending`, for a provider's
+    report that can arrive before the worker recorded the send (Twilio's status callback).
+    """
+    if status in PROGRESS:
+        earlier = PROGRESS[PROGRESS.index("sent") : PROGRESS.index(status)]
+    else:
+        earlier = ("sent",)
+    return ("sending", *earlier) if while_sending else earlier
+
+
+def record_event(
+    session: Session,
+    message: Message,
+    kind: str,
+    at: datetime,
+    detail: dict[str, Any] | None = None,
+) -> bool:
+    """Record `kind` (open, click, delivered, bounce...) for the message once; True if new."""
+    result = session.execute(
+        insert_ignore(session, MessageEvent, ["message_id", "kind"])
+        .values(
+            project_id=message.project_id,
+            message_id=message.id,
+            kind=kind,
+            detail=detail or None,
+            at=at,
+        )
+        .returning(MessageEvent.id)
+    )
+    return bool(result.all())
+
+
+def advance(
+    session: Session,
+    message: Message,
+    status: str,
+    *,
+    at: datetime,
+    reason: str | None = None,
+    event: str | None = None,
+    detail: dict[str, Any] | None = None,
+    while_sending: bool = False,
+) -> bool:
+    """Move the message forward to `status` (never back, never out of a final status); True
+    if it moved.
+
+    One conditional UPDATE decides, so reports arriving twice, late or out of order move a
+    message at most once. A move writes the history row, the `event` MessageEvent when given
+    (once per kind) and, for OUTCOMES, the internal `message.<status>` event.
+    """
+    moved = session.execute(
+        update(Message)
+        .where(
+            Message.id == message.id,
+            Message.status.in_(allowed_from(status, while_sending=while_sending)),
+        )
+        .values(status=status, reason=reason, updated_at=at)
+        .returning(Message.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not moved:
+        return False
+    # The loaded object stays in step without a reload (and without a second UPDATE on flush).
+    for name, value in (("status", status), ("reason", reason), ("updated_at", at)):
+        set_committed_value(message, name, value)
+    session.execute(
+        insert(MessageStatusChange).values(
+            message_id=message.id, status=status, reason=reason, at=at
+        )
+    )
+    if event is not None:
+        record_event(session, message, event, at, detail)
+    if status in OUTCOMES:
+        outcome_events.emit(session, [outcome_events.outcome(message, status, at, reason)])
+    return True

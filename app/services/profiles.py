@@ -13,12 +13,13 @@ import langcodes
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from app.db import insert_ignore
 from app.errors import InvalidInput, NotFound
 from app.models import AnonymousId, Project, User
 from app.models.base import utcnow
+from app.services.rules import note_attribute_changes
 
 RESERVED = ("email", "phone", "language", "timezone")
 # The fields that reach a person: only a verified identity may set them (see identity.py).
@@ -212,8 +213,13 @@ def apply_change(user: User, change: ProfileChange, now: datetime) -> None:
     for name, value in change.fields.items():
         setattr(user, name, value)
     if change.attributes:
+        before = user.attributes or {}
         # Assign a new dict: JSON columns do not track in-place mutation.
         user.attributes = merge_attributes(user.attributes, change.attributes)
+        session = object_session(user)
+        if session is not None:
+            # Rules on attributeChanged get an internal event (only if one listens).
+            note_attribute_changes(session, user=user, before=before, now=now)
     user.updated_at = now
 
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignore
-from app.models.channels import MessageEvent
-from app.models.message import Message, MessageStatusChange
+from app.models.message import Message
+from app.services.outbox import advance, record_event
 
 CHANNEL = "push"
 
@@ -28,18 +26,8 @@ def record_delivered(session: Session, *, project_id: int, message_id: int, now:
     message = session.get(Message, message_id)
     if message is None or message.project_id != project_id or message.channel != CHANNEL:
         return False
-    recorded = session.execute(
-        insert_ignore(session, MessageEvent, ["message_id", "kind"])
-        .values(project_id=project_id, message_id=message_id, kind="delivered", at=now)
-        .returning(MessageEvent.id)
-    ).all()
-    moved = session.execute(
-        update(Message)
-        .where(Message.id == message_id, Message.status == "sent")
-        .values(status="delivered", updated_at=now)
-        .returning(Message.id)
-    ).all()
-    if moved:
-        session.add(MessageStatusChange(message_id=message_id, status="delivered", at=now))
+    recorded = record_event(session, message, "delivered", now)
+    # The report is recorded even when the message already moved on (a click came first).
+    advance(session, message, "delivered", at=now)
     session.flush()
-    return bool(recorded)
+    return recorded

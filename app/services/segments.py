@@ -28,7 +28,7 @@ from app.services.named import (
     list_named_query,
     name_problem,
 )
-from journeys.filters import Condition, FilterError, parse_filter, to_json
+from journeys.filters import Condition, FilterError, error_path, has_nul, parse_filter, to_json
 from workers.channels import reachability_clauses
 
 PREVIEW_SAMPLE = 10
@@ -38,29 +38,6 @@ PREVIEW_SAMPLE = 10
 # --- filters ------------------------------------------------------------------------------
 
 
-def _error_path(field: str, path: str) -> str:
-    if not path:
-        return field
-    return f"{field}{path}" if path.startswith("[") else f"{field}.{path}"
-
-
-def _has_nul(value: Any) -> bool:
-    # PostgreSQL stores no NUL in JSONB or text: refuse it here with a 422, not a 400 later.
-    # A stack, not recursion: the body's nesting is not bounded yet (parse_filter bounds it).
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, Mapping):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 def parse_segment_filter(raw: Any, field: str = "filter") -> Condition:
     """Parse any of the three forms; InvalidInput names the node (`filter.all[1].op`).
 
@@ -68,12 +45,12 @@ def parse_segment_filter(raw: Any, field: str = "filter") -> Condition:
     """
     if raw is None:
         raise InvalidInput(f"{field} is required", {field: ["required"]})
-    if _has_nul(raw):
+    if has_nul(raw):
         raise InvalidInput(f"{field} contains a NUL character", {field: ["contains NUL"]})
     try:
         return parse_filter(raw)
     except FilterError as err:
-        path = _error_path(field, err.path)
+        path = error_path(field, err.path)
         raise InvalidInput(
             f"Invalid {field}: {path}: {err.message}", {path: [err.message]}
         ) from None

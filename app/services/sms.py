@@ -19,12 +19,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from xml.sax.saxutils import escape
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignore
-from app.models import MessageEvent, Project
-from app.models.message import Message, MessageStatusChange, Suppression
+from app.models import Project, User
+from app.models.message import Message, Suppression
+from app.services import outcome_events
+from app.services.outbox import advance
 from app.services.suppressions import suppress
 from workers.channels import CHANNELS
 
@@ -122,17 +123,39 @@ def _failure_reason(code: str, message: str) -> str:
     return f"{label}: {text}"[:300] if text else label
 
 
-def apply_twilio_status(session: Session, *, params: Mapping[str, str], now: datetime) -> str:
+def _by_our_id(session: Session, message_id: int | None, sid: str) -> Message | None:
+    """The message named by the callback URL's `m`, if it can be the one Twilio reports on:
+    an SMS sent (or being sent: provider not yet recorded) with Twilio, under this sid or none
+    recorded yet."""
+    if message_id is None:
+        return None
+    message = session.get(Message, message_id)
+    if message is None or message.channel != CHANNEL:
+        return None
+    if message.provider not in (PROVIDER, None) or message.provider_id not in (sid, None):
+        return None
+    return message
+
+
+def apply_twilio_status(
+    session: Session,
+    *,
+    params: Mapping[str, str],
+    now: datetime,
+    message_id: int | None = None,
+) -> str:
     """Apply one Twilio status callback; `applied`, `ignored` or `unknown` (see `apply_report`).
 
-    The callback can outrun our own record of the send (the provider id is written once the
-    API has answered): such a report finds nothing, is logged and answered like any other.
+    `message_id` is our id from the StatusCallback URL (`?m=`, covered by Twilio's signature):
+    the callback can outrun the worker's record of the send, before the sid is stored, so the
+    message is found by it first and by the sid otherwise (callbacks of messages sent before
+    the URL carried it).
     """
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     reported = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
     if not sid:
         return "ignored"
-    message = session.scalar(
+    message = _by_our_id(session, message_id, sid) or session.scalar(
         select(Message).where(Message.provider == PROVIDER, Message.provider_id == sid)
     )
     if message is None:
@@ -164,34 +187,26 @@ def apply_report(
     suppress: str | None,
     now: datetime,
 ) -> str:
-    """Move a `sent` message to `target` (`delivered` or `failed`): `applied` or `ignored`.
+    """Move a `sent` (or still `sending`) message to `target` (`delivered` or `failed`):
+    `applied` or `ignored`.
 
-    Only a message still `sent` moves, with one conditional UPDATE, so reports arriving late,
-    twice or out of order never move a message backwards or flip a final status. A move
+    Only a message still `sent` moves (see `outbox.advance`), so reports arriving late, twice
+    or out of order never move a message backwards or flip a final status; `sending` too,
+    since the report can outrun the worker's record of the send (which then keeps it). A move
     records its history row and a `delivered`/`failed` event, and may suppress the number.
     """
-    moved = session.execute(
-        update(Message)
-        .where(Message.id == message.id, Message.status == "sent")
-        .values(status=target, reason=reason, updated_at=now)
-        .returning(Message.id)
-    ).all()
+    moved = advance(
+        session,
+        message,
+        target,
+        at=now,
+        reason=reason,
+        event=target,
+        detail=detail,
+        while_sending=True,
+    )
     if not moved:
         return "ignored"
-    session.execute(
-        insert(MessageStatusChange).values(
-            message_id=message.id, status=target, reason=reason, at=now
-        )
-    )
-    session.execute(
-        insert_ignore(session, MessageEvent, ["message_id", "kind"]).values(
-            project_id=message.project_id,
-            message_id=message.id,
-            kind=target,
-            detail=detail,
-            at=now,
-        )
-    )
     if suppress:
         _suppress(session, message.project_id, message.address, suppress, now)
     return "applied"
@@ -207,9 +222,16 @@ def apply_gateway_status(
     now: datetime,
 ) -> str:
     """Apply a `webhook` gateway's report for one of our message ids (`unknown` if it is not
-    a message that gateway sent)."""
+    a message that gateway sent, or is sending: the report can outrun the worker's record)."""
     message = session.scalar(
-        select(Message).where(Message.id == message_id, Message.provider == GATEWAY)
+        select(Message).where(
+            Message.id == message_id,
+            Message.channel == CHANNEL,
+            or_(
+                Message.provider == GATEWAY,
+                and_(Message.provider.is_(None), Message.status == "sending"),
+            ),
+        )
     )
     if message is None:
         return "unknown"
@@ -299,10 +321,14 @@ def handle_inbound(
         project = projects[0]
         text = ((project.settings or {}).get("sms") or {}).get("helpText")
         return str(text) if text else default_help_text(project)
+    stopped: list[outcome_events.Outcome] = []
     for project in projects:
         address = _address(project, sender)
         if action == "stop":
             _suppress(session, project.id, address, "stop", now)
+            answered = last_sms_to(session, project.id, address)
+            if answered is not None:
+                stopped.append(outcome_events.outcome(answered, "unsubscribed", now, "stop"))
         else:
             session.execute(
                 delete(Suppression).where(
@@ -312,8 +338,28 @@ def handle_inbound(
                     Suppression.reason == "stop",
                 )
             )
+    if stopped:
+        outcome_events.emit(session, stopped)
     log.info("inbound %s from an SMS sender for %d project(s)", action, len(projects))
     return None
+
+
+def last_sms_to(session: Session, project_id: int, address: str) -> Message | None:
+    """The project's latest SMS sent to `address`: the one a STOP answers."""
+    # messages.address has no index: through the profiles holding the number (indexed by
+    # project and phone) and their messages (indexed by user and sent_at).
+    holders = select(User.id).where(User.project_id == project_id, User.phone == address)
+    return session.scalar(
+        select(Message)
+        .where(
+            Message.user_id.in_(holders),
+            Message.channel == CHANNEL,
+            Message.address == address,
+            Message.sent_at.is_not(None),
+        )
+        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .limit(1)
+    )
 
 
 def twiml(message: str | None = None) -> str:

@@ -10,7 +10,15 @@ from sqlalchemy.orm import Session
 from app.errors import DomainError, InvalidInput, TooLarge
 from app.models import Project, User
 from app.models.base import utcnow
-from app.services.events import EventIn, Limits, TrackResult, parse_event, track_events
+from app.services.events import (
+    RESERVED_MESSAGE_ID_ERROR,
+    RESERVED_MESSAGE_ID_PREFIX,
+    EventIn,
+    Limits,
+    TrackResult,
+    parse_event,
+    track_events,
+)
 from app.services.identity import (
     IdentityRequired,
     Verification,
@@ -52,6 +60,8 @@ def verify_call(call: dict[str, Any], verification: Verification) -> bool:
         not isinstance(message_id, str) or len(message_id) > MAX_ID_LENGTH
     ):
         errors["messageId"] = [f"must be a string of at most {MAX_ID_LENGTH} characters"]
+    elif isinstance(message_id, str) and message_id.startswith(RESERVED_MESSAGE_ID_PREFIX):
+        errors["messageId"] = [RESERVED_MESSAGE_ID_ERROR]
     # A userHash of any other type is no valid hash: it counts as none (identity.py).
     if not isinstance(call.get("context"), dict | None):
         errors["context"] = ["must be an object"]

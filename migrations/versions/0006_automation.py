@@ -368,6 +368,9 @@ def upgrade() -> None:
     # the first sweep after the upgrade would fire the new rules on every old event.
     op.execute("UPDATE events SET processed_at = received_at WHERE processed_at IS NULL")
     with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("enqueued_at", app.models.base.UTCDateTime(timezone=True), nullable=True)
+        )
         batch_op.create_index(
             "ix_events_pending",
             ["id"],
@@ -395,8 +398,17 @@ def upgrade() -> None:
             "ix_sends_idempotency_key", ["project_id", "idempotency_key"], unique=False
         )
 
+    with op.batch_alter_table("audience_changes", schema=None) as batch_op:
+        batch_op.create_index("ix_audience_changes_user", ["user_id", "at"], unique=False)
+    with op.batch_alter_table("campaign_holdouts", schema=None) as batch_op:
+        batch_op.create_index("ix_campaign_holdouts_user", ["user_id", "at"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("campaign_holdouts", schema=None) as batch_op:
+        batch_op.drop_index("ix_campaign_holdouts_user")
+    with op.batch_alter_table("audience_changes", schema=None) as batch_op:
+        batch_op.drop_index("ix_audience_changes_user")
     with op.batch_alter_table("sends", schema=None) as batch_op:
         batch_op.drop_index("ix_sends_idempotency_key")
         batch_op.drop_index("ix_sends_campaign")
@@ -412,6 +424,7 @@ def downgrade() -> None:
             postgresql_where=sa.text("processed_at IS NULL"),
             sqlite_where=sa.text("processed_at IS NULL"),
         )
+        batch_op.drop_column("enqueued_at")
 
     with op.batch_alter_table("send_skips", schema=None) as batch_op:
         batch_op.drop_index("ix_send_skips_user")

@@ -169,3 +169,14 @@ def test_ids_are_integers_or_non_blank_text(app, api):
         assert r.status_code == 422, bad
         assert set(r.json["errors"]["0"]) == set(bad)
     assert len(_events(app)) == 1
+
+
+def test_the_cairn_message_id_prefix_is_reserved_for_cairns_own_events(app, api):
+    """Delivery outcome events use `cairn:` ids; a client's must not take one of them."""
+    r = api.post("/v1/events", json={"name": "x", "userId": "u1", "messageId": "cairn:m.1"})
+    assert r.status_code == 422 and "messageId" in r.json["errors"]["0"]
+    r = api.post("/v1/track", json={"event": "x", "userId": "u1", "messageId": "cairn:m.1"})
+    assert r.status_code == 422 and "messageId" in r.json["errors"]["0"]
+    r = api.post("/v1/events", json={"name": "x", "userId": "u1", "messageId": "mine:cairn:1"})
+    assert r.status_code == 202
+    assert len(_events(app)) == 1

@@ -19,6 +19,9 @@ from hypothesis import strategies as st
 from app.schemas.common import decode_cursor, encode_cursor
 from app.services import profiles
 from app.services.events import Limits, parse_timestamp
+from app.services.timeline import SOURCES as TIMELINE_SOURCES
+from app.services.timeline import Position as TimelinePosition
+from app.services.timeline import encode_cursor as timeline_cursor
 from journeys import filters as lang
 
 LANGUAGES = ["en", "fr", "de", "es", "pt-BR", "en-GB", "ko", "ja", "zh-Hant", "sr-Latn-RS"]
@@ -346,6 +349,18 @@ def _cursor(value: str) -> bool:
 
 
 schemathesis.openapi.format("page-cursor", st.integers(0, 2**40).map(encode_cursor))
+# A timeline cursor is a position (time, source, id) the timeline made.
+schemathesis.openapi.format(
+    "timeline-cursor",
+    st.builds(
+        TimelinePosition,
+        st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)).map(
+            lambda moment: moment.replace(tzinfo=UTC)
+        ),
+        st.sampled_from(sorted(TIMELINE_SOURCES)),
+        st.integers(0, 2**40),
+    ).map(timeline_cursor),
+)
 
 
 @schemathesis.hook("map_case")
@@ -356,6 +371,8 @@ def page_cursors(context, case):
     if isinstance(query, dict) and isinstance(query.get("cursor"), str):
         if case.operation.path.startswith("/v1/inbox"):
             return case  # the inbox's cursor is a message id (an integer)
+        if case.operation.path.endswith("/timeline"):
+            return case  # a timeline position (format: timeline-cursor)
         if not _cursor(query["cursor"]):
             case.query = {**query, "cursor": encode_cursor(1)}
     return case
@@ -417,7 +434,7 @@ def _send_options(body: object) -> object:
 
 
 @schemathesis.hook("map_case").apply_to(
-    path_regex=r"^/v1/(notify|notify/batch|messages|messages/sms)$", method="POST"
+    path_regex=r"^/v1/(notify|notify/batch|messages|messages/sms|campaigns)$", method="POST"
 )
 def send_options(context, case):
     """See `_send_options`; a batch of template messages gets it per item."""
@@ -425,4 +442,22 @@ def send_options(context, case):
     case.body = (
         [_send_options(item) for item in body] if isinstance(body, list) else _send_options(body)
     )
+    return case
+
+
+@schemathesis.hook("map_case").apply_to(path="/v1/campaigns/{ref}", method="PATCH")
+def campaign_edit_options(context, case):
+    """An edited campaign's topic is project data too (see `_send_options`)."""
+    case.body = _send_options(case.body)
+    return case
+
+
+@schemathesis.hook("map_case").apply_to(path_regex=r"^/v1/inbox(/stream)?$", method="GET")
+def inbox_read_user(context, case):
+    """A stateful step reached from a list (`GET /v1/users` → the inbox) takes its `userId`
+    from the list's first item; from an empty list it has none, and schemathesis still sends
+    the step without the required parameter. Such a step gets one, as a client would."""
+    query = case.query if isinstance(case.query, dict) else {}
+    if not query.get("userId"):
+        case.query = {**query, "userId": "ann"}
     return case

@@ -23,9 +23,9 @@ pytestmark = pytest.mark.skipif(
 
 SERVERS = 4
 USERS = 20
-SENDS = 200
+SENDS = 100
 # Every LARGE_EVERY-th message is too large for a NOTIFY payload (8000 bytes).
-LARGE_EVERY = 40
+LARGE_EVERY = 20
 # One process per server, so the test knows which process holds each stream.
 ONE = ("--workers", "1")
 

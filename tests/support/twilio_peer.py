@@ -6,6 +6,10 @@ answers 201 with a `sid`, or the answers planned with `plan(...)`, in order (a 4
 Twilio's error code, 429 with Retry-After, 500). `GatewayPeer` receives the `webhook`
 provider's signed JSON. `twilio_sign` signs callbacks as Twilio does, written here from
 Twilio's documentation independently of the application's code.
+
+`report_first` makes a peer call the message's status callback, signed, and wait for the
+answer before it answers the create request itself: the report then always outruns the
+sender's record of the send (a race real providers win now and then).
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ import hashlib
 import hmac
 import json
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 
 def twilio_sign(token: str, url: str, params: Mapping[str, str] | Iterable[tuple[str, str]]):
@@ -83,10 +90,24 @@ class Received:
         return json.loads(self.body)
 
 
+def _post(url: str, data: bytes, headers: dict[str, str]) -> int:
+    """POST and return the answer's status (an HTTP error's too)."""
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
 class _Peer:
     """A threaded HTTP server on 127.0.0.1 with planned answers and a record of requests."""
 
     def __init__(self) -> None:
+        # The status to report through the callback before answering a send (None: don't).
+        self.report_first: str | None = None
+        # The callbacks made for report_first: (url, our answer's status).
+        self.callbacks: list[tuple[str, int]] = []
         self.received: list[Received] = []
         self._planned: list[Answer] = []
         self._lock = threading.Lock()
@@ -189,6 +210,8 @@ class TwilioPeer(_Peer):
         with self._lock:
             self._count += 1
             sid = f"SM{self._count:032x}"
+        if self.report_first is not None and "StatusCallback" in form:
+            self._report(form["StatusCallback"][0], sid, form)
         return Answer(
             201,
             {
@@ -208,19 +231,63 @@ class TwilioPeer(_Peer):
             },
         )
 
+    def _report(self, url: str, sid: str, form: dict[str, list[str]]) -> None:
+        """Call the status callback as Twilio does (form, X-Twilio-Signature over the URL)."""
+        status = str(self.report_first)
+        params = {
+            "AccountSid": self.account_sid,
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "To": form["To"][0],
+            "From": form["From"][0] if "From" in form else "",
+            "ApiVersion": "2010-04-01",
+        }
+        if status in ("failed", "undelivered"):
+            params["ErrorCode"] = "30003"
+        data = urlencode(params).encode()
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": twilio_sign(self.auth_token, url, params),
+        }
+        answer = _post(url, data, headers)
+        with self._lock:
+            self.callbacks.append((url, answer))
+
 
 class GatewayPeer(_Peer):
     """A generic SMS gateway: takes any JSON POST, answers 200 `{"id": ...}` by default."""
 
-    def __init__(self) -> None:
+    def __init__(self, secret: str | None = None) -> None:
         super().__init__()
         self._count = 0
+        # Signs report_first callbacks (the provider's SMS_WEBHOOK_SECRET).
+        self.secret = secret
 
     def _answer(self, path: str, headers: dict[str, str], raw: bytes) -> Answer:
         self._record(path, headers, raw)
         planned = self._next_planned()
         if planned is not None:
             return planned
+        if self.report_first is not None:
+            self._report(json.loads(raw))
         with self._lock:
             self._count += 1
             return Answer(200, {"id": f"gw-{self._count}"})
+
+    def _report(self, sent: dict[str, Any]) -> None:
+        """Call the body's statusCallback, signed as the `webhook` provider's callbacks are."""
+        assert self.secret, "report_first needs the gateway secret"
+        url = str(sent["statusCallback"])
+        body = json.dumps({"messageId": sent["messageId"], "status": self.report_first}).encode()
+        timestamp = str(int(time.time()))
+        mac = hmac.new(self.secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+        headers = {
+            "Content-Type": "application/json",
+            "X-Cairn-Timestamp": timestamp,
+            "X-Cairn-Signature": "sha256=" + mac.hexdigest(),
+        }
+        answer = _post(url, body, headers)
+        with self._lock:
+            self.callbacks.append((url, answer))

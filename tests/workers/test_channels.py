@@ -133,7 +133,9 @@ def test_a_project_overrides_the_provider_and_unknown_names_are_a_422(recording,
 @pytest.mark.parametrize(
     "target", [{"broadcast": True}, {"segment": {"attr": "userId", "op": "exists"}}]
 )
-def test_users_without_devices_are_unreachable_on_push_for_segment_and_direct_sends(app, api, workers, target):
+def test_users_without_devices_are_unreachable_on_push_for_segment_and_direct_sends(
+    app, api, workers, target
+):
     api.post("/v1/users", json=[{"userId": "a"}, {"userId": "b", "email": "b@example.com"}])
     direct = api.post("/v1/notify", json={"userIds": ["a", "b"], "body": "x", "channels": ["push"]})
     assert direct.status_code == 202

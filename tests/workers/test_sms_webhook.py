@@ -273,3 +273,23 @@ def test_inbound_keywords_through_the_gateway(gateway, app, project, client):
     assert _suppressions(app) == []
     r = _signed(client, inbound, {"from": PHONE, "body": "STOP"})
     assert r.status_code == 422 and "to" in r.json["errors"]
+
+
+@pytest.fixture
+def reporting_gateway(gateway, app, live_server):
+    """The gateway reports delivery before it answers the send (so before the worker records
+    it), through the statusCallback on a real socket (set before the workers start)."""
+    app.config["PUBLIC_URL"] = live_server
+    gateway.secret = SECRET
+    gateway.report_first = "delivered"
+    return gateway
+
+
+def test_a_report_before_the_send_is_recorded_is_kept(reporting_gateway, app, api, workers):
+    _notify(api)
+    message = wait_for(lambda: next((m for m in _messages(app) if m.provider_id), None))
+    assert [answer for _, answer in reporting_gateway.callbacks] == [204]
+    assert message.status == "delivered"
+    assert message.provider == "webhook" and message.provider_id == "gw-1"
+    assert message.sent_at is not None
+    assert _events(app) == ["delivered"]

@@ -131,7 +131,9 @@ def test_notify_sms_reaches_twilio_with_the_form_and_records_segments(twilio, ap
     assert got.value("To") == PHONE
     assert got.value("From") == SENDER
     assert got.value("Body") == "Your code is 123456"
-    assert got.value("StatusCallback") == "https://cairn.example.com/webhooks/twilio/status"
+    # Our id rides in the (signed) callback URL: a report that outruns the sid finds it.
+    expected = f"https://cairn.example.com/webhooks/twilio/status?m={message.id}"
+    assert got.value("StatusCallback") == expected
     assert got.value("MessagingServiceSid") is None
     assert message.provider_id is not None and message.provider_id.startswith("SM")
     assert message.segments == 1
@@ -282,3 +284,52 @@ def test_an_unreachable_twilio_is_retried(twilio, app, api, workers):
 
     [message] = wait_for(retrying)
     assert message.reason.startswith("retrying: twilio: ConnectionError")
+
+
+# --- a status callback that outruns the record step ------------------------------------
+
+
+@pytest.fixture
+def twilio_calls_back(twilio, app, live_server):
+    """The peer reports through the callback before it answers the create request; the
+    callback URL reaches the app on a real socket (set before the workers start)."""
+    app.config["PUBLIC_URL"] = live_server
+    return twilio
+
+
+def _history(app, message_id: int) -> list[str]:
+    with app.app_context():
+        return list(
+            db.session.scalars(
+                select(MessageStatusChange.status)
+                .where(MessageStatusChange.message_id == message_id)
+                .order_by(MessageStatusChange.id)
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    ("reported", "final", "reason"),
+    [
+        ("delivered", "delivered", None),
+        ("undelivered", "failed", "twilio 30003: unreachable destination handset"),
+    ],
+)
+def test_a_report_before_the_send_is_recorded_is_kept(
+    reported, final, reason, twilio_calls_back, app, api, workers
+):
+    twilio = twilio_calls_back
+    twilio.report_first = reported
+    _notify(api, "hello")
+    [message] = wait_for(lambda: [m for m in _messages(app) if m.provider_id] or None)
+    # The callback was answered (not lost) while the worker still waited for Twilio's answer.
+    [(url, answer)] = twilio.callbacks
+    assert url.endswith(f"/webhooks/twilio/status?m={message.id}")
+    assert answer == 204
+    # The record step stored the sid and the send time, but kept the reported status.
+    assert message.status == final
+    assert message.reason == reason
+    assert message.provider == "twilio" and message.provider_id.startswith("SM")
+    assert message.sent_at is not None and message.segments == 1
+    assert _history(app, message.id).count(final) == 1
+    assert "sent" not in _history(app, message.id)

@@ -14,7 +14,16 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from workers.sweeps import audience_ttl, dead_claims, due_messages, expiries, stalled_fanouts
+from workers.sweeps import (
+    audience_ttl,
+    campaign_runs,
+    dead_claims,
+    due_messages,
+    expiries,
+    idempotency_keys,
+    pending_events,
+    stalled_fanouts,
+)
 
 
 class SweepTask(Protocol):
@@ -34,5 +43,8 @@ TASKS: tuple[SweepTask, ...] = (
     dead_claims,
     due_messages,
     stalled_fanouts,
+    campaign_runs,
     audience_ttl,
+    pending_events,
+    idempotency_keys,
 )

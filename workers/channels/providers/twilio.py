@@ -2,8 +2,9 @@
 
 `POST {TWILIO_BASE_URL}/2010-04-01/Accounts/{sid}/Messages.json` with `To`, `From` (the
 project's `settings.sms.from`, else TWILIO_FROM) and/or `MessagingServiceSid`, `Body` and a
-`StatusCallback` at `{PUBLIC_URL}/webhooks/twilio/status`, where delivery reports arrive
-(app/api/twilio_webhooks.py). 201 → sent with Twilio's `sid` as the provider id; 429 and 5xx
+`StatusCallback` at `{PUBLIC_URL}/webhooks/twilio/status?m=<our message id>`, where delivery
+reports arrive (app/api/twilio_webhooks.py; the id finds a report that outruns our record of
+the sid). 201 → sent with Twilio's `sid` as the provider id; 429 and 5xx
 → retry (after Retry-After when given), as do connection errors and timeouts; 401 → failed
 (`auth`); other 4xx → failed with Twilio's code and message, no retry. Two codes also suppress
 the number: 21610 (the recipient replied STOP) and 21211/21614 (not a valid / not a mobile
@@ -15,6 +16,8 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -69,6 +72,12 @@ def _error(response: requests.Response) -> tuple[int | None, str]:
     return (code if isinstance(code, int) else None), str(body.get("message") or "")[:200]
 
 
+def status_callback(settings: Mapping[str, Any], message_id: int) -> str:
+    """Where Twilio reports on this message: our id rides in the URL (which Twilio signs), so
+    a report that arrives before the sid is recorded still finds its message."""
+    return f"{str(settings.get('PUBLIC_URL') or '').rstrip('/')}{STATUS_PATH}?m={message_id}"
+
+
 class TwilioProvider:
     """Sends SMS with one pooled HTTP session per process."""
 
@@ -105,7 +114,7 @@ class TwilioProvider:
             form["From"] = sender
         if service:
             form["MessagingServiceSid"] = service
-        form["StatusCallback"] = str(settings.get("PUBLIC_URL") or "").rstrip("/") + STATUS_PATH
+        form["StatusCallback"] = status_callback(settings, delivery.message_id)
         base = str(settings.get("TWILIO_BASE_URL") or "https://api.twilio.com").rstrip("/")
         url = f"{base}/2010-04-01/Accounts/{sid}/Messages.json"
         count = segments(body)

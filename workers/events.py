@@ -1,0 +1,412 @@
+"""The event processor: rules (with their chains), then triggered campaigns, then goals.
+
+A job carries the ids of committed events. Each event is processed once: `processed_at` is set
+in the same transaction as its effects, so a redelivered job finds nothing left to do and a
+crash before the commit redoes the event whole.
+
+The events of one user are processed in id order whichever worker gets which job: the job locks
+the user's row (PostgreSQL `FOR UPDATE`; SQLite serializes writers with BEGIN IMMEDIATE) and
+processes every unprocessed event of that user up to the newest id it was given, in id order.
+So a job for a later event that runs first processes the earlier one first, and the job of the
+earlier one then finds it done. Ingestion cannot commit a user's earlier event after a later one:
+it locks the user row before inserting (`upsert_seen_users_pg`; SQLite serializes). Global
+events (no user) are claimed with a conditional UPDATE and processed without a user.
+
+Transactions hold up to USERS_PER_COMMIT users: a commit per user (an fsync each) measured ~60
+events/s on PostgreSQL here, against ~1K/s for the same work committed per hundred users.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from app.models import Audience, Campaign, Event, Project, Rule, RuleFiring, User
+from app.models.base import utcnow
+from app.services import campaign_goals, campaign_triggers
+from app.services.audiences import add_members, remove_members
+from app.services.profiles import merge_attributes
+from app.services.rules import ATTRIBUTE_CHANGED, AUDIENCE_ENTERED, AUDIENCE_LEFT
+from app.services.user_facts import user_matches
+from journeys.rules import MAX_DEPTH, Cause, CompiledRule, Firing, RuleIndex, run_chain
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 500
+# Users per transaction: a commit costs an fsync (several ms), so one per user would cap a
+# worker at a few hundred events a second; a bounded group keeps the locks short.
+USERS_PER_COMMIT = 100
+GLOBAL_PER_COMMIT = 100
+NO_USER = "global event: no user"
+
+
+class _Job:
+    """What one job loads once for all its events: projects, their rules, audience names."""
+
+    def __init__(self, session: Session, settings: Mapping[str, Any]) -> None:
+        self.session = session
+        self.max_depth = int(settings.get("RULE_CHAIN_MAX_DEPTH", MAX_DEPTH))
+        self._projects: dict[int, Project] = {}
+        self._rules: dict[int, RuleIndex] = {}
+        self._audiences: dict[int, dict[int, str]] = {}
+        self._listeners: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+
+    def project(self, project_id: int) -> Project:
+        if project_id not in self._projects:
+            project = self.session.get(Project, project_id)
+            assert project is not None
+            self._projects[project_id] = project
+        return self._projects[project_id]
+
+    def rules(self, project_id: int) -> RuleIndex:
+        """The project's enabled rules, loaded once per job."""
+        if project_id not in self._rules:
+            rows = self.session.execute(
+                select(
+                    Rule.id,
+                    Rule.priority,
+                    Rule.trigger_kind,
+                    Rule.trigger_key,
+                    Rule.when,
+                    Rule.condition,
+                    Rule.actions,
+                ).where(Rule.project_id == project_id, Rule.enabled.is_(True))
+            )
+            self._rules[project_id] = RuleIndex(
+                CompiledRule.build(
+                    id=r.id,
+                    priority=r.priority,
+                    trigger_kind=r.trigger_kind,
+                    trigger_key=r.trigger_key,
+                    when=r.when,
+                    condition=r.condition,
+                    actions=r.actions or [],
+                )
+                for r in rows
+            )
+        return self._rules[project_id]
+
+    def listeners(self, project_id: int) -> tuple[frozenset[str], frozenset[str]]:
+        """Event names some campaign triggers on, and goal event names (once per job).
+
+        A superset (any status): the hooks decide; this only spares them a query per event
+        that no campaign could be listening for (~4 ms each on PostgreSQL here).
+        """
+        if project_id not in self._listeners:
+            triggers = self.session.scalars(
+                select(Campaign.trigger_event)
+                .where(Campaign.project_id == project_id, Campaign.trigger_event.is_not(None))
+                .distinct()
+            )
+            goals = self.session.scalars(
+                select(Campaign.goal).where(
+                    Campaign.project_id == project_id, Campaign.goal.is_not(None)
+                )
+            )
+            self._listeners[project_id] = (
+                frozenset(t for t in triggers if t),
+                frozenset(
+                    g["event"]
+                    for g in goals
+                    if isinstance(g, dict) and isinstance(g.get("event"), str)
+                ),
+            )
+        return self._listeners[project_id]
+
+    def audience_name(self, project_id: int, audience_id: int) -> str | None:
+        """The audience's name, None when it no longer exists (loaded once per job)."""
+        if project_id not in self._audiences:
+            rows = self.session.execute(
+                select(Audience.id, Audience.name).where(Audience.project_id == project_id)
+            )
+            self._audiences[project_id] = {i: n for i, n in rows}
+        return self._audiences[project_id].get(audience_id)
+
+
+def process_events(session: Session, event_ids: list[int], settings: Mapping[str, Any]) -> int:
+    """Process the given events (and, per user, the earlier unprocessed ones); how many."""
+    ids = sorted({int(i) for i in event_ids})
+    pending: list[Any] = []
+    for start in range(0, len(ids), _CHUNK):
+        pending += session.execute(
+            select(Event.id, Event.user_id).where(
+                Event.id.in_(ids[start : start + _CHUNK]), Event.processed_at.is_(None)
+            )
+        ).all()
+    session.commit()  # a short read; the work below is in transactions of USERS_PER_COMMIT
+    if not pending:
+        return 0
+    users = sorted({user_id for _, user_id in pending if user_id is not None})
+    global_ids = sorted(event_id for event_id, user_id in pending if user_id is None)
+    up_to = max(event_id for event_id, _ in pending)
+    job = _Job(session, settings)
+    done = 0
+    try:
+        while users:
+            chunk = users[:USERS_PER_COMMIT]
+            handled, count = _process_users(job, chunk, up_to)
+            session.commit()
+            done += count
+            users = [u for u in users if u not in handled]
+        for start in range(0, len(global_ids), GLOBAL_PER_COMMIT):
+            done += _process_globals(job, global_ids[start : start + GLOBAL_PER_COMMIT])
+            session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return done
+
+
+def _lock_users(session: Session, user_ids: list[int]) -> list[User]:
+    """Lock (PostgreSQL) and load users; the ones another transaction holds are left out,
+    unless all are, then the first is waited for (holding no other lock meanwhile).
+
+    A job never waits while holding a user, so two jobs, or a job and ingestion (which locks
+    users in userId order), cannot deadlock; users are handled in id order, so neither can a
+    job and an API members call (which locks memberships in user order).
+    """
+    stmt = (
+        select(User)
+        .where(User.id.in_(user_ids))
+        .order_by(User.id)
+        .execution_options(populate_existing=True)
+    )
+    if session.get_bind().dialect.name != "postgresql":
+        return list(session.scalars(stmt))  # SQLite: this transaction is the only writer
+    users = list(session.scalars(stmt.with_for_update(skip_locked=True)))
+    if users:
+        return users
+    first = select(User).where(User.id == user_ids[0]).with_for_update()
+    return list(session.scalars(first.execution_options(populate_existing=True)))
+
+
+def _process_users(job: _Job, user_ids: list[int], up_to: int) -> tuple[set[int], int]:
+    """One transaction: the users' unprocessed events up to `up_to`, each user's in id order.
+
+    Returns the users handled (locked, or gone) and how many events were processed.
+    """
+    session = job.session
+    users = _lock_users(session, user_ids)
+    locked = {u.id for u in users}
+    handled = set(locked)
+    if len(locked) < len(user_ids):
+        # Not locked: held by another transaction (the caller tries again) or gone (erased).
+        rest = sorted(set(user_ids) - locked)
+        existing = set(session.scalars(select(User.id).where(User.id.in_(rest))))
+        handled |= set(rest) - existing
+    if not users:
+        return handled, 0
+    events = list(
+        session.scalars(
+            select(Event)
+            .where(
+                Event.user_id.in_(sorted(locked)),
+                Event.processed_at.is_(None),
+                Event.id <= up_to,
+            )
+            .order_by(Event.user_id, Event.id)
+        )
+    )
+    if not events:
+        return handled, 0
+    now = utcnow()
+    by_id = {u.id: u for u in users}
+    for event in events:
+        assert event.user_id is not None
+        _process_event(job, job.project(event.project_id), by_id[event.user_id], event, now)
+    for start in range(0, len(events), _CHUNK):
+        session.execute(
+            update(Event)
+            .where(Event.id.in_([e.id for e in events[start : start + _CHUNK]]))
+            .values(processed_at=now),
+            execution_options={"synchronize_session": False},
+        )
+    return handled, len(events)
+
+
+def _process_globals(job: _Job, event_ids: list[int]) -> int:
+    """Claim global events with one conditional UPDATE (another job may have them) and
+    process the claimed ones in id order, in this transaction."""
+    session = job.session
+    now = utcnow()
+    claimed = list(
+        session.scalars(
+            update(Event)
+            .where(Event.id.in_(event_ids), Event.processed_at.is_(None))
+            .values(processed_at=now)
+            .returning(Event.id),
+            execution_options={"synchronize_session": False},
+        )
+    )
+    if not claimed:
+        return 0
+    events = session.scalars(
+        select(Event)
+        .where(Event.id.in_(claimed))
+        .order_by(Event.id)
+        .execution_options(populate_existing=True)
+    )
+    for event in events:
+        if not event.erased:  # an erased user's events lost their user: nothing to run
+            _process_event(job, job.project(event.project_id), None, event, now)
+    return len(claimed)
+
+
+def root_cause(event: Event) -> Cause:
+    """The trigger an event stands for: internal audience and attribute events are those
+    changes (made outside the processor); any other event is itself."""
+    props = event.properties or {}
+    if event.source == "internal":
+        if event.name in (AUDIENCE_ENTERED, AUDIENCE_LEFT):
+            kind = "audienceEntered" if event.name == AUDIENCE_ENTERED else "audienceLeft"
+            return Cause(kind, str(props.get("audienceId")), label=props.get("audience"))
+        if event.name == ATTRIBUTE_CHANGED:
+            return Cause(
+                "attributeChanged",
+                str(props.get("attribute")),
+                before=props.get("from"),
+                after=props.get("to"),
+            )
+    return Cause("event", event.name, properties=props)
+
+
+def _process_event(
+    job: _Job, project: Project, user: User | None, event: Event, now: datetime
+) -> None:
+    index = job.rules(project.id)
+    if index:
+        firings = run_chain(
+            [root_cause(event)],
+            index,
+            condition_holds=lambda rule: _condition_holds(job, user, rule, now),
+            apply=lambda rule, action: _apply(job, project, user, event, rule, action, now),
+            now=now,
+            max_depth=job.max_depth,
+        )
+        _record(job.session, project, user, event, firings, now)
+    triggers, goals = job.listeners(project.id)
+    if event.name in triggers:
+        campaign_triggers.on_event(job.session, project=project, user=user, event=event, now=now)
+    if user is not None and event.name in goals:
+        campaign_goals.on_event(job.session, project=project, user=user, event=event, now=now)
+
+
+def _condition_holds(job: _Job, user: User | None, rule: CompiledRule, now: datetime) -> bool:
+    if rule.condition is None:
+        return True
+    if user is None:
+        return False
+    # user_matches reloads the facts: it sees the audience and attribute changes made so far
+    # (the session autoflushes before its queries).
+    return user_matches(job.session, user, dict(rule.condition), now)
+
+
+def _apply(
+    job: _Job,
+    project: Project,
+    user: User | None,
+    event: Event,
+    rule: CompiledRule,
+    action: Mapping[str, Any],
+    now: datetime,
+) -> tuple[dict[str, Any], list[Cause]]:
+    kind = next(iter(action))
+    result: dict[str, Any] = {kind: action[kind]}
+    if user is None:
+        return {**result, "result": "skipped", "reason": NO_USER}, []
+    session = job.session
+    if kind in ("addToAudience", "removeFromAudience"):
+        audience_id = int(action[kind])
+        name = job.audience_name(project.id, audience_id)
+        if name is None:
+            return {**result, "result": "skipped", "reason": "audience not found"}, []
+        if kind == "addToAudience":
+            joined = add_members(
+                session,
+                project_id=project.id,
+                audience_id=audience_id,
+                user_pks=[user.id],
+                cause="rule",
+                ttl_seconds=action.get("ttlSeconds"),
+                now=now,
+            )[user.id]
+            result["result"] = "joined" if joined else "already member"
+            caused = [Cause("audienceEntered", str(audience_id), label=name)] if joined else []
+            return result, caused
+        removed = remove_members(
+            session,
+            project_id=project.id,
+            audience_id=audience_id,
+            user_pks=[user.id],
+            cause="rule",
+            now=now,
+        )
+        result["result"] = "left" if user.id in removed else "not a member"
+        caused = [Cause("audienceLeft", str(audience_id), label=name)] if removed else []
+        return result, caused
+    if kind == "setAttributes":
+        before = dict(user.attributes or {})
+        after = merge_attributes(before, dict(action[kind]))
+        changed = [k for k in action[kind] if _differs(before, after, k)]
+        if changed:
+            user.attributes = after  # a new dict: JSON columns do not track in-place changes
+            user.updated_at = now
+        result["result"] = "set" if changed else "unchanged"
+        result["changed"] = changed
+        return result, [
+            Cause("attributeChanged", k, before=before.get(k), after=after.get(k)) for k in changed
+        ]
+    if kind == "sendCampaign":
+        outcome = campaign_triggers.send_campaign_to_user(
+            session,
+            project=project,
+            campaign_id=int(action[kind]),
+            user=user,
+            params={},
+            cause={"rule": rule.id, "event": event.id},
+            now=now,
+        )
+        return {**result, **outcome}, []
+    return {**result, "result": "skipped", "reason": "journeys are not available yet"}, []
+
+
+def _differs(before: Mapping[str, Any], after: Mapping[str, Any], key: str) -> bool:
+    if (key in before) != (key in after):
+        return True
+    old, new = before.get(key), after.get(key)
+    return type(old) is not type(new) or old != new
+
+
+def _record(
+    session: Session,
+    project: Project,
+    user: User | None,
+    event: Event,
+    firings: list[Firing],
+    now: datetime,
+) -> None:
+    if not firings:
+        return
+    session.execute(
+        insert(RuleFiring),
+        [
+            {
+                "project_id": project.id,
+                "rule_id": f.rule.id,
+                "user_id": user.id if user is not None else None,
+                "event_id": event.id,
+                "cause": {**f.cause.to_json(), "chain": list(f.chain)},
+                "depth": f.depth,
+                "status": f.status,
+                "reason": f.reason,
+                "actions": f.results,
+                "at": now,
+            }
+            for f in firings
+        ],
+    )
