@@ -131,6 +131,32 @@ def defer(session: Session, actor_name: str, *args: Any) -> None:
     session.info.setdefault("deferred", []).append((actor_name, args))
 
 
+# Actors whose one argument is a list of ids, with the most ids one job takes: the jobs one
+# transaction deferred for them are merged into as few as that allows. A job's fixed cost (a
+# delivery job: claim, load and record, ~30 ms on PostgreSQL here) then falls on many rows: an
+# event processor group that started a campaign for each of 100 users defers one delivery job,
+# not 100.
+MERGED_ACTORS = {"deliver_messages": 250, "process_events": 500}
+
+
+def _merged(jobs: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The jobs, with those of `MERGED_ACTORS` merged per actor (ids in order, each once)."""
+    out: list[tuple[str, tuple[Any, ...]]] = []
+    ids: dict[str, dict[int, None]] = {}
+    for actor_name, args in jobs:
+        if actor_name in MERGED_ACTORS and len(args) == 1 and isinstance(args[0], list):
+            ids.setdefault(actor_name, {}).update(dict.fromkeys(args[0]))
+        else:
+            out.append((actor_name, args))
+    for actor_name, merged in ids.items():
+        batch, all_ids = MERGED_ACTORS[actor_name], list(merged)
+        out += [
+            (actor_name, (all_ids[start : start + batch],))
+            for start in range(0, len(all_ids), batch)
+        ]
+    return out
+
+
 @event.listens_for(Session, "after_commit")
 def _send_deferred(session: Session) -> None:
     jobs = session.info.pop("deferred", None)
@@ -139,7 +165,7 @@ def _send_deferred(session: Session) -> None:
     import dramatiq
 
     broker = dramatiq.get_broker()
-    for actor_name, args in jobs:
+    for actor_name, args in _merged(jobs):
         try:
             broker.get_actor(actor_name).send(*args)
         except Exception as err:  # broker down: the sweeper re-enqueues from the rows
