@@ -24,8 +24,35 @@ class CairnServer(BaseApplication):  # type: ignore[misc]
         return self.application
 
 
+def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it refuses before the app sees it (a request line over
+    4094 bytes: 414, a malformed header: 400, too many headers: 431), in API.md's JSON shape
+    instead of gunicorn's HTML page."""
+    import json
+
+    from gunicorn.util import write_nonblock
+
+    from app.errors import error_body
+
+    try:
+        body = json.dumps(error_body(status_int, mesg)).encode()
+    except ValueError:  # a status http.HTTPStatus does not know
+        body = json.dumps({"code": status_int, "status": reason, "message": mesg, "errors": {}})
+        body = body.encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    write_nonblock(sock, head.encode("latin1") + body)
+
+
 def run_server(app: Flask, *, host: str, port: int, workers: int, threads: int) -> None:
     """Serve `app` with gthread workers (threads hold long-lived SSE streams)."""
+    import gunicorn.util
+
+    # gunicorn writes its own protocol errors through this function (workers/base.py
+    # handle_error): every error a client gets is then JSON, as API.md promises.
+    gunicorn.util.write_error = _write_json_error
     CairnServer(
         app,
         {

@@ -35,6 +35,10 @@ def test_serve_from_nothing_creates_a_project_and_takes_events(tmp_path):
         )
         assert r.status_code == 200
         assert "gunicorn" in out.lower() or "Cairn listening" in out
+        # A request gunicorn refuses before the app sees it is answered in the JSON shape too.
+        r = requests.get(server.url + "/v1/users?x=" + "a" * 6000, timeout=5)
+        assert r.status_code == 414 and r.headers["Content-Type"] == "application/json"
+        assert r.json()["code"] == 414 and "Request Line is too large" in r.json()["message"]
     finally:
         server.stop()
     # A second start keeps the data and prints no new keys.

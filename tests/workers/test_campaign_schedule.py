@@ -469,7 +469,7 @@ def test_pause_and_resume_in_the_middle_of_a_5000_user_fan_out(
                 sweep(session, utcnow(), settings)
         return sum(_per_address(app).values()) == 5000
 
-    wait_for(all_sent, timeout=60)
+    wait_for(all_sent, timeout=120)
     per = _per_address(app)
     assert len(per) == 5000 and set(per.values()) == {1}
     with app.app_context():
