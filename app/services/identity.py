@@ -144,6 +144,17 @@ def merge_users(session: Session, *, source: User, target: User, verified: bool)
     """
     if source.id == target.id:
         return
+    if session.get_bind().dialect.name == "postgresql":
+        # Both rows locked (in id order) before anything moves: an event processor working on
+        # either user finishes first, and an event stored for `source` meanwhile waits on the
+        # lock (its foreign key check) instead of landing between the moves and the delete,
+        # where deleting `source` would set its user to NULL and lose it from the profile.
+        session.execute(
+            select(User.id)
+            .where(User.id.in_(sorted((source.id, target.id))))
+            .order_by(User.id)
+            .with_for_update()
+        )
     target.attributes = {**(source.attributes or {}), **(target.attributes or {})}
     for name in RESERVED:
         if not verified and name in CONTACT_FIELDS:
