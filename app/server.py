@@ -35,10 +35,10 @@ def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> Non
     from app.errors import error_body
 
     try:
-        body = json.dumps(error_body(status_int, mesg)).encode()
+        shape = error_body(status_int, mesg)
     except ValueError:  # a status http.HTTPStatus does not know
-        body = json.dumps({"code": status_int, "status": reason, "message": mesg, "errors": {}})
-        body = body.encode()
+        shape = {"code": status_int, "status": reason, "message": mesg, "errors": {}}
+    body = json.dumps(shape).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

@@ -26,13 +26,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import http.client
 import itertools
 import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,7 +44,7 @@ import harness
 import psycopg
 import redis
 import requests
-from harness import HOST, PY, ROOT, BenchTimeout, Proc, fmt_cpu, pct, ratio, verdict
+from harness import HOST, PY, ROOT, BenchTimeout, Proc, SseReader, fmt_cpu, pct, ratio, verdict
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/cairn_bench_fanout"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/5"
@@ -316,49 +314,9 @@ def pubsub_baseline(redis_url: str, rate: float, n: int) -> dict[str, Any]:
     }
 
 
-class SseReader(threading.Thread):
-    """Reads one SSE stream line by line (http.client: no read-ahead buffering of frames)."""
-
-    def __init__(self, port: int, path: str) -> None:
-        super().__init__(daemon=True, name="sse-reader")
-        self.port = port
-        self.path = path
-        self.arrivals: dict[int, float] = {}
-        self.order: list[int] = []
-        self.connected = threading.Event()
-        self.error: str | None = None
-        self.conn: http.client.HTTPConnection | None = None
-
-    def run(self) -> None:
-        try:
-            self.conn = http.client.HTTPConnection(HOST, self.port, timeout=60)
-            self.conn.request("GET", self.path, headers={"Accept": "text/event-stream"})
-            resp = self.conn.getresponse()
-            if resp.status != 200:
-                self.error = f"{resp.status} {resp.read(500)!r}"
-                self.connected.set()
-                return
-            while True:
-                line = resp.readline()
-                if not line:
-                    self.error = self.error or "stream closed by the server"
-                    return
-                if line.startswith(b": connected"):
-                    self.connected.set()
-                elif line.startswith(b"id: "):
-                    mid = int(line[4:].strip())
-                    self.arrivals.setdefault(mid, time.perf_counter())
-                    self.order.append(mid)
-        except Exception as err:  # closed by stop()
-            if not self.connected.is_set() or self.error is None:
-                self.error = self.error or f"{type(err).__name__}: {err}"
-        finally:
-            self.connected.set()
-
-    def stop(self) -> None:
-        if self.conn is not None and self.conn.sock is not None:
-            with contextlib.suppress(OSError):
-                self.conn.sock.shutdown(socket.SHUT_RDWR)
+def frame_id(line: bytes) -> int | None:
+    """A frame's message id, from its `id:` line."""
+    return int(line[4:].strip()) if line.startswith(b"id: ") else None
 
 
 class RedisTap(threading.Thread):
@@ -402,7 +360,7 @@ def sse_latency(
     path = "/v1/inbox/stream?" + urllib.parse.urlencode(
         {"key": pk, "userId": user, "userHash": uhash}
     )
-    reader = SseReader(port, path)
+    reader = SseReader(port, path, frame_id)
     reader.start()
     if not reader.connected.wait(10) or reader.error:
         raise RuntimeError(f"SSE stream did not connect: {reader.error}")

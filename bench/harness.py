@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import math
 import multiprocessing
@@ -34,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -394,6 +396,57 @@ class Proc:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self._sink.close()
+
+
+class SseReader(threading.Thread):
+    """Reads one SSE stream line by line (http.client: no read-ahead buffering of frames) and
+    records when each frame arrived (`clock()`), under the key `key(line)` gives a line (None:
+    not a frame's key line). `connected` is set at the server's `: connected` comment."""
+
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        key: Callable[[bytes], Any],
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        super().__init__(daemon=True, name="sse-reader")
+        self.port, self.path, self.key, self.clock = port, path, key, clock
+        self.arrivals: dict[Any, float] = {}
+        self.connected = threading.Event()
+        self.error: str | None = None
+        self.conn: http.client.HTTPConnection | None = None
+
+    def run(self) -> None:
+        try:
+            self.conn = http.client.HTTPConnection(HOST, self.port, timeout=120)
+            self.conn.request("GET", self.path, headers={"Accept": "text/event-stream"})
+            resp = self.conn.getresponse()
+            if resp.status != 200:
+                self.error = f"{resp.status} {resp.read(500)!r}"
+                return
+            while True:
+                line = resp.readline()
+                if not line:
+                    self.error = self.error or "stream closed by the server"
+                    return
+                if line.startswith(b": connected"):
+                    self.connected.set()
+                    continue
+                key = self.key(line)
+                if key is not None:
+                    self.arrivals.setdefault(key, self.clock())
+        except Exception as err:  # closed by stop()
+            if not self.connected.is_set() or self.error is None:
+                self.error = self.error or f"{type(err).__name__}: {err}"
+        finally:
+            self.connected.set()
+
+    def stop(self) -> None:
+        """Close the stream (its thread then ends)."""
+        if self.conn is not None and self.conn.sock is not None:
+            with contextlib.suppress(OSError):
+                self.conn.sock.shutdown(socket.SHUT_RDWR)
 
 
 # --------------------------------------------------------------------------------------------

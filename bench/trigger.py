@@ -25,12 +25,9 @@ last line printed is one JSON object with every figure.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
-import http.client
 import json
-import socket
 import sys
 import threading
 import time
@@ -42,7 +39,7 @@ from typing import Any
 import harness
 import psycopg
 import requests
-from harness import HOST, PY, ROOT, BenchTimeout, fmt_cpu, log, pct, ratio, verdict
+from harness import HOST, PY, ROOT, BenchTimeout, SseReader, fmt_cpu, log, pct, ratio, verdict
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/cairn_bench_trigger"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/7"
@@ -292,44 +289,9 @@ def saturation(
 # Latency at a steady rate
 
 
-class StreamReader(threading.Thread):
-    """One user's in-app SSE stream: when each message body (the token) arrived."""
-
-    def __init__(self, port: int, path: str) -> None:
-        super().__init__(daemon=True, name="sse-reader")
-        self.port, self.path = port, path
-        self.arrivals: dict[str, float] = {}
-        self.connected = threading.Event()
-        self.error: str | None = None
-        self.conn: http.client.HTTPConnection | None = None
-
-    def run(self) -> None:
-        try:
-            self.conn = http.client.HTTPConnection(HOST, self.port, timeout=120)
-            self.conn.request("GET", self.path, headers={"Accept": "text/event-stream"})
-            resp = self.conn.getresponse()
-            if resp.status != 200:
-                self.error = f"{resp.status} {resp.read(300)!r}"
-                return
-            while True:
-                line = resp.readline()
-                if not line:
-                    return
-                if line.startswith(b": connected"):
-                    self.connected.set()
-                elif line.startswith(b"data: "):
-                    body = json.loads(line[6:]).get("body")
-                    if body:
-                        self.arrivals.setdefault(body, time.time())
-        except Exception as err:
-            self.error = self.error or f"{type(err).__name__}: {err}"
-        finally:
-            self.connected.set()
-
-    def stop(self) -> None:
-        if self.conn is not None and self.conn.sock is not None:
-            with contextlib.suppress(OSError):
-                self.conn.sock.shutdown(socket.SHUT_RDWR)
+def frame_body(line: bytes) -> str | None:
+    """A frame's message body (the event's token), from its `data:` line."""
+    return (json.loads(line[6:]).get("body") or None) if line.startswith(b"data: ") else None
 
 
 def latency(
@@ -345,7 +307,7 @@ def latency(
         path = "/v1/inbox/stream?" + urllib.parse.urlencode(
             {"key": creds["publishableKey"], "userId": name, "userHash": uhash}
         )
-        reader = StreamReader(port, path)
+        reader = SseReader(port, path, frame_body, clock=time.time)
         reader.start()
         readers.append(reader)
     for reader in readers:

@@ -9,7 +9,8 @@ from app.api.guard import SECRET, current_project, require_key
 from app.db import db
 from app.models.base import utcnow
 from app.schemas.campaign_results import CampaignStatsSchema, SimulationSchema
-from app.services.campaign_stats import campaign_stats, get_campaign
+from app.services.campaign_stats import campaign_stats
+from app.services.campaigns import get_campaign
 from app.services.simulate import simulate
 
 blp = Blueprint(

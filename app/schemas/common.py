@@ -110,14 +110,22 @@ def decode_cursor(cursor: str) -> int:
 
 
 class Cursor(fields.Str):
-    """`nextCursor` of the previous page, loaded as the last row id it stands for."""
+    """`nextCursor` of the previous page, loaded as the last row id it stands for.
+
+    A list with other positions (the timeline's) subclasses it with its own `decode`.
+    """
 
     default_error_messages = {"malformed": "malformed"}  # noqa: RUF012
+
+    @staticmethod
+    def decode(text: str) -> Any:
+        """The position `text` stands for; ValueError when no page could have made it."""
+        return decode_cursor(text)
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
-            return decode_cursor(text)
+            return self.decode(text)
         except ValueError:
             raise self.make_error("malformed") from None
 

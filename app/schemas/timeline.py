@@ -5,26 +5,22 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
-from app.schemas.common import DEFAULT_LIMIT, MAX_LIMIT, whole
+from app.schemas.common import Cursor, PageArgsSchema, whole
 from app.services.timeline import KINDS, decode_cursor
 
 _KIND = "|".join(KINDS)
 KINDS_PATTERN = whole(rf"(?:{_KIND})(?:,(?:{_KIND}))*")
 
 
-class TimelineCursor(fields.Str):
-    """`nextCursor` of the previous page, loaded as the position it stands for."""
+class TimelineCursor(Cursor):
+    """`nextCursor` of the previous page, loaded as the timeline position it stands for."""
 
-    default_error_messages = {"malformed": "malformed"}  # noqa: RUF012
-
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            return decode_cursor(text)
-        except ValueError:
-            raise self.make_error("malformed") from None
+    @staticmethod
+    def decode(text: str) -> Any:
+        """The timeline position `text` stands for; ValueError when malformed."""
+        return decode_cursor(text)
 
 
 class Kinds(fields.Str):
@@ -37,17 +33,9 @@ class Kinds(fields.Str):
         return list(dict.fromkeys(text.split(",")))
 
 
-class TimelineArgsSchema(Schema):
-    """`?limit=`, `?cursor=` and `?kinds=`."""
+class TimelineArgsSchema(PageArgsSchema):
+    """`?limit=`, `?cursor=` (a timeline position) and `?kinds=`."""
 
-    class Meta:
-        unknown = EXCLUDE
-
-    limit = fields.Int(
-        load_default=DEFAULT_LIMIT,
-        validate=validate.Range(min=1, max=MAX_LIMIT, error=f"1-{MAX_LIMIT}"),
-        metadata={"description": f"page size, 1-{MAX_LIMIT} (default {DEFAULT_LIMIT})"},
-    )
     cursor = TimelineCursor(
         metadata={
             "format": "timeline-cursor",

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from app.models import Campaign
 from app.models.campaign import CampaignConversion, CampaignHoldout
 from app.models.message import REACHED, STATUSES, Message, Send, SendSkip
-from app.services.named import get_named
 
 # Funnel stage -> the current statuses a message that passed it can have.
 FUNNEL = {
@@ -25,14 +24,6 @@ FUNNEL = {
     "opened": ("opened", "clicked"),
     "clicked": ("clicked",),
 }
-
-
-def get_campaign(session: Session, *, project_id: int, ref: str) -> Campaign:
-    """A campaign of the project by numeric id or by name; 404 otherwise."""
-    campaign: Campaign = get_named(
-        session, Campaign, project_id=project_id, ref=ref, kind="campaign"
-    )
-    return campaign
 
 
 def _rate(numerator: int, denominator: int) -> float | None:

@@ -27,14 +27,7 @@ from sqlalchemy.orm import Session
 from app.models import Campaign, Project, User
 from journeys.campaigns import in_holdout, in_window, target_tree
 from journeys.delivery_policy import DEFER, EXPIRE, SEND, Decision
-from journeys.send_time import (
-    fallback_zone,
-    hour_of,
-    local_instant,
-    parse_instant,
-    wall_clock,
-    zone_or,
-)
+from workers.campaign_schedule import cron_after, local_instant, project_zone, send_at, zone_ok
 from workers.channels import CHANNELS
 from workers.delivery import decide, load_facts
 
@@ -114,20 +107,6 @@ def _planned_sends(campaign: Campaign) -> list[_PlannedSend]:
     ]
 
 
-def _next_cron(schedule: dict[str, Any], now: datetime) -> datetime | None:
-    from apscheduler.triggers.cron import CronTrigger
-
-    cron = schedule.get("cron")
-    if not cron:
-        return None
-    try:
-        trigger = CronTrigger.from_crontab(cron, timezone=zone_or(schedule.get("timezone"), "UTC"))
-    except ValueError:
-        return None
-    fire = trigger.get_next_fire_time(None, now)
-    return fire.astimezone(UTC) if fire is not None else None
-
-
 @dataclass
 class _Timing:
     """When each user's messages would go out."""
@@ -137,29 +116,44 @@ class _Timing:
     now: datetime
 
     def __post_init__(self) -> None:
+        # The scheduler's own readings (workers.campaign_schedule), so that the hours shown
+        # are those the runs get: sendAt, the next cron tick (cronsim), the project's zone
+        # for users without one, and the DST rule of a local time.
         schedule = self.campaign.schedule or {}
-        self.local = self.campaign.kind == "broadcast" and schedule.get("deliverIn") == (
-            "userTimezone"
-        )
+        self.local = schedule.get("deliverIn") == "userTimezone"
         self.send_now = schedule.get("missedLocalTime") == "sendNow"
-        self.fallback = fallback_zone(schedule, self.project.settings or {})
-        self.wall = wall_clock(schedule.get("sendAt")) if self.local else None
+        self.fallback = project_zone(self.project)
         start: datetime | None = None
-        if self.campaign.kind == "broadcast":
-            start = parse_instant(schedule.get("sendAt"))
-        elif self.campaign.kind == "recurring":
-            start = _next_cron(schedule, self.now)
+        try:
+            if self.campaign.kind == "broadcast" and schedule.get("sendAt"):
+                start = send_at(schedule)
+            elif self.campaign.kind == "recurring" and schedule.get("cron"):
+                start = cron_after(schedule, self.now)
+        except ValueError:  # refused on save; an old row's bad value sends now
+            start = None
+        # Local delivery: `start` is a wall-clock time, applied in each user's zone.
+        self.wall = (
+            start if self.local and self.campaign.kind in ("broadcast", "recurring") else None
+        )
         # A time already past when activated is sent now (a missed broadcast is sent late).
-        self.start = start if start is not None and start > self.now else self.now
+        self.start = (
+            start if self.wall is None and start is not None and start > self.now else self.now
+        )
 
     def instant(self, user: Any) -> datetime | None:
         """This user's send instant; None when their local time has passed (`skip`)."""
         if self.wall is None:
             return self.start
-        at = local_instant(self.wall, zone_or(user.timezone, self.fallback))
+        zone = user.timezone if zone_ok(user.timezone) else self.fallback
+        at = local_instant(self.wall, zone)
         if at >= self.now:
             return at
         return self.now if self.send_now else None
+
+
+def _hour(moment: datetime) -> datetime:
+    """The UTC hour a moment falls in (what the per-hour schedule groups by)."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def _spread(at: list[datetime], rate_per_minute: int | None) -> list[datetime]:
@@ -254,7 +248,7 @@ def simulate(session: Session, *, project: Project, campaign: Campaign, now: dat
     truncated = evaluated < in_target
     schedule: list[dict[str, Any]] = []
     if campaign.kind in SCHEDULED_KINDS:
-        hours = Counter(hour_of(t) for t in _spread(instants, campaign.rate_per_minute))
+        hours = Counter(_hour(t) for t in _spread(instants, campaign.rate_per_minute))
         schedule = [{"at": h, "count": n} for h, n in sorted(hours.items())]
     return {
         "reached": len(reached),
