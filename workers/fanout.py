@@ -173,12 +173,17 @@ def _share(session: Session, send: Send) -> int:
     return int(session.scalar(select(func.count()).where(Send.run_id == send.run_id)) or 1)
 
 
+# A chunk this close to its planned slot keeps the schedule (the first chunk starts a moment after
+# the send row is created; restarting from "now" would shift a second boundary between chunks).
+SPREAD_GRACE = timedelta(seconds=10)
+
+
 def _spread_start(session: Session, send: Send, offset: int, now: datetime) -> tuple[datetime, int]:
     """(base, position): continue the send's schedule, or restart it from now if it is late."""
     rate = int(send.rate_per_minute or 1)
     base = send.created_at.replace(microsecond=0)
     planned = base + timedelta(seconds=offset * 60 * _share(session, send) // rate)
-    if planned >= now:
+    if planned >= now - SPREAD_GRACE:
         return base, offset
     return now.replace(microsecond=0), 0
 

@@ -7,6 +7,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from app.schemas.common import Integer, whole
 from app.services.identity import MODES as IDENTITY_MODES
 from app.services.profiles import FieldError, normalize_timezone
+from journeys.text import LEADING_BLANKS_THEN_VISIBLE
 from workers.channels import CHANNELS
 from workers.channels.providers import PROVIDERS, provider_problem
 
@@ -215,7 +216,10 @@ class ProjectPatchSchema(Schema):
     """What a PATCH may change."""
 
     name = fields.Str(
-        validate=[validate.Length(max=200), validate.Regexp(r"^\s*\S", error="non-empty")]
+        validate=[
+            validate.Length(max=200),
+            validate.Regexp(LEADING_BLANKS_THEN_VISIBLE, error="non-empty"),
+        ]
     )
     defaultRegion = fields.Str(
         allow_none=True,

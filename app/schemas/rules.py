@@ -20,12 +20,13 @@ from journeys.rules.definition import (
     MAX_SET_ATTRIBUTES,
     MAX_TTL_SECONDS,
 )
+from journeys.text import VISIBLE_PATTERN
 
 NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME}
 REFERENCE = {
     "anyOf": [
         {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-        {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"\S"},
+        {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": VISIBLE_PATTERN},
     ],
     "description": "an id or a unique name (stored as the id); an unknown one is a 404",
 }

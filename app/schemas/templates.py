@@ -14,6 +14,7 @@ from app.rendering import CHANNELS
 from app.schemas.common import name_field
 from app.services.templates import MAX_DESCRIPTION_LENGTH as MAX_DESCRIPTION
 from app.services.templates import MAX_SOURCE_CHARS
+from journeys.text import VISIBLE_PATTERN
 
 LANGUAGE = {"type": "string", "format": "bcp47", "maxLength": 35}
 SOURCE = {"type": "string", "format": "jinja2", "maxLength": MAX_SOURCE_CHARS}
@@ -48,7 +49,7 @@ def _content_schema(channel: str) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     required = [group[0] for group in spec.required if len(group) == 1]
     for name in required:
-        properties[name] = {**properties[name], "pattern": r"\S"}
+        properties[name] = {**properties[name], "pattern": VISIBLE_PATTERN}
     if required:
         schema["required"] = required
     choices = [
@@ -57,7 +58,7 @@ def _content_schema(channel: str) -> dict[str, Any]:
                 {
                     "type": "object",
                     "required": [name],
-                    "properties": {name: {**SOURCE, "pattern": r"\S"}},
+                    "properties": {name: {**SOURCE, "pattern": VISIBLE_PATTERN}},
                 }
                 for name in group
             ]

@@ -28,6 +28,7 @@ from app.services.named import (
 )
 from app.services.profiles import FieldError, normalize_language
 from app.services.users import get_user
+from journeys.text import is_blank
 
 MAX_DESCRIPTION_LENGTH = 10_000
 # Per field source; rendering has its own caps (app.sandbox, and per field in app.rendering).
@@ -122,7 +123,7 @@ def _clean_content(
         else:
             _check_source(value, here, name in spec.html_fields, errors)
     for group in spec.required:
-        if not any(isinstance(content.get(f), str) and content[f].strip() for f in group):
+        if not any(isinstance(content.get(f), str) and not is_blank(content[f]) for f in group):
             wanted = " or ".join(group)
             errors.setdefault(f"{path}.{group[0]}", []).append(f"required: {wanted}")
     return dict(content)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from journeys.filters import EventCondition, FilterError, has_nul, parse_filter, to_json
+from journeys.text import is_blank
 
 # Stored strings (rules.trigger_kind, the keys of `when`): never rename.
 TRIGGER_KINDS = ("event", "audienceEntered", "audienceLeft", "attributeChanged")
@@ -97,7 +98,7 @@ def _reference(value: Any) -> str | None:
     """Why `value` is no audience/campaign reference (an id or a name)."""
     if _is_whole(value):
         return None if 1 <= value <= MAX_ID else "an id from 1"
-    if isinstance(value, str) and value.strip() and len(value) <= MAX_NAME:
+    if isinstance(value, str) and not is_blank(value) and len(value) <= MAX_NAME:
         return None
     return f"an id or a name (1-{MAX_NAME} characters)"
 
