@@ -34,6 +34,7 @@ from app.services.profiles import merge_attributes
 from app.services.rules import ATTRIBUTE_CHANGED, AUDIENCE_ENTERED, AUDIENCE_LEFT
 from app.services.user_facts import user_matches
 from journeys.rules import MAX_DEPTH, Cause, CompiledRule, Firing, RuleIndex, run_chain
+from journeys.rules.definition import action_kind
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +316,7 @@ def _apply(
     action: Mapping[str, Any],
     now: datetime,
 ) -> tuple[dict[str, Any], list[Cause]]:
-    kind = next(iter(action))
+    kind = action_kind(action)
     result: dict[str, Any] = {kind: action[kind]}
     if user is None:
         return {**result, "result": "skipped", "reason": NO_USER}, []

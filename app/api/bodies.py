@@ -13,7 +13,7 @@ import gzip
 import zlib
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, request
 
 from app import jsontext
 from app.errors import BadRequest, TooLarge
@@ -36,8 +36,10 @@ def read_json_body() -> Any:
 
 def _parsed_body() -> tuple[bytes, Any]:
     """The request's (inflated bytes, value) under parse_json, parsed once per request."""
-    if "cairn_json" in g:
-        return g.cairn_json
+    # Kept on the request (its WSGI environ), not on `g`: a test client or a caller inside an
+    # app context reuses that context, and so its `g`, for every request it makes.
+    if "cairn.json" in request.environ:
+        return request.environ["cairn.json"]
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     raw = request.get_data(cache=True)
     encoding = request.headers.get("Content-Encoding", "").lower()
@@ -54,14 +56,14 @@ def _parsed_body() -> tuple[bytes, Any]:
     if not raw:
         raise BadRequest("A JSON body is required", {"body": ["missing"]})
     body, rejected = parse_json(raw)
-    g.cairn_json = raw, body
-    g.cairn_rejected_items = rejected
+    request.environ["cairn.json"] = raw, body
+    request.environ["cairn.rejected_items"] = rejected
     return raw, body
 
 
 def rejected_items() -> dict[int, dict[str, list[str]]]:
     """Batch items `read_json_body` set aside (now `None`), by index, with their errors."""
-    return g.get("cairn_rejected_items") or {}
+    return request.environ.get("cairn.rejected_items") or {}
 
 
 def parse_json(raw: bytes) -> tuple[Any, dict[int, dict[str, list[str]]]]:

@@ -170,6 +170,12 @@ def parse_condition(raw: Any) -> dict[str, Any] | None:
         raise RuleError({_join("if", err.path): [err.message]}) from None
 
 
+def action_kind(action: Mapping[str, Any]) -> str:
+    """The kind of a stored action. Not its first key: PostgreSQL's JSONB orders keys by
+    length, so `{"addToAudience": 3, "ttlSeconds": 60}` comes back with `ttlSeconds` first."""
+    return next(k for k in ACTION_KINDS if k in action)
+
+
 def _parse_action(raw: Any, path: str, errors: dict[str, list[str]]) -> dict[str, Any] | None:
     if not isinstance(raw, Mapping):
         errors[path] = ["an object with one of " + ", ".join(ACTION_KINDS)]

@@ -180,3 +180,13 @@ def test_the_cairn_message_id_prefix_is_reserved_for_cairns_own_events(app, api)
     r = api.post("/v1/events", json={"name": "x", "userId": "u1", "messageId": "mine:cairn:1"})
     assert r.status_code == 202
     assert len(_events(app)) == 1
+
+
+def test_requests_made_inside_one_app_context_each_read_their_own_body(app, api):
+    # A caller inside an app context (a script, a test) shares that context's `g` across its
+    # requests; each request still stores its own batch (it stored the first one's again).
+    with app.app_context():
+        first = api.post("/v1/events", json=[{"name": "a", "userId": "u1"}])
+        second = api.post("/v1/events", json=[{"name": "b", "userId": f"u{i}"} for i in range(3)])
+    assert (first.json["accepted"], second.json["accepted"]) == (1, 3)
+    assert [e.name for e in _events(app)] == ["a", "b", "b", "b"]

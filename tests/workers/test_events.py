@@ -91,6 +91,20 @@ def test_an_event_moves_the_user_into_an_audience(app, api, workers):
     assert firing["actions"][0]["result"] == "joined"
 
 
+def test_a_rule_adds_with_its_ttl(app, api, workers):
+    # Stored as JSONB on PostgreSQL, the action comes back as {"ttlSeconds": .., "addToAudience":
+    # ..}: the processor once took the first key for its kind and skipped every such action.
+    audience(api, "browsing")
+    rule(api, "browse", {"event": "view"}, [{"addToAudience": "browsing", "ttlSeconds": 600}])
+    track(api, {"name": "view", "userId": "vic"})
+    wait_for(lambda: members(api, "browsing") == ["vic"])
+    [firing] = firings(api, "browse")
+    assert firing["actions"][0]["result"] == "joined"
+    with app.app_context():
+        [expires] = db.session.scalars(select(AudienceMember.expires_at))
+    assert timedelta(seconds=590) < expires - utcnow() <= timedelta(seconds=600)
+
+
 def test_the_abandoned_cart_chain(app, api, workers):
     cart_rules(api)
     track(api, {"name": "add_to_cart", "userId": "ann"}, {"name": "add_to_cart", "userId": "bob"})
