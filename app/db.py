@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import date, datetime
 from typing import Any
 
 from flask import Flask, g
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import (
+    BigInteger,
+    Engine,
+    any_,
+    create_engine,
+    event,
+    insert,
+    literal,
+    text,
+)
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -120,6 +131,120 @@ def insert_ignore(session: Session, model: Any, index_elements: list[str]) -> An
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(model).on_conflict_do_nothing(index_elements=index_elements)
+
+
+def bulk_insert(
+    session: Session,
+    model: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict: Sequence[str] | None = None,
+    returning: Sequence[str] = (),
+) -> list[Any]:
+    """Insert `rows` (all with the same keys) in one statement; the `returning` rows.
+
+    `conflict`: ON CONFLICT (these columns) DO NOTHING. On PostgreSQL the rows travel as one
+    JSON document (`INSERT ... SELECT ... FROM json_to_recordset(:rows)`): a short statement
+    psycopg parses once and one `json.dumps`, where a multi-row VALUES list is re-parsed on
+    every execution (~3 ms for a hundred rows of a dozen columns in the event processor's
+    profile) and array parameters are escaped element by element in Python. A JSON column's
+    None is stored as SQL NULL here (SQLAlchemy's JSON type would store JSON null; both read
+    back as None). Elsewhere, the dialect's executemany.
+    """
+    if not rows:
+        return []
+    names = list(rows[0])
+    table = model.__table__
+    if session.get_bind().dialect.name != "postgresql":
+        stmt = insert_ignore(session, model, list(conflict)) if conflict else insert(model)
+        if returning:
+            stmt = stmt.returning(*[table.c[n] for n in returning], sort_by_parameter_order=True)
+            return list(session.execute(stmt, [dict(r) for r in rows]))
+        session.execute(stmt, [dict(r) for r in rows])
+        return []
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    quoted = [f'"{n}"' for n in names]
+    columns = ", ".join(
+        f"{q} {table.c[n].type.compile(dialect=dialect)}"
+        for q, n in zip(quoted, names, strict=True)
+    )
+    sql = (
+        f'INSERT INTO "{table.name}" ({", ".join(quoted)}) SELECT {", ".join(quoted)}'
+        f" FROM json_to_recordset(CAST(:rows AS json)) AS x({columns})"
+    )
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+    if returning:
+        sql += f" RETURNING {', '.join(returning)}"
+    payload = json.dumps([dict(r) for r in rows], default=_json_value, separators=(",", ":"))
+    result = session.execute(text(sql), {"rows": payload})
+    return list(result) if returning else []
+
+
+def bulk_update_pg(
+    session: Session,
+    model: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    keep_when: str | None = None,
+    kept: Sequence[str] = (),
+) -> None:
+    """PostgreSQL: `UPDATE <table> SET ... FROM json_to_recordset(:rows) WHERE id = x.id`, the
+    rows (same keys, `id` among them) as one JSON document, like `bulk_insert`: one short
+    statement instead of an executemany of one UPDATE per row.
+
+    Columns in `kept` keep their current value where the SQL condition `keep_when` (over the
+    table's columns, qualified as `t.`) holds.
+    """
+    if not rows:
+        return
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    table = model.__table__
+    names = list(rows[0])
+    columns = ", ".join(f'"{n}" {table.c[n].type.compile(dialect=dialect)}' for n in names)
+    sets = []
+    for n in names:
+        if n == "id":
+            continue
+        if n in kept and keep_when:
+            sets.append(f'"{n}" = CASE WHEN {keep_when} THEN t."{n}" ELSE x."{n}" END')
+        else:
+            sets.append(f'"{n}" = x."{n}"')
+    sql = (
+        f'UPDATE "{table.name}" AS t SET {", ".join(sets)}'
+        f" FROM json_to_recordset(CAST(:rows AS json)) AS x({columns}) WHERE t.id = x.id"
+    )
+    payload = json.dumps([dict(r) for r in rows], default=_json_value, separators=(",", ":"))
+    session.execute(text(sql), {"rows": payload})
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:  # as UTCDateTime refuses them
+            raise ValueError("naive datetime given to a UTC column")
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a column value bulk_insert can send")
+
+
+def ids_in(session: Session, column: Any, ids: Iterable[int]) -> Any:
+    """`column IN (ids)` as one parameter on PostgreSQL (`= ANY(:ids)`, a bigint array).
+
+    An expanded IN renders a placeholder per id: psycopg then parses the long statement text
+    on every execution (too long for its cache), ~5 ms a statement of a few hundred ids in
+    the event processor's profile. SQLite keeps the plain IN.
+    """
+    values = list(ids)
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(literal(values, type_=ARRAY(BigInteger)))
+    return column.in_(values)
 
 
 def defer(session: Session, actor_name: str, *args: Any) -> None:

@@ -38,7 +38,7 @@ def statement_kind(sql: str) -> str:
     """`INSERT INTO events`, `UPDATE users`, `SELECT ... FROM users`: the statement's shape."""
     words = sql.split()
     head = words[0].upper() if words else "?"
-    m = re.search(r"\b(?:INTO|UPDATE|FROM)\s+(\w+)", sql, re.IGNORECASE)
+    m = re.search(r"\b(?:INTO|UPDATE|FROM)\s+\"?(\w+)", sql, re.IGNORECASE)
     extra = ""
     if head == "UPDATE" and "CASE" in sql:
         extra = " SET ... CASE"

@@ -639,7 +639,8 @@ def _pending_messages(campaign_id: Any) -> Any:
 
 
 def complete_campaigns(session: Session, now: datetime) -> int:
-    """Scheduled campaigns that are over (all runs ended, every message ended) → completed."""
+    """Campaigns that are over → completed: a broadcast whose runs all ended, a recurring,
+    triggered or API campaign whose window ended; every message of theirs ended."""
     open_runs = exists().where(
         CampaignRun.campaign_id == Campaign.id, CampaignRun.status.in_(("scheduled", "running"))
     )
@@ -651,9 +652,11 @@ def complete_campaigns(session: Session, now: datetime) -> int:
             select(Campaign)
             .where(
                 Campaign.status == "active",
-                Campaign.kind.in_(SCHEDULED_KINDS),
-                over,
-                ~open_runs,
+                or_(
+                    and_(Campaign.kind.in_(SCHEDULED_KINDS), over, ~open_runs),
+                    # Triggered and API campaigns run until their window ends.
+                    and_(Campaign.kind.in_(("triggered", "api")), window_over),
+                ),
                 ~_pending_messages(Campaign.id),
             )
             .limit(100)
@@ -664,10 +667,11 @@ def complete_campaigns(session: Session, now: datetime) -> int:
         campaign.status = "completed"
         campaign.completed_at = now
         campaign.updated_at = now
+        sent = ran or session.scalar(select(exists().where(Send.campaign_id == campaign.id)))
         campaign.status_reason = (
             "every run finished and every message ended"
             if ran and campaign.kind == "broadcast"
-            else "the campaign window ended" + ("" if ran else " before anything was sent")
+            else "the campaign window ended" + ("" if sent else " before anything was sent")
         )
     session.flush()
     return len(candidates)

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import String, case, cast, distinct, func, insert, literal, or_, select, update
+from sqlalchemy import String, case, cast, distinct, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.db import bulk_insert, bulk_update_pg, ids_in
 from app.models import Audience, AudienceMember, Project, User
 from app.models.base import utcnow
 from app.models.message import (
@@ -168,7 +169,7 @@ def claim(session: Session, message_ids: Sequence[int], now: datetime) -> list[i
         session.scalars(
             update(Message)
             .where(
-                Message.id.in_(list(message_ids)),
+                ids_in(session, Message.id, message_ids),
                 Message.status == "queued",
                 or_(Message.not_before.is_(None), Message.not_before <= now),
             )
@@ -215,7 +216,9 @@ def deliver_batch(
 
 def _load(session: Session, ids: list[int], now: datetime) -> _Loaded:
     messages = list(
-        session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id))
+        session.scalars(
+            select(Message).where(ids_in(session, Message.id, ids)).order_by(Message.id)
+        )
     )
     sends = _by_id(session, Send, {m.send_id for m in messages if m.send_id is not None})
     projects = _by_id(session, Project, {m.project_id for m in messages})
@@ -278,7 +281,7 @@ def _topic_members(
             .where(
                 Audience.project_id == project_id,
                 Audience.name.in_([f"topic:{t}" for t in topics]),
-                AudienceMember.user_id.in_(user_ids),
+                ids_in(session, AudienceMember.user_id, user_ids),
                 is_current(now),
             )
         )
@@ -303,7 +306,9 @@ def _targets(session: Session, messages: list[Message]) -> dict[tuple[str, str],
 def _by_id(session: Session, model: Any, ids: set[int]) -> dict[int, Any]:
     if not ids:
         return {}
-    return {row.id: row for row in session.scalars(select(model).where(model.id.in_(ids)))}
+    return {
+        row.id: row for row in session.scalars(select(model).where(ids_in(session, model.id, ids)))
+    }
 
 
 def _suppressed(session: Session, messages: Sequence[Decidable]) -> dict[tuple[int, str, str], str]:
@@ -407,7 +412,7 @@ def _recent_counts(
         rows = session.execute(
             select(Message.user_id, func.count(distinct(_cap_unit())))
             .where(
-                Message.user_id.in_(user_ids),
+                ids_in(session, Message.user_id, user_ids),
                 Message.status.in_(REACHED),
                 Message.transactional.is_(False),
                 Message.sent_at > now - timedelta(seconds=window),
@@ -726,8 +731,13 @@ def _record(
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(sorted(row)), []).append(row)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    kept_when = "t.status IN (" + ", ".join(f"'{s}'" for s in REPORTED) + ")"
     for keys, group in groups.items():
-        session.execute(_update_keeping_reports(keys), [_bound(row) for row in group])
+        if postgres:  # one statement for the group, not one UPDATE per message
+            bulk_update_pg(session, Message, group, keep_when=kept_when, kept=("status", "reason"))
+        else:
+            session.execute(_update_keeping_reports(keys), [_bound(row) for row in group])
     kept = _kept_reports(session, messages, outcomes)
     history = [
         {
@@ -739,8 +749,7 @@ def _record(
         for m in messages
         if m.id not in kept
     ]
-    if history:
-        session.execute(insert(MessageStatusChange), history)
+    bulk_insert(session, MessageStatusChange, history)
     for o in outcomes.values():
         for effect in o.effects:
             assert o.delivery is not None
@@ -787,7 +796,7 @@ def _kept_reports(
         return {}
     found = session.execute(
         select(Message.id, Message.status).where(
-            Message.id.in_(reached), Message.status.in_(REPORTED)
+            ids_in(session, Message.id, reached), Message.status.in_(REPORTED)
         )
     ).all()
     return {mid: status for mid, status in found if status != outcomes[mid].status}

@@ -23,18 +23,19 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.db import bulk_insert, ids_in
 from app.models import Audience, Campaign, Event, Project, Rule, RuleFiring, User
 from app.models.base import utcnow
 from app.services import campaign_goals, campaign_triggers
-from app.services.audiences import add_members, remove_members
+from app.services.audiences import MembershipBatch
 from app.services.profiles import merge_attributes
 from app.services.rules import ATTRIBUTE_CHANGED, AUDIENCE_ENTERED, AUDIENCE_LEFT
 from app.services.user_facts import user_matches
 from journeys.rules import MAX_DEPTH, Cause, CompiledRule, Firing, RuleIndex, run_chain
-from journeys.rules.definition import action_kind
+from journeys.rules.definition import AUDIENCE_ACTIONS, action_kind
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,34 @@ class _Job:
         self._rules: dict[int, RuleIndex] = {}
         self._audiences: dict[int, dict[int, str]] = {}
         self._listeners: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+        self._triggered: dict[tuple[int, str], list[Campaign]] = {}
+        # Written together before each commit (`flush`): sends and their messages, firings.
+        self.sends = campaign_triggers.SendBatch(session, before_read=self.flush_memberships)
+        self.members: MembershipBatch | None = None
+        self.firings: list[dict[str, Any]] = []
+
+    def flush_memberships(self) -> None:
+        """Write the group's audience changes so far (before anything reads memberships)."""
+        if self.members is not None:
+            self.members.flush()
+
+    def triggered(self, project_id: int, event_name: str) -> list[Campaign]:
+        """The active triggered campaigns listening for this event (read once per job: an
+        activation or a pause counts from the next job, a second or less later)."""
+        key = (project_id, event_name)
+        if key not in self._triggered:
+            self._triggered[key] = campaign_triggers.triggered_by(
+                self.session, project_id, event_name
+            )
+        return self._triggered[key]
+
+    def flush(self) -> None:
+        """Write the audience changes, the planned sends, then the firings (whose results
+        hold their message ids)."""
+        self.flush_memberships()
+        self.sends.flush()
+        firings, self.firings = self.firings, []
+        bulk_insert(self.session, RuleFiring, firings)
 
     def project(self, project_id: int) -> Project:
         if project_id not in self._projects:
@@ -119,6 +148,16 @@ class _Job:
             )
         return self._listeners[project_id]
 
+    def moved_audiences(self, project_id: int) -> set[int]:
+        """The audiences the project's rules add users to or remove them from."""
+        return {
+            int(action[kind])
+            for rule in self.rules(project_id).all()
+            for action in rule.actions
+            for kind in AUDIENCE_ACTIONS
+            if kind in action
+        }
+
     def audience_name(self, project_id: int, audience_id: int) -> str | None:
         """The audience's name, None when it no longer exists (loaded once per job)."""
         if project_id not in self._audiences:
@@ -136,7 +175,7 @@ def process_events(session: Session, event_ids: list[int], settings: Mapping[str
     for start in range(0, len(ids), _CHUNK):
         pending += session.execute(
             select(Event.id, Event.user_id).where(
-                Event.id.in_(ids[start : start + _CHUNK]), Event.processed_at.is_(None)
+                ids_in(session, Event.id, ids[start : start + _CHUNK]), Event.processed_at.is_(None)
             )
         ).all()
     session.commit()  # a short read; the work below is in transactions of USERS_PER_COMMIT
@@ -173,7 +212,7 @@ def _lock_users(session: Session, user_ids: list[int]) -> list[User]:
     """
     stmt = (
         select(User)
-        .where(User.id.in_(user_ids))
+        .where(ids_in(session, User.id, user_ids))
         .order_by(User.id)
         .execution_options(populate_existing=True)
     )
@@ -198,7 +237,7 @@ def _process_users(job: _Job, user_ids: list[int], up_to: int) -> tuple[set[int]
     if len(locked) < len(user_ids):
         # Not locked: held by another transaction (the caller tries again) or gone (erased).
         rest = sorted(set(user_ids) - locked)
-        existing = set(session.scalars(select(User.id).where(User.id.in_(rest))))
+        existing = set(session.scalars(select(User.id).where(ids_in(session, User.id, rest))))
         handled |= set(rest) - existing
     if not users:
         return handled, 0
@@ -206,7 +245,7 @@ def _process_users(job: _Job, user_ids: list[int], up_to: int) -> tuple[set[int]
         session.scalars(
             select(Event)
             .where(
-                Event.user_id.in_(sorted(locked)),
+                ids_in(session, Event.user_id, sorted(locked)),
                 Event.processed_at.is_(None),
                 Event.id <= up_to,
             )
@@ -217,13 +256,16 @@ def _process_users(job: _Job, user_ids: list[int], up_to: int) -> tuple[set[int]
         return handled, 0
     now = utcnow()
     by_id = {u.id: u for u in users}
+    job.members = MembershipBatch(session, locked, cause="rule", related=job.moved_audiences)
     for event in events:
         assert event.user_id is not None
         _process_event(job, job.project(event.project_id), by_id[event.user_id], event, now)
+    job.flush()
+    job.members = None
     for start in range(0, len(events), _CHUNK):
         session.execute(
             update(Event)
-            .where(Event.id.in_([e.id for e in events[start : start + _CHUNK]]))
+            .where(ids_in(session, Event.id, [e.id for e in events[start : start + _CHUNK]]))
             .values(processed_at=now),
             execution_options={"synchronize_session": False},
         )
@@ -238,7 +280,7 @@ def _process_globals(job: _Job, event_ids: list[int]) -> int:
     claimed = list(
         session.scalars(
             update(Event)
-            .where(Event.id.in_(event_ids), Event.processed_at.is_(None))
+            .where(ids_in(session, Event.id, event_ids), Event.processed_at.is_(None))
             .values(processed_at=now)
             .returning(Event.id),
             execution_options={"synchronize_session": False},
@@ -248,13 +290,14 @@ def _process_globals(job: _Job, event_ids: list[int]) -> int:
         return 0
     events = session.scalars(
         select(Event)
-        .where(Event.id.in_(claimed))
+        .where(ids_in(session, Event.id, claimed))
         .order_by(Event.id)
         .execution_options(populate_existing=True)
     )
     for event in events:
         if not event.erased:  # an erased user's events lost their user: nothing to run
             _process_event(job, job.project(event.project_id), None, event, now)
+    job.flush()
     return len(claimed)
 
 
@@ -289,10 +332,18 @@ def _process_event(
             now=now,
             max_depth=job.max_depth,
         )
-        _record(job.session, project, user, event, firings, now)
+        _record(job, project, user, event, firings, now)
     triggers, goals = job.listeners(project.id)
     if event.name in triggers:
-        campaign_triggers.on_event(job.session, project=project, user=user, event=event, now=now)
+        campaign_triggers.on_event(
+            job.session,
+            project=project,
+            user=user,
+            event=event,
+            now=now,
+            batch=job.sends,
+            campaigns=job.triggered(project.id, event.name),
+        )
     if user is not None and event.name in goals:
         campaign_goals.on_event(job.session, project=project, user=user, event=event, now=now)
 
@@ -303,7 +354,8 @@ def _condition_holds(job: _Job, user: User | None, rule: CompiledRule, now: date
     if user is None:
         return False
     # user_matches reloads the facts: it sees the audience and attribute changes made so far
-    # (the session autoflushes before its queries).
+    # (written first; the session autoflushes the attributes before its queries).
+    job.flush_memberships()
     return user_matches(job.session, user, dict(rule.condition), now)
 
 
@@ -326,28 +378,23 @@ def _apply(
         name = job.audience_name(project.id, audience_id)
         if name is None:
             return {**result, "result": "skipped", "reason": "audience not found"}, []
+        members = job.members
+        assert members is not None  # a user's event: inside _process_users
         if kind == "addToAudience":
-            joined = add_members(
-                session,
+            joined = members.add(
                 project_id=project.id,
                 audience_id=audience_id,
-                user_pks=[user.id],
-                cause="rule",
+                user_pk=user.id,
                 ttl_seconds=action.get("ttlSeconds"),
                 now=now,
-            )[user.id]
+            )
             result["result"] = "joined" if joined else "already member"
             caused = [Cause("audienceEntered", str(audience_id), label=name)] if joined else []
             return result, caused
-        removed = remove_members(
-            session,
-            project_id=project.id,
-            audience_id=audience_id,
-            user_pks=[user.id],
-            cause="rule",
-            now=now,
+        removed = members.remove(
+            project_id=project.id, audience_id=audience_id, user_pk=user.id, now=now
         )
-        result["result"] = "left" if user.id in removed else "not a member"
+        result["result"] = "left" if removed else "not a member"
         caused = [Cause("audienceLeft", str(audience_id), label=name)] if removed else []
         return result, caused
     if kind == "setAttributes":
@@ -371,8 +418,11 @@ def _apply(
             params={},
             cause={"rule": rule.id, "event": event.id},
             now=now,
+            batch=job.sends,
         )
-        return {**result, **outcome}, []
+        # The same dict: the batch fills in its messageIds (and result) when it is written.
+        outcome.update(result)
+        return outcome, []
     return {**result, "result": "skipped", "reason": "journeys are not available yet"}, []
 
 
@@ -384,17 +434,14 @@ def _differs(before: Mapping[str, Any], after: Mapping[str, Any], key: str) -> b
 
 
 def _record(
-    session: Session,
+    job: _Job,
     project: Project,
     user: User | None,
     event: Event,
     firings: list[Firing],
     now: datetime,
 ) -> None:
-    if not firings:
-        return
-    session.execute(
-        insert(RuleFiring),
+    job.firings.extend(
         [
             {
                 "project_id": project.id,
@@ -409,5 +456,5 @@ def _record(
                 "at": now,
             }
             for f in firings
-        ],
+        ]
     )

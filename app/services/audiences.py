@@ -12,15 +12,15 @@ triggers. Re-adding a current member only refreshes its TTL and logs nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db import insert_ignore
+from app.db import bulk_insert, ids_in, insert_ignore
 from app.errors import InvalidInput, TooLarge
 from app.models import Audience, AudienceChange, AudienceMember, User
 from app.models.audience import CHANGE_CAUSES
@@ -182,8 +182,7 @@ def _change(member: Any, kind: str, cause: str, at: datetime) -> dict[str, Any]:
 
 
 def _log(session: Session, changes: list[dict[str, Any]]) -> None:
-    if changes:
-        session.execute(insert(AudienceChange), changes)
+    bulk_insert(session, AudienceChange, changes)
 
 
 def _set(session: Session, ids: list[int], **values: Any) -> None:
@@ -335,6 +334,209 @@ def remove_members(
     session.flush()
     _note_changes(session, project_id, audience_id, sorted(removed), False, cause, now)
     return removed
+
+
+@dataclass
+class _Membership:
+    """A membership as a MembershipBatch holds it (id None until its insert is written)."""
+
+    project_id: int
+    audience_id: int
+    user_id: int
+    id: int | None
+    joined_at: datetime | None
+    expires_at: datetime | None
+    left_at: datetime | None
+    new: bool = False
+    ttl_seconds: int | None = None
+
+    def current(self, now: datetime) -> bool:
+        return self.left_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class MembershipBatch:
+    """Audience adds and removes for one transaction's users, decided in memory, written by
+    `flush`: what `add_members` / `remove_members` do for one user, without their three
+    statements each (the event processor's rule actions: ~5 ms an event otherwise).
+
+    The caller holds the users' rows locked (the event processor does); the memberships of an
+    audience are read, and on PostgreSQL locked, for all the batch's users at its first use.
+    Readers of memberships (a rule's `if`, a campaign's target) must see the changes: call
+    `flush` before them. No internal events: the processor chains its own changes inline.
+    A membership a concurrent writer created between the read and the insert is handed to
+    `add_members` at `flush`, which refreshes it.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        user_pks: Iterable[int],
+        cause: str,
+        related: Callable[[int], Iterable[int]] | None = None,
+    ) -> None:
+        """`related(project_id)`: the audiences to read together at the first use of one of
+        the project's (the ones its rules move users between): one query, not one each."""
+        _check_cause(cause)
+        self.session = session
+        self.cause = cause
+        self._users = sorted(set(user_pks))
+        self._related = related
+        self._state: dict[int, dict[int, _Membership]] = {}
+        self._dirty: dict[tuple[int, int], _Membership] = {}
+        self._changes: list[dict[str, Any]] = []
+
+    def _members(self, project_id: int, audience_id: int) -> dict[int, _Membership]:
+        if audience_id not in self._state:
+            wanted = {audience_id} | set(self._related(project_id) if self._related else ())
+            wanted -= set(self._state)
+            for a in wanted:
+                self._state[a] = {}
+            session = self.session
+            for chunk in _chunks(self._users):
+                stmt = (
+                    select(*_MEMBER_COLUMNS, AudienceMember.joined_at)
+                    .where(
+                        ids_in(session, AudienceMember.audience_id, sorted(wanted)),
+                        ids_in(session, AudienceMember.user_id, chunk),
+                    )
+                    .order_by(AudienceMember.audience_id, AudienceMember.user_id)
+                )
+                for m in session.execute(_locked(session, stmt)):
+                    self._state[m.audience_id][m.user_id] = _Membership(
+                        m.project_id,
+                        m.audience_id,
+                        m.user_id,
+                        m.id,
+                        m.joined_at,
+                        m.expires_at,
+                        m.left_at,
+                    )
+        return self._state[audience_id]
+
+    def _log(self, m: _Membership, kind: str, cause: str, at: datetime | None) -> None:
+        self._changes.append(_change(m, kind, cause, at))
+
+    def add(
+        self,
+        *,
+        project_id: int,
+        audience_id: int,
+        user_pk: int,
+        ttl_seconds: int | None,
+        now: datetime,
+    ) -> bool:
+        """Make the user a current member (refreshing the expiry); True if they joined."""
+        expires = now + timedelta(seconds=ttl_seconds) if ttl_seconds else None
+        members = self._members(project_id, audience_id)
+        m = members.get(user_pk)
+        joined = True
+        if m is None:
+            m = members[user_pk] = _Membership(
+                project_id, audience_id, user_pk, None, now, expires, None, new=True
+            )
+        elif m.current(now):
+            joined = False
+        else:
+            if m.left_at is None:  # its TTL passed and the sweeper has not closed it yet
+                self._log(m, "left", "ttl", m.expires_at)
+            m.joined_at, m.left_at = now, None
+        m.expires_at, m.ttl_seconds = expires, ttl_seconds
+        if joined:
+            self._log(m, "joined", self.cause, now)
+        self._dirty[(audience_id, user_pk)] = m
+        return joined
+
+    def remove(self, *, project_id: int, audience_id: int, user_pk: int, now: datetime) -> bool:
+        """End the user's current membership; True if they were a current member."""
+        m = self._members(project_id, audience_id).get(user_pk)
+        if m is None or m.left_at is not None:
+            return False
+        removed = m.current(now)
+        if removed:
+            m.left_at = now
+            self._log(m, "left", self.cause, now)
+        else:  # its TTL passed: closed as the sweeper would, at its expiry
+            m.left_at = m.expires_at
+            self._log(m, "left", "ttl", m.expires_at)
+        self._dirty[(audience_id, user_pk)] = m
+        return removed
+
+    def flush(self) -> None:
+        """Write the changed memberships and the change log."""
+        dirty, self._dirty = list(self._dirty.values()), {}
+        changes, self._changes = self._changes, []
+        session = self.session
+        new = [m for m in dirty if m.new]
+        inserted = {id(m) for m in new}
+        lost: list[_Membership] = []
+        if new:
+            rows = [
+                {
+                    "project_id": m.project_id,
+                    "audience_id": m.audience_id,
+                    "user_id": m.user_id,
+                    "joined_at": m.joined_at,
+                    "expires_at": m.expires_at,
+                    "left_at": m.left_at,
+                }
+                for m in new
+            ]
+            made = bulk_insert(
+                session,
+                AudienceMember,
+                rows,
+                conflict=["audience_id", "user_id"],
+                returning=("id", "audience_id", "user_id"),
+            )
+            ids = {(a, u): i for i, a, u in made}
+            for m in new:
+                m.id, m.new = ids.get((m.audience_id, m.user_id)), False
+                if m.id is None:
+                    lost.append(m)
+        table = AudienceMember.__table__
+        updates = [
+            {"b_id": m.id, "b_joined": m.joined_at, "b_expires": m.expires_at, "b_left": m.left_at}
+            for m in dirty
+            if m.id is not None and id(m) not in inserted
+        ]
+        if updates:
+            session.execute(
+                update(table)
+                .where(table.c.id == bindparam("b_id"))
+                .values(
+                    joined_at=bindparam("b_joined"),
+                    expires_at=bindparam("b_expires"),
+                    left_at=bindparam("b_left"),
+                ),
+                updates,
+            )
+        if lost:
+            keys = {(m.audience_id, m.user_id) for m in lost}
+            changes = [c for c in changes if (c["audience_id"], c["user_id"]) not in keys]
+            for m in lost:
+                self._state[m.audience_id].pop(m.user_id, None)
+        _log(session, changes)
+        for m in lost:  # a concurrent writer's row: apply the change the careful way
+            assert m.joined_at is not None
+            if m.left_at is None:
+                add_members(
+                    session,
+                    project_id=m.project_id,
+                    audience_id=m.audience_id,
+                    user_pks=[m.user_id],
+                    cause=self.cause,
+                    ttl_seconds=m.ttl_seconds,
+                    now=m.joined_at,
+                )
+            else:
+                remove_members(
+                    session,
+                    project_id=m.project_id,
+                    audience_id=m.audience_id,
+                    user_pks=[m.user_id],
+                    cause=self.cause,
+                    now=m.left_at,
+                )
 
 
 def expire_memberships(session: Session, now: datetime, *, limit: int = EXPIRE_BATCH) -> int:

@@ -13,15 +13,57 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.db import defer
 from app.models import Campaign, Project
 from app.models.message import Send
-from app.services.messages import create_send
+from app.services.messages import send_values
 from journeys.campaigns import target_tree
 
 
 def dedup_key(campaign: Campaign, occurrence: str) -> str:
     """The messages' dedup key for one occurrence (`campaign:<id>:<occurrence>`)."""
     return f"campaign:{campaign.id}:{occurrence}"[:100]
+
+
+def campaign_send_values(
+    *,
+    project: Project,
+    campaign: Campaign,
+    occurrence: str,
+    now: datetime,
+    fan_out: bool,
+    params: Mapping[str, Any] | None = None,
+    run_id: int | None = None,
+    idempotency_key: str | None = None,
+) -> list[dict[str, Any]]:
+    """The sends rows of one occurrence: one per distinct template of `campaign.channels`."""
+    by_template: dict[int, list[str]] = {}
+    for channel, template_id in (campaign.channels or {}).items():
+        by_template.setdefault(int(template_id), []).append(channel)
+    target = {"segment": target_tree(campaign.target)} if fan_out else None
+    return [
+        {
+            **send_values(
+                project,
+                kind="campaign",
+                channels=channels,
+                content=dict(params or {}),
+                ttl_seconds=campaign.ttl_seconds,
+                transactional=campaign.category == "transactional",
+                target=target,
+                template_id=template_id,
+                topic=campaign.topic,
+                urgency=campaign.urgency,
+                now=now,
+            ),
+            "campaign_id": campaign.id,
+            "run_id": run_id,
+            "dedup_key": dedup_key(campaign, occurrence),
+            "rate_per_minute": campaign.rate_per_minute,
+            "idempotency_key": idempotency_key,
+        }
+        for template_id, channels in by_template.items()
+    ]
 
 
 def create_campaign_sends(
@@ -41,30 +83,22 @@ def create_campaign_sends(
     `fan_out=True`: each send targets the campaign's target (include/exclude as one filter) and
     its fan-out job is deferred. Otherwise the caller adds the recipients (`send_to_users`).
     """
-    by_template: dict[int, list[str]] = {}
-    for channel, template_id in (campaign.channels or {}).items():
-        by_template.setdefault(int(template_id), []).append(channel)
-    target = {"segment": target_tree(campaign.target)} if fan_out else None
-    sends = []
-    for template_id, channels in by_template.items():
-        send = create_send(
-            session,
+    sends = [
+        Send(**values)
+        for values in campaign_send_values(
             project=project,
-            kind="campaign",
-            channels=channels,
-            content=dict(params or {}),
-            ttl_seconds=campaign.ttl_seconds,
-            transactional=campaign.category == "transactional",
-            target=target,
-            template_id=template_id,
-            topic=campaign.topic,
-            urgency=campaign.urgency,
+            campaign=campaign,
+            occurrence=occurrence,
+            now=now,
+            fan_out=fan_out,
+            params=params,
+            run_id=run_id,
+            idempotency_key=idempotency_key,
         )
-        send.campaign_id = campaign.id
-        send.run_id = run_id
-        send.dedup_key = dedup_key(campaign, occurrence)
-        send.rate_per_minute = campaign.rate_per_minute
-        send.idempotency_key = idempotency_key
-        sends.append(send)
+    ]
+    session.add_all(sends)
     session.flush()
+    if fan_out:
+        for send in sends:
+            defer(session, "fan_out_send", send.id)
     return sends

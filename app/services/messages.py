@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, select, true
@@ -61,6 +61,43 @@ def _known_topic(project: Project, topic: str | None) -> str | None:
     return topic
 
 
+def send_values(
+    project: Project,
+    *,
+    kind: str,
+    channels: Sequence[str],
+    content: dict[str, Any],
+    ttl_seconds: int | None,
+    transactional: bool,
+    target: dict[str, Any] | None = None,
+    template_id: int | None = None,
+    topic: str | None = None,
+    urgency: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The columns of a send request (its content once, not per recipient)."""
+    now = now or utcnow()
+    return {
+        "project_id": project.id,
+        "kind": kind,
+        "channels": list(channels),
+        "content": content,
+        "ttl_seconds": ttl_seconds,
+        "transactional": transactional,
+        "target": target,
+        "template_id": template_id,
+        "topic": _known_topic(project, topic),
+        "urgency": urgency,
+        "status": "fanning_out" if target else "done",
+        "cursor": 0,
+        "recipients": 0,
+        "deduplicated": 0,
+        "created_at": now,
+        # The sweeper hands a fan-out out again only if this lease runs out.
+        "lease_until": now + FANOUT_LEASE if target else None,
+    }
+
+
 def create_send(
     session: Session,
     *,
@@ -75,25 +112,20 @@ def create_send(
     topic: str | None = None,
     urgency: str | None = None,
 ) -> Send:
-    """Store a send request (its content once, not per recipient)."""
+    """Store a send request, flushed (its fan-out job deferred when it has a target)."""
     send = Send(
-        project_id=project.id,
-        kind=kind,
-        channels=list(channels),
-        content=content,
-        ttl_seconds=ttl_seconds,
-        transactional=transactional,
-        target=target,
-        template_id=template_id,
-        topic=_known_topic(project, topic),
-        urgency=urgency,
-        status="fanning_out" if target else "done",
-        cursor=0,
-        recipients=0,
-        deduplicated=0,
-        created_at=utcnow(),
-        # The sweeper hands a fan-out out again only if this lease runs out.
-        lease_until=utcnow() + FANOUT_LEASE if target else None,
+        **send_values(
+            project,
+            kind=kind,
+            channels=channels,
+            content=content,
+            ttl_seconds=ttl_seconds,
+            transactional=transactional,
+            target=target,
+            template_id=template_id,
+            topic=topic,
+            urgency=urgency,
+        )
     )
     session.add(send)
     session.flush()

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
 from sqlalchemy import insert, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.db import defer, insert_ignore
+from app.db import bulk_insert, defer, insert_ignore
 from app.models import MessageEvent, User
 from app.models.message import Message, MessageStatusChange, Send
 from app.services import outcome_events
@@ -73,14 +73,26 @@ def enqueue_delivery(session: Session, ids: Sequence[int]) -> None:
         defer(session, "deliver_messages", list(ids[start : start + DELIVERY_BATCH]))
 
 
-def insert_messages(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert rows (already reached addresses skipped) and enqueue the new ones."""
+@overload
+def insert_messages(
+    session: Session, rows: Sequence[dict[str, Any]], *, with_send: Literal[False] = False
+) -> list[int]: ...
+@overload
+def insert_messages(
+    session: Session, rows: Sequence[dict[str, Any]], *, with_send: Literal[True]
+) -> list[tuple[int, int]]: ...
+def insert_messages(
+    session: Session, rows: Sequence[dict[str, Any]], *, with_send: bool = False
+) -> list[int] | list[tuple[int, int]]:
+    """Insert rows (already reached addresses skipped) and enqueue the new ones: their ids,
+    or (id, send id) pairs `with_send`."""
     if not rows:
         return []
-    stmt = insert_ignore(session, Message, DEDUP_COLUMNS)
-    ids = list(session.scalars(stmt.returning(Message.id), list(rows)))
-    enqueue_delivery(session, ids)
-    return ids
+    found = bulk_insert(session, Message, rows, conflict=DEDUP_COLUMNS, returning=("id", "send_id"))
+    enqueue_delivery(session, [r[0] for r in found])
+    if with_send:
+        return [(r[0], r[1]) for r in found]
+    return [r[0] for r in found]
 
 
 def insert_for_users(

@@ -87,14 +87,14 @@ def _is_whole(value: Any) -> bool:
     )
 
 
-def _name(value: Any) -> str | None:
+def name_problem(value: Any) -> str | None:
     """Why `value` is no event/attribute name (None when it is one)."""
     if not isinstance(value, str) or not value or len(value) > MAX_NAME:
         return f"a string of 1-{MAX_NAME} characters"
     return None
 
 
-def _reference(value: Any) -> str | None:
+def reference_problem(value: Any) -> str | None:
     """Why `value` is no audience/campaign reference (an id or a name)."""
     if _is_whole(value):
         return None if 1 <= value <= MAX_ID else "an id from 1"
@@ -141,7 +141,7 @@ def parse_when(raw: Any) -> tuple[dict[str, Any], str, Any]:
         if key != kind and key not in WHEN_EXTRA_KEYS[kind]:
             errors[f"when.{key}"] = ["unknown field"]
     value = raw[kind]
-    why = _reference(value) if kind in AUDIENCE_TRIGGERS else _name(value)
+    why = reference_problem(value) if kind in AUDIENCE_TRIGGERS else name_problem(value)
     if why:
         errors[f"when.{kind}"] = [why]
     if errors:
@@ -194,7 +194,7 @@ def _parse_action(raw: Any, path: str, errors: dict[str, list[str]]) -> dict[str
     if kind == "startJourney":
         errors[f"{path}.startJourney"] = [JOURNEYS_UNAVAILABLE]
     elif kind in AUDIENCE_ACTIONS or kind in CAMPAIGN_ACTIONS:
-        why = _reference(value)
+        why = reference_problem(value)
         if why:
             errors[f"{path}.{kind}"] = [why]
         elif _is_whole(value):
@@ -206,7 +206,7 @@ def _parse_action(raw: Any, path: str, errors: dict[str, list[str]]) -> dict[str
             errors[f"{path}.setAttributes"] = [f"at most {MAX_SET_ATTRIBUTES} attributes"]
         else:
             for key in value:
-                if _name(key):
+                if name_problem(key):
                     errors[f"{path}.setAttributes"] = [
                         f"attribute names are 1-{MAX_NAME} characters"
                     ]

@@ -137,6 +137,10 @@ class RuleIndex:
     def __bool__(self) -> bool:
         return bool(self._by_trigger)
 
+    def all(self) -> list[CompiledRule]:
+        """Every rule of the index."""
+        return [rule for items in self._by_trigger.values() for rule in items]
+
     def listens(self, kind: str, key: str) -> bool:
         """Whether some rule has this trigger (before `where`/`from`/`to`)."""
         return (kind, key) in self._by_trigger

@@ -433,3 +433,107 @@ def test_erased_user_leaves_every_audience(api):
     add(api, "vip", ["ann", "bob"])
     assert api.delete("/v1/users/ann").status_code == 200
     assert member_ids(api, "vip") == ["bob"] and count(api, "vip") == 1
+
+
+def test_a_membership_batch_does_what_add_and_remove_do(app, api):
+    """The event processor's batch (decided in memory, written at flush) against the
+    one-call functions, on the same starting memberships and the same operations."""
+    names = ["ann", "bob", "cy", "dan", "eve"]
+    assert api.post("/v1/users", json=[{"userId": n} for n in names]).status_code < 300
+    start: dict[str, dict] = {}
+    for ref in ("batched", "direct"):
+        start[ref] = create(api, ref)
+        add(api, ref, ["bob", "cy", "dan", "eve"])
+        remove(api, ref, ["dan"])  # a former member
+        expire_now(app, start[ref]["id"], "cy")  # TTL passed, not swept yet
+        expire_now(app, start[ref]["id"], "eve")
+    now = utcnow()
+    # (op, user, ttl); None marks a flush of the batch in the middle
+    ops = [
+        ("add", "ann", 60),  # new
+        ("add", "ann", None),  # refreshed: no expiry now
+        ("remove", "bob", None),  # current: removed
+        None,
+        ("add", "bob", 30),  # rejoins (a row from before the flush)
+        ("add", "cy", None),  # expired: a ttl leave at its expiry, then a join
+        ("remove", "dan", None),  # former: nothing
+        ("remove", "eve", None),  # expired: closed as the sweeper would, not removed
+        ("add", "ann", 90),  # refreshed again, after the flush
+        ("remove", "ann", None),
+        ("add", "ann", 10),
+    ]
+    with app.app_context(), db.begin() as session:
+        pks = {n: session.scalar(select(User.id).where(User.external_id == n)) for n in names}
+        project_id = session.scalar(select(User.project_id).where(User.id == pks["ann"]))
+        batch = audiences_service.MembershipBatch(session, pks.values(), cause="rule")
+        batched, direct = [], []
+        for op in ops:
+            if op is None:
+                batch.flush()
+                continue
+            kind, name, ttl = op
+            a, b = start["batched"]["id"], start["direct"]["id"]
+            if kind == "add":
+                batched.append(
+                    batch.add(
+                        project_id=project_id,
+                        audience_id=a,
+                        user_pk=pks[name],
+                        ttl_seconds=ttl,
+                        now=now,
+                    )
+                )
+                direct.append(
+                    audiences_service.add_members(
+                        session,
+                        project_id=project_id,
+                        audience_id=b,
+                        user_pks=[pks[name]],
+                        cause="rule",
+                        ttl_seconds=ttl,
+                        now=now,
+                    )[pks[name]]
+                )
+            else:
+                batched.append(
+                    batch.remove(project_id=project_id, audience_id=a, user_pk=pks[name], now=now)
+                )
+                direct.append(
+                    pks[name]
+                    in audiences_service.remove_members(
+                        session,
+                        project_id=project_id,
+                        audience_id=b,
+                        user_pks=[pks[name]],
+                        cause="rule",
+                        now=now,
+                    )
+                )
+        batch.flush()
+    assert batched == direct == [True, False, True, True, True, False, False, False, True, True]
+
+    def rel(t):  # the two audiences were set up at different moments: compare from `now`
+        return t if t is None else "before" if t < now else t - now
+
+    def state(ref):
+        with app.app_context():
+            rows = db.session.execute(
+                select(
+                    User.external_id,
+                    AudienceMember.joined_at,
+                    AudienceMember.expires_at,
+                    AudienceMember.left_at,
+                )
+                .join(User, User.id == AudienceMember.user_id)
+                .where(AudienceMember.audience_id == start[ref]["id"])
+                .order_by(User.external_id)
+            )
+            return [(name, *map(rel, times)) for name, *times in rows]
+
+    def log(ref):
+        return sorted((*c[:3], rel(c[3])) for c in changes(app, start[ref]["id"]))
+
+    assert state("batched") == state("direct")
+    assert log("batched") == log("direct")
+    assert ("cy", "left", "ttl", "before") in log("batched")
+    assert member_ids(api, "batched") == member_ids(api, "direct") == ["ann", "bob", "cy"]

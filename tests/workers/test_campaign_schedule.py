@@ -340,6 +340,21 @@ def test_recurring_completes_only_after_its_window(app, api, project):
     assert api.get(f"/v1/campaigns/{c['id']}").json["status"] == "completed"
 
 
+def test_a_triggered_campaign_completes_when_its_window_ends(app, api, project):
+    c = _campaign(
+        api,
+        kind="triggered",
+        trigger={"event": "signup"},
+        window={"endsAt": "2026-12-10T00:00:00Z"},
+    )
+    _activate(api, c["id"])
+    assert _step(app, cs.complete_campaigns, datetime(2026, 12, 9, tzinfo=UTC)) == 0
+    assert _step(app, cs.complete_campaigns, datetime(2026, 12, 10, tzinfo=UTC)) == 1
+    body = api.get(f"/v1/campaigns/{c['id']}").json
+    assert body["status"] == "completed"
+    assert body["statusReason"] == "the campaign window ended before anything was sent"
+
+
 def test_failing_campaign_is_auto_paused_with_the_rate(app, api, project):
     _users(app, project.id, [None] * 30)
     c = _campaign(api)

@@ -1,0 +1,92 @@
+"""Journeys: a versioned graph of steps that takes each user down a flow over time.
+
+Pure, like all of `journeys/`: `definition` validates and normalizes a journey body,
+`entry` decides who may enter, `machine` advances a run and returns effects for the worker
+to apply. The step types live in `journeys.steps`.
+"""
+
+from journeys.journey.definition import (
+    MAX_STEPS,
+    MAX_STEPS_PER_ADVANCE,
+    POLICIES,
+    TRIGGER_KINDS,
+    EntryPolicy,
+    ExitRule,
+    Goal,
+    JourneyError,
+    JourneySpec,
+    Trigger,
+    canonical_json,
+    fingerprint,
+    listened_events,
+    parse_journey,
+    required_event_names,
+    resolve_references,
+    to_json,
+)
+from journeys.journey.entry import PreviousRuns, entry_key, may_enter, trigger_matches
+from journeys.journey.machine import (
+    RUN_STATUSES,
+    TERMINAL,
+    RunFacts,
+    RunState,
+    advance,
+    on_event,
+    run_from_json,
+    run_to_json,
+    start,
+)
+from journeys.steps import IncomingEvent, WebhookResult
+from journeys.steps.effects import (
+    AudienceChange,
+    CallWebhook,
+    Converted,
+    Effect,
+    Exit,
+    Send,
+    SetAttributes,
+    Wake,
+)
+
+__all__ = [
+    "MAX_STEPS",
+    "MAX_STEPS_PER_ADVANCE",
+    "POLICIES",
+    "RUN_STATUSES",
+    "TERMINAL",
+    "TRIGGER_KINDS",
+    "AudienceChange",
+    "CallWebhook",
+    "Converted",
+    "Effect",
+    "EntryPolicy",
+    "Exit",
+    "ExitRule",
+    "Goal",
+    "IncomingEvent",
+    "JourneyError",
+    "JourneySpec",
+    "PreviousRuns",
+    "RunFacts",
+    "RunState",
+    "Send",
+    "SetAttributes",
+    "Trigger",
+    "Wake",
+    "WebhookResult",
+    "advance",
+    "canonical_json",
+    "entry_key",
+    "fingerprint",
+    "listened_events",
+    "may_enter",
+    "on_event",
+    "parse_journey",
+    "required_event_names",
+    "resolve_references",
+    "run_from_json",
+    "run_to_json",
+    "start",
+    "to_json",
+    "trigger_matches",
+]
