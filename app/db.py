@@ -155,6 +155,7 @@ def bulk_insert(
         return []
     names = list(rows[0])
     table = model.__table__
+    session.flush()  # a textual statement does not autoflush: pending rows first, as the ORM's
     if session.get_bind().dialect.name != "postgresql":
         stmt = insert_ignore(session, model, list(conflict)) if conflict else insert(model)
         if returning:
@@ -205,6 +206,7 @@ def bulk_update_pg(
     dialect = postgresql.dialect()
     table = model.__table__
     names = list(rows[0])
+    session.flush()  # as bulk_insert
     columns = ", ".join(f'"{n}" {table.c[n].type.compile(dialect=dialect)}' for n in names)
     sets = []
     for n in names:

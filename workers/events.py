@@ -4,9 +4,10 @@ A job carries the ids of committed events. Each event is processed once: `proces
 in the same transaction as its effects, so a redelivered job finds nothing left to do and a
 crash before the commit redoes the event whole.
 
-The events of one user are processed in id order whichever worker gets which job: the job locks
-the user's row (PostgreSQL `FOR UPDATE`; SQLite serializes writers with BEGIN IMMEDIATE) and
-processes every unprocessed event of that user up to the newest id it was given, in id order.
+The events of one user are processed in id order whichever worker gets which job: the job takes
+the user's processing lock (a PostgreSQL advisory lock, `app.services.user_locks`; SQLite
+serializes writers with BEGIN IMMEDIATE) and processes every unprocessed event of that user up
+to the newest id it was given, in id order.
 So a job for a later event that runs first processes the earlier one first, and the job of the
 earlier one then finds it done. Ingestion cannot commit a user's earlier event after a later one:
 it locks the user row before inserting (`upsert_seen_users_pg`; SQLite serializes). Global
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Session
 from app.db import bulk_insert, ids_in
 from app.models import Audience, Campaign, Event, Project, Rule, RuleFiring, User
 from app.models.base import utcnow
-from app.services import campaign_goals, campaign_triggers
+from app.services import campaign_goals, campaign_triggers, user_locks
 from app.services.audiences import MembershipBatch
 from app.services.profiles import merge_attributes
 from app.services.rules import ATTRIBUTE_CHANGED, AUDIENCE_ENTERED, AUDIENCE_LEFT
@@ -61,6 +62,8 @@ class _Job:
         # Written together before each commit (`flush`): sends and their messages, firings.
         self.sends = campaign_triggers.SendBatch(session, before_read=self.flush_memberships)
         self.members: MembershipBatch | None = None
+        # Users whose row this transaction locked (to change it): reset at each commit.
+        self.row_locked: set[int] = set()
         self.firings: list[dict[str, Any]] = []
 
     def flush_memberships(self) -> None:
@@ -203,26 +206,38 @@ def process_events(session: Session, event_ids: list[int], settings: Mapping[str
 
 
 def _lock_users(session: Session, user_ids: list[int]) -> list[User]:
-    """Lock (PostgreSQL) and load users; the ones another transaction holds are left out,
-    unless all are, then the first is waited for (holding no other lock meanwhile).
+    """Take the users' processing locks (`app.services.user_locks`) and load them; the ones
+    another transaction holds are left out, unless all are, then the first is waited for
+    (holding no other lock meanwhile).
 
-    A job never waits while holding a user, so two jobs, or a job and ingestion (which locks
-    users in userId order), cannot deadlock; users are handled in id order, so neither can a
-    job and an API members call (which locks memberships in user order).
+    A job never waits while holding a user, so two jobs cannot deadlock; users are handled in id
+    order, so neither can a job and an API members call (which locks memberships in user
+    order). Ingestion is not held up: it locks the user rows, which a job leaves alone unless
+    it changes one (`_lock_row`).
     """
-    stmt = (
-        select(User)
-        .where(ids_in(session, User.id, user_ids))
-        .order_by(User.id)
-        .execution_options(populate_existing=True)
+    locked = user_locks.try_lock(session, user_ids)
+    if not locked:
+        user_locks.lock(session, user_ids[:1])
+        locked = {user_ids[0]}
+    return list(
+        session.scalars(
+            select(User)
+            .where(ids_in(session, User.id, sorted(locked)))
+            .order_by(User.id)
+            .execution_options(populate_existing=True)
+        )
     )
-    if session.get_bind().dialect.name != "postgresql":
-        return list(session.scalars(stmt))  # SQLite: this transaction is the only writer
-    users = list(session.scalars(stmt.with_for_update(skip_locked=True)))
-    if users:
-        return users
-    first = select(User).where(User.id == user_ids[0]).with_for_update()
-    return list(session.scalars(first.execution_options(populate_existing=True)))
+
+
+def _lock_row(job: _Job, user: User) -> None:
+    """Before the job changes a user row: lock it and read its attributes afresh (ingestion
+    may have changed them since the job loaded the user). Once per user and transaction."""
+    if user.id in job.row_locked:
+        return
+    job.row_locked.add(user.id)
+    if job.session.get_bind().dialect.name == "postgresql":
+        job.session.flush()
+        job.session.refresh(user, ["attributes", "updated_at"], with_for_update=True)
 
 
 def _process_users(job: _Job, user_ids: list[int], up_to: int) -> tuple[set[int], int]:
@@ -262,6 +277,7 @@ def _process_users(job: _Job, user_ids: list[int], up_to: int) -> tuple[set[int]
         _process_event(job, job.project(event.project_id), by_id[event.user_id], event, now)
     job.flush()
     job.members = None
+    job.row_locked = set()
     for start in range(0, len(events), _CHUNK):
         session.execute(
             update(Event)
@@ -398,6 +414,7 @@ def _apply(
         caused = [Cause("audienceLeft", str(audience_id), label=name)] if removed else []
         return result, caused
     if kind == "setAttributes":
+        _lock_row(job, user)
         before = dict(user.attributes or {})
         after = merge_attributes(before, dict(action[kind]))
         changed = [k for k in action[kind] if _differs(before, after, k)]

@@ -25,6 +25,7 @@ from app.models import AnonymousId, AudienceChange, AudienceMember, Event, Proje
 from app.models.base import utcnow
 from app.models.channels import PushSubscription
 from app.models.message import Message
+from app.services import user_locks
 from app.services.profiles import (
     CONTACT_FIELDS,
     RESERVED,
@@ -145,10 +146,12 @@ def merge_users(session: Session, *, source: User, target: User, verified: bool)
     if source.id == target.id:
         return
     if session.get_bind().dialect.name == "postgresql":
-        # Both rows locked (in id order) before anything moves: an event processor working on
-        # either user finishes first, and an event stored for `source` meanwhile waits on the
-        # lock (its foreign key check) instead of landing between the moves and the delete,
-        # where deleting `source` would set its user to NULL and lose it from the profile.
+        # Both users' processing locks, then both rows (each in id order), before anything
+        # moves: an event processor working on either user finishes first, and an event
+        # stored for `source` meanwhile waits on the row lock (its foreign key check) instead
+        # of landing between the moves and the delete, where deleting `source` would set its
+        # user to NULL and lose it from the profile.
+        user_locks.lock(session, (source.id, target.id))
         session.execute(
             select(User.id)
             .where(User.id.in_(sorted((source.id, target.id))))
