@@ -100,6 +100,7 @@ def main() -> int:
     p.add_argument("--events", type=int, default=2000)
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--job-size", type=int, default=500)
+    p.add_argument("--deliver-size", type=int, default=250, help="messages per delivery job")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--no-cprofile", action="store_true", help="time only (no profiler overhead)")
     args = harness.parse(p, None, QUICK)
@@ -218,9 +219,9 @@ def main() -> int:
         print(f"messages queued by the events: {len(queued)}")
 
         def run_deliveries() -> None:
-            for start in range(0, len(queued), 250):
+            for start in range(0, len(queued), args.deliver_size):
                 with db.sessionmaker() as session:
-                    deliver_batch(session, queued[start : start + 250], settings)
+                    deliver_batch(session, queued[start : start + args.deliver_size], settings)
 
         if queued:
             profiled(

@@ -346,3 +346,71 @@ def test_global_events_and_redelivered_jobs(app, api, workers):
         # The same job delivered again (Redis requeues unacked work): nothing runs twice.
         assert process_events(session, ids, dict(app.config)) == 0
     assert len(firings(api, "on visit")) == 1 and len(firings(api, "on launch")) == 1
+
+
+def test_a_user_being_processed_can_still_send_events(app, api, database_url):
+    """The processor holds a user's processing lock, not the row ingestion locks: a POST for
+    that user is stored while a job works on the user's earlier events (it once waited for the
+    job's commit), and a second job cannot take the same user meanwhile."""
+    import pytest
+
+    from app.services import user_locks
+    from workers.events import _lock_users
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serializes writers: the POST waits for any writer by design")
+    track(api, {"name": "first", "userId": "busy"})
+    with app.app_context():
+        pk = db.session.scalar(select(User.id).where(User.external_id == "busy"))
+        db.session.commit()
+        with db.sessionmaker() as job, db.sessionmaker() as other:
+            assert [u.id for u in _lock_users(job, [pk])] == [pk]
+            assert user_locks.try_lock(other, [pk]) == set()
+            other.rollback()
+            answers: dict = {}
+            poster = threading.Thread(
+                target=lambda: answers.update(
+                    r=api.post("/v1/events", json={"name": "second", "userId": "busy"})
+                )
+            )
+            poster.start()
+            poster.join(30)
+            stored = not poster.is_alive()
+            job.rollback()  # releases the lock (a hung POST then finishes too)
+            poster.join(30)
+    assert stored, "the POST waited for the processing job"
+    assert answers["r"].status_code == 202
+    with app.app_context():
+        names = db.session.scalars(select(Event.name).where(Event.user_id == pk).order_by(Event.id))
+        assert list(names) == ["first", "second"]
+
+
+def test_a_job_takes_along_older_events_of_users_no_job_holds(app, api, database_url):
+    """Events posted one by one share jobs behind a backlog: a job given c's event also
+    processes a's older one, leaves b's to whoever holds b, and never touches a newer one."""
+    from app.services import user_locks
+    from workers.events import process_events
+
+    track(api, {"name": "x", "userId": "a"}, {"name": "x", "userId": "b"})
+    track(api, {"name": "x", "userId": "c"})
+    track(api, {"name": "x", "userId": "d"})  # newer than c's: not c's job's business
+    with app.app_context():
+        ids = {
+            n: v
+            for n, v in db.session.execute(
+                select(User.external_id, Event.id).join(User, User.id == Event.user_id)
+            )
+        }
+        b = db.session.scalar(select(User.id).where(User.external_id == "b"))
+        db.session.commit()
+        postgres = database_url.startswith("postgresql")
+        with db.sessionmaker() as holder, db.sessionmaker() as session:
+            if postgres:
+                assert user_locks.try_lock(holder, [b]) == {b}
+            assert process_events(session, [ids["c"]], dict(app.config)) == (2 if postgres else 3)
+            holder.rollback()
+        rows = db.session.execute(
+            select(User.external_id, Event.processed_at).join(User, User.id == Event.user_id)
+        )
+        processed = {name: at is not None for name, at in rows}
+    assert processed == {"a": True, "b": not postgres, "c": True, "d": False}
