@@ -71,3 +71,11 @@ def start_campaign_run(run_id: int) -> None:
 def sweep() -> None:
     """Run every sweep task once (workers.sweeps)."""
     run_sweep(job_session(), utcnow(), runtime.settings())
+
+
+@dramatiq.actor(queue_name="journeys", **JOB_OPTIONS)
+def call_journey_webhook(call_id: int) -> None:
+    """Make a journey webhook step's signed call once, save its answer, advance the run."""
+    from workers.journey_webhooks import call_webhook
+
+    call_webhook(job_session(), call_id, runtime.settings())

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from app.db import bulk_insert, ids_in
 from app.models import Audience, Campaign, Event, Project, Rule, RuleFiring, User
 from app.models.base import utcnow
-from app.services import campaign_goals, campaign_triggers, user_locks
+from app.services import campaign_goals, campaign_triggers, journey_runs, user_locks
 from app.services.audiences import MembershipBatch
 from app.services.profiles import merge_attributes
 from app.services.rules import ATTRIBUTE_CHANGED, AUDIENCE_ENTERED, AUDIENCE_LEFT
@@ -168,7 +168,7 @@ class Automation:
     def current(cls, session: Session, project_id: int) -> Automation:
         stamp = cls._stamp(session, project_id)
         now = time.monotonic()
-        key = (str(session.get_bind().url), project_id)
+        key = (str(session.get_bind().engine.url), project_id)
         cached = _automation_cache.get(key)
         if (
             cached is not None
@@ -290,7 +290,7 @@ def process_events(session: Session, event_ids: list[int], settings: Mapping[str
             .limit(extra_limit)
         ).scalars()
         mine = set(users)
-        extra = sorted({u for u in others if u not in mine})
+        extra = sorted({u for u in others if u is not None and u not in mine})
     session.commit()  # a short read; the work below is in transactions of USERS_PER_COMMIT
     global_ids = sorted(event_id for event_id, user_id in pending if user_id is None)
     job = _Job(session, settings)
@@ -478,6 +478,24 @@ def _process_event(
         )
     if user is not None and event.name in goals:
         campaign_goals.on_event(job.session, project=project, user=user, event=event, now=now)
+    if user is None:
+        return
+    # Journeys last: runs waiting for this event, exits and goals, then the journeys it starts.
+    if event.name in journey_runs.listening(job.session, project.id):
+        journey_runs.on_event(
+            job.session, project=project, user=user, event=event, now=now, members=job.members
+        )
+    if event.source == "internal" and event.name == AUDIENCE_ENTERED:  # joined outside here
+        audience_id = (event.properties or {}).get("audienceId")
+        if isinstance(audience_id, int):
+            journey_runs.on_audience_entered(
+                job.session,
+                project=project,
+                user=user,
+                audience_id=audience_id,
+                now=now,
+                members=job.members,
+            )
 
 
 def _condition_holds(job: _Job, user: User | None, rule: CompiledRule, now: datetime) -> bool:
@@ -522,6 +540,15 @@ def _apply(
             )
             result["result"] = "joined" if joined else "already member"
             caused = [Cause("audienceEntered", str(audience_id), label=name)] if joined else []
+            if joined:
+                journey_runs.on_audience_entered(
+                    session,
+                    project=project,
+                    user=user,
+                    audience_id=audience_id,
+                    now=now,
+                    members=members,
+                )
             return result, caused
         removed = members.remove(
             project_id=project.id, audience_id=audience_id, user_pk=user.id, now=now

@@ -11,6 +11,13 @@ from app.models.campaign import (
 from app.models.channels import MessageEvent, ProviderRate, PushSubscription, VapidKey
 from app.models.event import Event
 from app.models.idempotency import IdempotencyKey
+from app.models.journey import (
+    Journey,
+    JourneyRun,
+    JourneyStepLog,
+    JourneyVersion,
+    JourneyWebhookCall,
+)
 from app.models.message import (
     Message,
     MessageStatusChange,
@@ -38,6 +45,11 @@ __all__ = [
     "CampaignRun",
     "Event",
     "IdempotencyKey",
+    "Journey",
+    "JourneyRun",
+    "JourneyStepLog",
+    "JourneyVersion",
+    "JourneyWebhookCall",
     "Message",
     "MessageEvent",
     "MessageStatusChange",

@@ -51,6 +51,7 @@ class Send(Base):
         UniqueConstraint("project_id", "client_id"),
         Index("ix_sends_campaign", "campaign_id", "id"),
         Index("ix_sends_idempotency_key", "project_id", "idempotency_key"),
+        Index("ix_sends_journey_run", "journey_run_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -60,6 +61,9 @@ class Send(Base):
     campaign_id: Mapped[int | None] = mapped_column(BigId, default=None)
     # The campaign run (a broadcast or cron occurrence, one zone's slot) this send is.
     run_id: Mapped[int | None] = mapped_column(BigId, default=None)
+    # A journey's send step: the run and the step (the dedup key holds the visit too).
+    journey_run_id: Mapped[int | None] = mapped_column(BigId, default=None)
+    journey_step: Mapped[str | None] = mapped_column(String(64), default=None)
     # Messages' dedup key; None = "send:<id>". A campaign uses one key per occurrence, so a
     # resumed or re-fired run never reaches an address it already reached.
     dedup_key: Mapped[str | None] = mapped_column(String(100), default=None)

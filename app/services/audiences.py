@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import bulk_insert, ids_in, insert_ignore
@@ -414,6 +414,7 @@ class MembershipBatch:
         return self._state[audience_id]
 
     def _log(self, m: _Membership, kind: str, cause: str, at: datetime | None) -> None:
+        assert at is not None  # a passed TTL has its expiry; a change its moment
         self._changes.append(_change(m, kind, cause, at))
 
     def add(
@@ -493,7 +494,7 @@ class MembershipBatch:
                 m.id, m.new = ids.get((m.audience_id, m.user_id)), False
                 if m.id is None:
                     lost.append(m)
-        table = AudienceMember.__table__
+        table: Table = AudienceMember.__table__  # type: ignore[assignment]
         updates = [
             {"b_id": m.id, "b_joined": m.joined_at, "b_expires": m.expires_at, "b_left": m.left_at}
             for m in dirty

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.db import bulk_insert, insert_ignore
@@ -189,7 +189,7 @@ class SendBatch:
             if n != sends[send_id][0]["recipients"]
         ]
         if counts:
-            table = Send.__table__
+            table: Table = Send.__table__  # type: ignore[assignment]
             session.execute(
                 update(table)
                 .where(table.c.id == bindparam("b_id"))

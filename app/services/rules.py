@@ -207,6 +207,25 @@ def _event_row(project_id: int, user_pk: int, name: str, props: dict, now: datet
     }
 
 
+def _journeys_start_on(session: Session, project_id: int, audience_id: int) -> bool:
+    """An active journey is triggered by entering this audience (it then needs the event)."""
+    from app.models import Journey
+
+    return (
+        session.scalar(
+            select(Journey.id)
+            .where(
+                Journey.project_id == project_id,
+                Journey.status == "active",
+                Journey.trigger_kind == "audienceEntered",
+                Journey.trigger_key == str(audience_id),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
 def note_audience_changes(
     session: Session,
     *,
@@ -218,11 +237,14 @@ def note_audience_changes(
     now: datetime,
 ) -> None:
     """Record `audience.entered` / `audience.left` events for a change made outside the event
-    processor (cause api, ttl, topic), when an enabled rule listens for this audience."""
+    processor (cause api, ttl, topic), when an enabled rule listens for this audience or an
+    active journey starts on entering it."""
     if not user_pks or cause == "rule":  # rule actions chain inline in the processor
         return
     kind = "audienceEntered" if entered else "audienceLeft"
-    if not listened_keys(session, project_id, kind, [str(audience_id)]):
+    if not listened_keys(session, project_id, kind, [str(audience_id)]) and not (
+        entered and _journeys_start_on(session, project_id, audience_id)
+    ):
         return
     name = session.scalar(select(Audience.name).where(Audience.id == audience_id))
     props = {"audienceId": audience_id, "audience": name, "cause": cause}

@@ -21,6 +21,7 @@ from workers.sweeps import (
     due_messages,
     expiries,
     idempotency_keys,
+    journey_wakes,
     pending_events,
     stalled_fanouts,
 )
@@ -46,5 +47,6 @@ TASKS: tuple[SweepTask, ...] = (
     campaign_runs,
     audience_ttl,
     pending_events,
+    journey_wakes,
     idempotency_keys,
 )

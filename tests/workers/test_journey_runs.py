@@ -1,0 +1,785 @@
+"""The journey runtime: entry, advances, effects, the sweep of due runs and webhook calls.
+
+Journeys are stored as rows here (the API is built elsewhere). Most tests drive
+`app.services.journey_runs` in a session with explicit times (a run's waits are then checked
+at `now + 3 s` without sleeping); the event path and the webhook step run end to end with real
+workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
+
+import pytest
+from sqlalchemy import func, select
+
+from app.db import db
+from app.models import Audience, Event, Project, Template, User
+from app.models.base import utcnow
+from app.models.journey import Journey, JourneyRun, JourneyStepLog, JourneyVersion
+from app.models.message import Message, Send
+from app.services import journey_runs
+from journeys.journey import fingerprint, parse_journey, resolve_references, to_json
+from tests.conftest import wait_for
+
+REMINDER = {
+    "name": "reminder",
+    "channels": {"inapp": {"en": {"title": "Your cart", "body": "{{ params.cartId }} waits"}}},
+}
+CART = {
+    "name": "abandoned cart",
+    "trigger": {"event": "add_to_cart"},
+    "entry": {"policy": "always", "key": "cartId"},
+    "goal": {"event": "purchase"},
+    "steps": [
+        {
+            "id": "wait",
+            "type": "waitForEvent",
+            "event": "purchase",
+            "matchOn": "cartId",
+            "timeout": "2s",
+            "next": "bought",
+            "onTimeout": "remind",
+        },
+        {
+            "id": "remind",
+            "type": "send",
+            "channel": "inapp",
+            "template": "reminder",
+            "next": "done",
+        },
+        {"id": "bought", "type": "exit"},
+        {"id": "done", "type": "exit"},
+    ],
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_hubs():
+    yield
+    from app.realtime import close_hubs
+
+    close_hubs()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    journey_runs.forget()
+    yield
+    journey_runs.forget()
+
+
+def _store_journey(app, project_id: int, body: dict, status: str = "active") -> int:
+    """Parse, resolve template and audience names, insert the journey and its version 1."""
+    spec = parse_journey(body)
+    with app.app_context(), db.begin() as session:
+        resolved = {}
+        for path, kind, ref in spec.references:
+            model = Template if kind == "template" else Audience
+            if isinstance(ref, int):
+                resolved[path] = ref
+                continue
+            resolved[path] = session.scalar(
+                select(model.id).where(model.project_id == project_id, model.name == ref)
+            )
+        spec = resolve_references(spec, resolved)
+        trigger = spec.trigger
+        key = None
+        if trigger.kind == "event":
+            key = trigger.event
+        elif trigger.kind == "audienceEntered":
+            key = str(trigger.audience)
+        journey = Journey(
+            project_id=project_id,
+            name=spec.name,
+            status=status,
+            version=1,
+            definition=to_json(spec),
+            trigger_kind=trigger.kind,
+            trigger_key=key,
+            activated_at=utcnow(),
+        )
+        session.add(journey)
+        session.flush()
+        session.add(
+            JourneyVersion(
+                journey_id=journey.id,
+                version=1,
+                definition=to_json(spec),
+                fingerprint=fingerprint(spec),
+            )
+        )
+        journey_id = journey.id
+    journey_runs.forget()
+    return journey_id
+
+
+def _setup(api, *user_ids):
+    assert api.post("/v1/templates", json=REMINDER).status_code == 201
+    r = api.post("/v1/users", json=[{"userId": u} for u in user_ids])
+    assert r.status_code == 200, r.json
+
+
+def _track(api, user_id, name, **properties):
+    r = api.post("/v1/events", json={"name": name, "userId": user_id, "properties": properties})
+    assert r.status_code == 202, r.json
+
+
+def _user(session, user_id) -> User:
+    return session.scalar(select(User).where(User.external_id == user_id))
+
+
+def _process(app, user_id, name, now=None):
+    """Call the hook as the event processor does, on the user's latest event of that name."""
+    with app.app_context(), db.begin() as session:
+        user = _user(session, user_id)
+        event = session.scalar(
+            select(Event)
+            .where(Event.user_id == user.id, Event.name == name)
+            .order_by(Event.id.desc())
+        )
+        project = session.get(Project, event.project_id)
+        journey_runs.on_event(session, project=project, user=user, event=event, now=now or utcnow())
+
+
+def _enter(app, journey_id, user_id, params=None, now=None):
+    with app.app_context(), db.begin() as session:
+        journey = session.get(Journey, journey_id)
+        result = journey_runs.enter(
+            session,
+            journey=journey,
+            user=_user(session, user_id),
+            params=params,
+            event=None,
+            now=now or utcnow(),
+        )
+        return result.entered, result.reason, result.run.id if result.run else None
+
+
+def _runs(app, journey_id=None):
+    with app.app_context():
+        stmt = select(JourneyRun).order_by(JourneyRun.id)
+        if journey_id is not None:
+            stmt = stmt.where(JourneyRun.journey_id == journey_id)
+        return list(db.session.scalars(stmt))
+
+
+def _sends(app):
+    with app.app_context():
+        rows = db.session.execute(
+            select(Send.journey_run_id, Send.journey_step, Send.dedup_key, Message.status)
+            .join(Message, Message.send_id == Send.id)
+            .order_by(Message.id)
+        )
+        return [tuple(r) for r in rows]
+
+
+def _log(app, run_id):
+    with app.app_context():
+        rows = db.session.execute(
+            select(JourneyStepLog.step, JourneyStepLog.visit, JourneyStepLog.outcome)
+            .where(JourneyStepLog.run_id == run_id)
+            .order_by(JourneyStepLog.id)
+        )
+        return [tuple(r) for r in rows]
+
+
+def _due(app, seconds=3.0, limit=1000):
+    with app.app_context(), db.sessionmaker() as session:
+        return journey_runs.advance_due(session, utcnow() + timedelta(seconds=seconds), limit=limit)
+
+
+def test_two_carts_wait_side_by_side_one_converts_one_is_reminded(app, api, project):
+    _setup(api, "ann")
+    journey_id = _store_journey(app, project.id, CART)
+    _track(api, "ann", "add_to_cart", cartId="A")
+    _process(app, "ann", "add_to_cart")
+    _track(api, "ann", "add_to_cart", cartId="B")
+    _process(app, "ann", "add_to_cart")
+    a, b = _runs(app, journey_id)
+    assert (a.entry_key, a.status, a.step) == ("A", "waiting", "wait")
+    assert (b.entry_key, b.status, b.step) == ("B", "waiting", "wait")
+    assert a.wake_at is not None
+    # A purchase of cart A converts A only (the goal is paired on the entry key).
+    _track(api, "ann", "purchase", cartId="A")
+    _process(app, "ann", "purchase")
+    assert _due(app, seconds=0) == 0  # nothing due yet
+    assert _due(app) == 1
+    a, b = _runs(app, journey_id)
+    assert (a.status, a.exit_reason) == ("converted", 'goal "purchase"')
+    assert (b.status, b.exit_reason) == ("exited", 'exit step "done"')
+    assert a.wake_at is None and b.wake_at is None and b.ended_at is not None
+    assert _sends(app) == [(b.id, "remind", f"journey:{b.id}:remind:1", "queued")]
+    assert _log(app, a.id) == [("wait", 1, "converted")]
+    assert _log(app, b.id) == [
+        ("wait", 1, "onTimeout"),
+        ("remind", 1, "next"),
+        ("done", 1, "exited"),
+    ]
+    # The same cart again: a new run (policy always, the first has ended).
+    _track(api, "ann", "add_to_cart", cartId="B")
+    _process(app, "ann", "add_to_cart")
+    assert [r.status for r in _runs(app, journey_id)] == ["converted", "exited", "waiting"]
+
+
+def test_wait_for_event_resumes_on_next_without_the_goal(app, api, project):
+    body = {**CART, "goal": None, "name": "no goal"}
+    _setup(api, "bo")
+    journey_id = _store_journey(app, project.id, body)
+    _track(api, "bo", "add_to_cart", cartId="A")
+    _process(app, "bo", "add_to_cart")
+    _track(api, "bo", "purchase", cartId="other")
+    _process(app, "bo", "purchase")
+    assert _runs(app, journey_id)[0].status == "waiting"  # another cart's purchase
+    _track(api, "bo", "purchase", cartId="A")
+    _process(app, "bo", "purchase")
+    [run] = _runs(app, journey_id)
+    assert (run.status, run.exit_reason) == ("exited", 'exit step "bought"')
+    assert _log(app, run.id) == [("wait", 1, "next"), ("bought", 1, "exited")]
+    assert _sends(app) == []
+
+
+def test_an_exit_event_with_match_on_ends_only_its_run(app, api, project):
+    body = {**CART, "name": "cleared", "exit": [{"event": "cart_cleared", "matchOn": "cartId"}]}
+    _setup(api, "cy")
+    journey_id = _store_journey(app, project.id, body)
+    for cart in ("A", "B"):
+        _track(api, "cy", "add_to_cart", cartId=cart)
+        _process(app, "cy", "add_to_cart")
+    _track(api, "cy", "cart_cleared", cartId="B")
+    _process(app, "cy", "cart_cleared")
+    a, b = _runs(app, journey_id)
+    assert a.status == "waiting"
+    assert (b.status, b.exit_reason) == ("exited", 'exit event "cart_cleared"')
+    assert _log(app, b.id) == [("wait", 1, "exited")]
+
+
+API_JOURNEY = {
+    "name": "api",
+    "trigger": {"api": True},
+    "exit": [{"event": "stop"}],
+    "steps": [
+        {
+            "id": "hold",
+            "type": "waitForEvent",
+            "event": "never",
+            "timeout": "1d",
+            "next": "end",
+            "onTimeout": "end",
+        },
+        {"id": "end", "type": "exit"},
+    ],
+}
+
+
+def _end_runs(app, user_id):
+    _track_direct(app, user_id, "stop")
+
+
+def _track_direct(app, user_id, name):
+    """Store an event row and run the journey hook on it (received a moment after now)."""
+    with app.app_context(), db.begin() as session:
+        user = _user(session, user_id)
+        event = Event(
+            project_id=user.project_id,
+            user_id=user.id,
+            name=name,
+            properties={},
+            received_at=utcnow() + timedelta(milliseconds=5),
+        )
+        session.add(event)
+        session.flush()
+        project = session.get(Project, user.project_id)
+        journey_runs.on_event(
+            session, project=project, user=user, event=event, now=event.received_at
+        )
+
+
+@pytest.mark.parametrize(
+    ("entry", "second", "later"),
+    [
+        ({"policy": "once"}, "entered before (entry policy once)", False),
+        ({"policy": "always"}, None, True),
+        (
+            {"policy": "oncePer", "period": "1h"},
+            "entered within the last 1h (entry policy oncePer)",
+            True,
+        ),
+    ],
+)
+def test_entry_policies(app, api, project, entry, second, later):
+    _setup(api, "dee")
+    journey_id = _store_journey(app, project.id, {**API_JOURNEY, "entry": entry})
+    assert _enter(app, journey_id, "dee")[:2] == (True, None)
+    assert _enter(app, journey_id, "dee")[:2] == (False, "already in this journey")
+    _end_runs(app, "dee")
+    assert [r.status for r in _runs(app, journey_id)] == ["exited"]
+    entered, reason, _ = _enter(app, journey_id, "dee")
+    assert (entered, reason) == (second is None, second)
+    if second is not None:
+        in_two_hours = utcnow() + timedelta(hours=2)
+        assert _enter(app, journey_id, "dee", now=in_two_hours)[0] is later
+
+
+def test_a_journey_that_is_not_active_is_not_entered(app, api, project):
+    _setup(api, "eve")
+    journey_id = _store_journey(app, project.id, API_JOURNEY, status="draft")
+    assert _enter(app, journey_id, "eve") == (False, "journey is draft", None)
+
+
+def test_concurrent_entries_make_one_run(app, api, project, monkeypatch):
+    """Two entries that both passed the policy check: the unique index refuses the second
+    in its savepoint, and the first run stays."""
+    _setup(api, "fay")
+    journey_id = _store_journey(app, project.id, API_JOURNEY)
+    monkeypatch.setattr(journey_runs, "_previous", lambda *args: journey_runs.PreviousRuns())
+    with app.app_context(), db.begin() as session:
+        journey = session.get(Journey, journey_id)
+        user = _user(session, "fay")
+        results = [
+            journey_runs.enter(
+                session, journey=journey, user=user, params=None, event=None, now=utcnow()
+            )
+            for _ in range(2)
+        ]
+    assert [(r.entered, r.reason) for r in results] == [
+        (True, None),
+        (False, "already in this journey"),
+    ]
+    [run] = _runs(app, journey_id)
+    assert run.id == results[0].run.id and run.status == "waiting"
+
+
+SEND_AFTER_WAIT = {
+    "name": "tip",
+    "trigger": {"api": True},
+    "entry": {"policy": "always"},
+    "steps": [
+        {"id": "wait", "type": "wait", "duration": "1s", "next": "tip"},
+        {"id": "tip", "type": "send", "channel": "inapp", "template": "reminder", "next": "done"},
+        {"id": "done", "type": "exit"},
+    ],
+}
+
+
+def test_a_replayed_advance_never_sends_twice(app, api, project):
+    _setup(api, "gus")
+    journey_id = _store_journey(app, project.id, SEND_AFTER_WAIT)
+    _, _, run_id = _enter(app, journey_id, "gus", params={"cartId": "Z"})
+    later = utcnow() + timedelta(seconds=5)
+    with app.app_context(), db.sessionmaker() as session:
+        run = session.get(JourneyRun, run_id)
+        before = dict(run.state), run.status, run.step, run.wake_at
+        # Rolled back: nothing happened.
+        journey_runs.advance_run(session, run, now=later)
+        session.rollback()
+        run = session.get(JourneyRun, run_id)
+        assert run.status == "waiting"
+        journey_runs.advance_run(session, run, now=later)
+        session.commit()
+        assert run.status == "exited"
+        # Replayed from the same state (a redelivered job after a lost commit acknowledgement).
+        run.state, run.status, run.step, run.wake_at = before
+        run.ended_at = None
+        session.commit()
+        effects = journey_runs.advance_run(session, run, now=later)
+        session.commit()
+        assert [type(e).__name__ for e in effects] == ["Send", "Exit"]
+        assert journey_runs.advance_run(session, run, now=later) == []
+        session.commit()
+    assert _sends(app) == [(run_id, "tip", f"journey:{run_id}:tip:1", "queued")]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Send)) == 1
+        content = db.session.scalar(select(Send.content))
+        assert content["cartId"] == "Z" and content["entry"] == {"cartId": "Z"}
+    assert _log(app, run_id) == [("wait", 1, "next"), ("tip", 1, "next"), ("done", 1, "exited")]
+
+
+def test_pause_keeps_runs_and_resume_continues_them(app, api, project):
+    _setup(api, "hal")
+    journey_id = _store_journey(app, project.id, SEND_AFTER_WAIT)
+    _enter(app, journey_id, "hal")
+    with app.app_context(), db.begin() as session:
+        session.get(Journey, journey_id).status = "paused"
+    assert _due(app, seconds=5) == 0
+    [run] = _runs(app, journey_id)
+    assert (run.status, run.step) == ("waiting", "wait")
+    assert _enter(app, journey_id, "hal")[1] == "journey is paused"
+    with app.app_context(), db.begin() as session:
+        session.get(Journey, journey_id).status = "active"
+    assert _due(app, seconds=5) == 1
+    assert _due(app, seconds=5) == 0
+    [run] = _runs(app, journey_id)
+    assert run.status == "exited"
+    assert len(_sends(app)) == 1
+
+
+def test_the_sweep_advances_due_runs_in_batches(app, api, project):
+    users = [f"u{i}" for i in range(25)]
+    _setup(api, *users)
+    journey_id = _store_journey(app, project.id, SEND_AFTER_WAIT)
+    for user in users:
+        _enter(app, journey_id, user)
+    assert [_due(app, limit=10) for _ in range(4)] == [10, 10, 5, 0]
+    assert {r.status for r in _runs(app, journey_id)} == {"exited"}
+    assert len(_sends(app)) == 25
+    # The sweeper's task takes batch after batch in one sweep.
+    for user in users[:7]:
+        _enter(app, journey_id, user)
+    from workers.sweeper import sweep
+
+    with app.app_context(), db.sessionmaker() as session:
+        settings = {**app.config, "JOURNEY_WAKE_BATCH": 3}
+        stats = sweep(session, utcnow() + timedelta(seconds=5), settings)
+    assert stats.journey_wakes == 7
+    assert len(_sends(app)) == 32
+
+
+def test_audience_and_attribute_steps_then_a_branch_on_them(app, api, project):
+    _setup(api, "ivy")
+    r = api.post("/v1/audiences", json={"name": "vip"})
+    assert r.status_code == 201, r.json
+    body = {
+        "name": "moves",
+        "trigger": {"api": True},
+        "steps": [
+            {"id": "join", "type": "audience", "add": "vip", "next": "mark"},
+            {"id": "mark", "type": "setAttributes", "attributes": {"tier": "gold"}, "next": "b"},
+            {
+                "id": "b",
+                "type": "branch",
+                "branches": [{"if": {"attr": "tier", "op": "eq", "value": "gold"}, "next": "yes"}],
+                "default": "no",
+            },
+            {"id": "yes", "type": "exit"},
+            {"id": "no", "type": "exit"},
+        ],
+    }
+    journey_id = _store_journey(app, project.id, body)
+    _, _, run_id = _enter(app, journey_id, "ivy")
+    [run] = _runs(app, journey_id)
+    assert run.exit_reason == 'exit step "yes"'
+    assert _log(app, run_id) == [
+        ("join", 1, "next"),
+        ("mark", 1, "next"),
+        ("b", 1, "branches[0]"),
+        ("yes", 1, "exited"),
+    ]
+    profile = api.get("/v1/users/ivy").json
+    assert profile["attributes"]["tier"] == "gold"
+    assert "vip" in json.dumps(profile.get("audiences"))
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+
+def _hook_events(monkeypatch):
+    """Until the event processor calls the journey hook itself, call it after each event."""
+    import workers.events as events
+
+    if "journey_runs" in inspect.getsource(events):
+        return
+    original = events._process_event
+
+    def hooked(job, project, user, event, now):
+        original(job, project, user, event, now)
+        if user is not None:
+            journey_runs.on_event(
+                job.session, project=project, user=user, event=event, now=now, members=job.members
+            )
+
+    monkeypatch.setattr(events, "_process_event", hooked)
+
+
+def test_abandoned_cart_end_to_end(app, api, project, workers, sweeper, monkeypatch):
+    _hook_events(monkeypatch)
+    _setup(api, "jo")
+    journey_id = _store_journey(app, project.id, CART)
+    _track(api, "jo", "add_to_cart", cartId="A")
+    _track(api, "jo", "add_to_cart", cartId="B")
+    wait_for(lambda: len(_runs(app, journey_id)) == 2, timeout=60)
+    _track(api, "jo", "purchase", cartId="A")
+    wait_for(lambda: _runs(app, journey_id)[0].status == "converted", timeout=60)
+
+    def reminded():
+        sweeper()
+        return [s for s in _sends(app) if s[3] in ("sent", "delivered")]
+
+    [sent] = wait_for(reminded, timeout=60)
+    b = _runs(app, journey_id)[1]
+    assert sent[:3] == (b.id, "remind", f"journey:{b.id}:remind:1")
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    calls: ClassVar[list] = []
+    answer: ClassVar[dict] = {"tier": "gold"}
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).calls.append((dict(self.headers), body))
+        payload = json.dumps(type(self).answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    _Receiver.calls = []
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/score"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_a_webhook_answer_is_saved_and_read_by_a_branch(app, api, project, workers, receiver):
+    _setup(api, "kim")
+    body = {
+        "name": "scored",
+        "trigger": {"api": True},
+        "steps": [
+            {
+                "id": "score",
+                "type": "webhook",
+                "url": receiver,
+                "body": {"hello": "world"},
+                "saveAs": "score",
+                "next": "b",
+            },
+            {
+                "id": "b",
+                "type": "branch",
+                "branches": [
+                    {"if": {"attr": "score.body.tier", "op": "eq", "value": "gold"}, "next": "tip"}
+                ],
+                "default": "done",
+            },
+            {
+                "id": "tip",
+                "type": "send",
+                "channel": "inapp",
+                "template": "reminder",
+                "next": "done",
+            },
+            {"id": "done", "type": "exit"},
+        ],
+    }
+    journey_id = _store_journey(app, project.id, body)
+    _, _, run_id = _enter(app, journey_id, "kim")
+    run = wait_for(lambda: [r for r in _runs(app, journey_id) if r.status == "exited"], timeout=60)[
+        0
+    ]
+    assert run.state["context"]["saved"]["score"]["body"] == {"tier": "gold"}
+    assert _sends(app)[0][:2] == (run_id, "tip")
+    [(headers, raw)] = _Receiver.calls
+    assert json.loads(raw) == {"hello": "world"}
+    stamp = headers["X-Cairn-Timestamp"]
+    expected = hmac.new(
+        project.identity_secret.encode(), stamp.encode() + b"." + raw, hashlib.sha256
+    ).hexdigest()
+    assert headers["X-Cairn-Signature"] == f"sha256={expected}"
+    assert _log(app, run_id)[:2] == [("score", 1, "next"), ("b", 1, "branches[0]")]
+    # A redelivered job finds the call done and calls nothing.
+    from workers.journey_webhooks import call_webhook
+
+    with app.app_context(), db.sessionmaker() as session:
+        from app.models.journey import JourneyWebhookCall
+
+        call_id = session.scalar(select(JourneyWebhookCall.id))
+        call_webhook(session, call_id, dict(app.config))
+    assert len(_Receiver.calls) == 1
+
+
+HOLD_STEPS = API_JOURNEY["steps"]
+
+
+def test_audience_triggers_and_existing_members(app, api, project):
+    _setup(api, "m1", "m2", "m3")
+    assert api.post("/v1/audiences", json={"name": "vip"}).status_code == 201
+    r = api.post("/v1/audiences/vip/members", json={"userIds": ["m1", "m2"]})
+    assert r.status_code == 200, r.json
+    body = {
+        "name": "vips",
+        "trigger": {"audienceEntered": "vip"},
+        "entry": {"existingMembers": True},
+        "steps": HOLD_STEPS,
+    }
+    journey_id = _store_journey(app, project.id, body)
+    with app.app_context(), db.begin() as session:
+        journey = session.get(Journey, journey_id)
+        assert journey_runs.enter_existing_members(session, journey, utcnow()) == 2
+        # Again: both are in it already.
+        assert journey_runs.enter_existing_members(session, journey, utcnow()) == 0
+    with app.app_context(), db.begin() as session:
+        user = _user(session, "m3")
+        project_row = session.get(Project, project.id)
+        audience_id = int(session.get(Journey, journey_id).trigger_key)
+        journey_runs.on_audience_entered(
+            session, project=project_row, user=user, audience_id=audience_id, now=utcnow()
+        )
+        journey_runs.on_audience_entered(
+            session, project=project_row, user=user, audience_id=audience_id + 1, now=utcnow()
+        )
+    with app.app_context():
+        entered = db.session.scalars(
+            select(User.external_id).join(JourneyRun, JourneyRun.user_id == User.id)
+        )
+        assert sorted(entered) == ["m1", "m2", "m3"]
+
+
+def test_existing_members_of_a_trigger_segment(app, api, project):
+    r = api.post(
+        "/v1/users",
+        json=[
+            {"userId": "p1", "attributes": {"plan": "pro"}},
+            {"userId": "p2", "attributes": {"plan": "free"}},
+            {"userId": "p3", "attributes": {"plan": "pro"}},
+        ],
+    )
+    assert r.status_code == 200
+    body = {
+        "name": "pros",
+        "trigger": {"segmentEntered": "plan:pro"},
+        "entry": {"existingMembers": True},
+        "steps": HOLD_STEPS,
+    }
+    journey_id = _store_journey(app, project.id, body)
+    with app.app_context(), db.begin() as session:
+        journey = session.get(Journey, journey_id)
+        assert journey_runs.enter_existing_members(session, journey, utcnow()) == 2
+    assert len(_runs(app, journey_id)) == 2
+
+
+def test_a_branch_on_the_last_send_status(app, api, project):
+    _setup(api, "op", "np")
+    body = {
+        "name": "opened?",
+        "trigger": {"api": True},
+        "steps": [
+            {"id": "s", "type": "send", "channel": "inapp", "template": "reminder", "next": "w"},
+            {"id": "w", "type": "wait", "duration": "1s", "next": "b"},
+            {
+                "id": "b",
+                "type": "branch",
+                "branches": [{"if": {"lastSend": "opened"}, "next": "yes"}],
+                "default": "no",
+            },
+            {"id": "yes", "type": "exit"},
+            {"id": "no", "type": "exit"},
+        ],
+    }
+    journey_id = _store_journey(app, project.id, body)
+    _, _, opened_run = _enter(app, journey_id, "op")
+    _enter(app, journey_id, "np")
+    with app.app_context(), db.begin() as session:
+        message = session.scalar(
+            select(Message)
+            .join(Send, Send.id == Message.send_id)
+            .where(Send.journey_run_id == opened_run)
+        )
+        message.status = "clicked"  # the ladder: a click counts as an open
+    assert _due(app) == 2
+    reasons = {r.id: r.exit_reason for r in _runs(app, journey_id)}
+    assert reasons[opened_run] == 'exit step "yes"'
+    assert sorted(reasons.values()) == ['exit step "no"', 'exit step "yes"']
+
+
+def test_exit_events_still_end_runs_of_a_paused_journey(app, api, project):
+    _setup(api, "pat")
+    journey_id = _store_journey(app, project.id, {**CART, "name": "paused cart"})
+    _track(api, "pat", "add_to_cart", cartId="A")
+    _process(app, "pat", "add_to_cart")
+    with app.app_context(), db.begin() as session:
+        session.get(Journey, journey_id).status = "paused"
+    journey_runs.forget()
+    _track(api, "pat", "purchase", cartId="A")
+    _process(app, "pat", "purchase")
+    [run] = _runs(app, journey_id)
+    assert (run.status, run.exit_reason) == ("converted", 'goal "purchase"')
+    assert _sends(app) == []
+
+
+def test_a_refused_webhook_url_is_recorded_and_the_run_goes_on(app, api, project, receiver):
+    _setup(api, "ron")
+    body = {
+        "name": "refused",
+        "trigger": {"api": True},
+        "steps": [
+            {"id": "hook", "type": "webhook", "url": receiver, "saveAs": "r", "next": "b"},
+            {
+                "id": "b",
+                "type": "branch",
+                "branches": [{"if": {"attr": "r.ok", "op": "eq", "value": True}, "next": "ok"}],
+                "default": "refused",
+            },
+            {"id": "ok", "type": "exit"},
+            {"id": "refused", "type": "exit"},
+        ],
+    }
+    journey_id = _store_journey(app, project.id, body)
+    _, _, run_id = _enter(app, journey_id, "ron")
+    from app.models.journey import JourneyWebhookCall
+    from workers.journey_webhooks import call_webhook
+
+    with app.app_context(), db.sessionmaker() as session:
+        call = session.scalar(select(JourneyWebhookCall))
+        assert (call.status, call.body["runId"], call.body["userId"]) == ("pending", run_id, "ron")
+        call_webhook(session, call.id, {"ALLOW_PRIVATE_ENDPOINTS": False})
+        session.commit()
+        call = session.scalar(select(JourneyWebhookCall).execution_options(populate_existing=True))
+        assert call.status == "failed" and "https" in call.result["error"]
+    assert _Receiver.calls == []
+    [run] = _runs(app, journey_id)
+    assert run.exit_reason == 'exit step "refused"'
+
+
+WELCOME_VIP = {
+    "name": "welcome vip",
+    "trigger": {"audienceEntered": "vip"},
+    "steps": [
+        {"id": "hello", "type": "send", "channel": "inapp", "template": "reminder", "next": "end"},
+        {"id": "end", "type": "exit"},
+    ],
+}
+
+
+def test_entering_an_audience_starts_the_journey_by_api_and_by_rule(app, api, project, workers):
+    """The event processor enters audienceEntered journeys for members added through the API
+    (an internal audience.entered event) and by a rule's addToAudience (inline)."""
+    _setup(api, "ann", "bob")
+    assert api.post("/v1/audiences", json={"name": "vip"}).status_code == 201
+    rule = {"name": "big", "when": {"event": "big_order"}, "then": [{"addToAudience": "vip"}]}
+    assert api.post("/v1/rules", json=rule).status_code == 201
+    journey_id = _store_journey(app, project.id, WELCOME_VIP)
+    r = api.post("/v1/audiences/vip/members", json={"userIds": ["ann"]})
+    assert r.status_code == 200, r.json
+    _track(api, "bob", "big_order")
+
+    def entered():
+        with app.app_context():
+            return sorted(
+                db.session.scalars(
+                    select(User.external_id)
+                    .join(JourneyRun, JourneyRun.user_id == User.id)
+                    .where(JourneyRun.journey_id == journey_id)
+                )
+            )
+
+    wait_for(lambda: entered() == ["ann", "bob"], timeout=60)
+    wait_for(lambda: len(_sends(app)) == 2, timeout=60)
+    assert {run.status for run in _runs(app, journey_id)} == {"exited"}
