@@ -583,7 +583,26 @@ def _apply(
         # The same dict: the batch fills in its messageIds (and result) when it is written.
         outcome.update(result)
         return outcome, []
-    return {**result, "result": "skipped", "reason": "journeys are not available yet"}, []
+    if kind == "startJourney":
+        from app.models import Journey
+
+        journey = session.get(Journey, int(action[kind]))
+        if journey is None or journey.project_id != project.id:
+            return {**result, "result": "skipped", "reason": "journey not found"}, []
+        entered = journey_runs.enter(
+            session,
+            journey=journey,
+            user=user,
+            params=dict(action.get("params") or {}),
+            event=event,
+            now=now,
+            members=job.members,
+        )
+        if not entered.entered:
+            return {**result, "result": "skipped", "reason": entered.reason}, []
+        assert entered.run is not None
+        return {**result, "result": "entered", "run": entered.run.id}, []
+    return {**result, "result": "skipped", "reason": f"unknown action {kind}"}, []
 
 
 def _differs(before: Mapping[str, Any], after: Mapping[str, Any], key: str) -> bool:

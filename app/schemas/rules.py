@@ -80,8 +80,15 @@ ACTION = {
         _one("removeFromAudience", REFERENCE),
         _one("setAttributes", ATTRIBUTES),
         _one("sendCampaign", REFERENCE),
+        _one(
+            "startJourney",
+            REFERENCE,
+            params={
+                "anyOf": [{"type": "object"}, {"type": "null"}],
+                "description": "the run's params (templates read them as params.*)",
+            },
+        ),
     ],
-    "description": "`startJourney` is refused (422) until journeys exist",
 }
 THEN_DOC: dict[str, Any] = {
     "type": "array",

@@ -55,14 +55,16 @@ def _find(session: Session, model: Any, project_id: int, ref: Any) -> Any | None
 
 
 def _spec(session: Session, project_id: int, body: Mapping[str, Any], *, partial: bool) -> RuleSpec:
-    """Validate the body and resolve its audience and campaign references to ids."""
+    """Validate the body and resolve its audience, campaign and journey references to ids."""
     try:
         spec = parse_rule({k: v for k, v in body.items() if k != "name"}, partial=partial)
     except RuleError as err:
         raise _invalid(err.errors) from None
     errors: dict[str, list[str]] = {}
+    from app.models import Journey
+
     for path, kind, ref in spec.references:
-        model = Audience if kind == "audience" else Campaign
+        model = {"audience": Audience, "campaign": Campaign, "journey": Journey}[kind]
         row = _find(session, model, project_id, ref)
         if row is None:
             errors[path] = [NOT_FOUND]

@@ -7,7 +7,6 @@ worker (`workers.events`) applies the actions.
 
 from journeys.rules.definition import (
     ACTION_KINDS,
-    JOURNEYS_UNAVAILABLE,
     TRIGGER_KINDS,
     RuleError,
     RuleSpec,
@@ -29,7 +28,6 @@ from journeys.rules.engine import (
 
 __all__ = [
     "ACTION_KINDS",
-    "JOURNEYS_UNAVAILABLE",
     "MAX_DEPTH",
     "STOPPED_DEPTH",
     "STOPPED_ONCE",

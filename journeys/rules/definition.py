@@ -5,6 +5,7 @@ caller resolves them to ids (`references`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ ACTION_KINDS = (
 # Which action names an audience or a campaign (resolved to ids on save).
 AUDIENCE_ACTIONS = ("addToAudience", "removeFromAudience")
 CAMPAIGN_ACTIONS = ("sendCampaign",)
+JOURNEY_ACTIONS = ("startJourney",)
+MAX_PARAMS_BYTES = 16_384
 AUDIENCE_TRIGGERS = ("audienceEntered", "audienceLeft")
 WHEN_EXTRA_KEYS: dict[str, tuple[str, ...]] = {
     "event": ("where",),
@@ -39,7 +42,6 @@ ACTION_EXTRA_KEYS: dict[str, tuple[str, ...]] = {
     "sendCampaign": (),
     "startJourney": ("params",),
 }
-JOURNEYS_UNAVAILABLE = "journeys are not available yet"
 
 MAX_NAME = 255
 MAX_ACTIONS = 20
@@ -191,9 +193,15 @@ def _parse_action(raw: Any, path: str, errors: dict[str, list[str]]) -> dict[str
             errors[f"{path}.{key}"] = ["unknown field"]
     value = raw[kind]
     action: dict[str, Any] = {kind: value}
-    if kind == "startJourney":
-        errors[f"{path}.startJourney"] = [JOURNEYS_UNAVAILABLE]
-    elif kind in AUDIENCE_ACTIONS or kind in CAMPAIGN_ACTIONS:
+    if kind == "startJourney" and raw.get("params") is not None:
+        params = raw["params"]
+        if not isinstance(params, Mapping):
+            errors[f"{path}.params"] = ["an object of params for the journey's templates"]
+        elif len(json.dumps(params, default=str)) > MAX_PARAMS_BYTES:
+            errors[f"{path}.params"] = [f"at most {MAX_PARAMS_BYTES} bytes of JSON"]
+        else:
+            action["params"] = dict(params)
+    if kind in AUDIENCE_ACTIONS or kind in CAMPAIGN_ACTIONS or kind in JOURNEY_ACTIONS:
         why = reference_problem(value)
         if why:
             errors[f"{path}.{kind}"] = [why]
@@ -292,6 +300,9 @@ def _then_part(spec: RuleSpec, raw: Any) -> None:
         for kind in CAMPAIGN_ACTIONS:
             if kind in action:
                 spec.references.append((f"then[{index}].{kind}", "campaign", action[kind]))
+        for kind in JOURNEY_ACTIONS:
+            if kind in action:
+                spec.references.append((f"then[{index}].{kind}", "journey", action[kind]))
 
 
 def set_reference(spec: RuleSpec, path: str, resolved_id: int) -> None:

@@ -93,8 +93,8 @@ def test_validation_errors_name_the_field(api):
         {**base, "then": [{"removeFromAudience": 1}, {"sendCampaign": "No such campaign"}]}, 404
     )
     assert "when.audienceLeft" in errors({**base, "when": {"audienceLeft": "Nope"}}, 404)
-    assert errors({**base, "then": [{"startJourney": "onboarding"}]}) == {
-        "then[0].startJourney": ["journeys are not available yet"]
+    assert errors({**base, "then": [{"startJourney": "onboarding"}]}, 404) == {
+        "then[0].startJourney": ["not found"]
     }
     assert "when.where.total" in errors(
         {**base, "when": {"event": "a", "where": {"total": {"nested": 1}}}}

@@ -93,7 +93,11 @@ def test_rows_read_back_as_written_and_conflicts_are_skipped(app):
 
 def test_a_naive_datetime_is_refused(app):
     project = make_project(app)
-    with app.app_context(), db.begin() as session, pytest.raises((ValueError, StatementError), match="naive"):
+    with (
+        app.app_context(),
+        db.begin() as session,
+        pytest.raises((ValueError, StatementError), match="naive"),
+    ):
         bulk_insert(
             session, Send, [_send(project.id, utcnow().replace(tzinfo=None), dedup_key="x")]
         )

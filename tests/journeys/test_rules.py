@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import pytest
 
 from journeys.rules import (
-    JOURNEYS_UNAVAILABLE,
     STOPPED_ONCE,
     Cause,
     CompiledRule,
@@ -125,9 +124,17 @@ def test_bad_input_names_the_field_path(body, path):
     assert path in errors_of(body)
 
 
-def test_start_journey_is_refused_until_journeys_exist():
-    errors = errors_of({"when": {"event": "a"}, "then": [{"startJourney": 1, "params": {}}]})
-    assert errors == {"then[0].startJourney": [JOURNEYS_UNAVAILABLE]}
+def test_start_journey_names_a_journey_and_takes_params():
+    spec = parse_rule(
+        {"when": {"event": "a"}, "then": [{"startJourney": "onboarding", "params": {"x": 1}}]}
+    )
+    assert spec.actions == [{"startJourney": "onboarding", "params": {"x": 1}}]
+    assert spec.references == [("then[0].startJourney", "journey", "onboarding")]
+    errors = errors_of({"when": {"event": "a"}, "then": [{"startJourney": 1, "params": [1]}]})
+    assert list(errors) == ["then[0].params"]
+    assert list(errors_of({"when": {"event": "a"}, "then": [{"startJourney": " "}]})) == [
+        "then[0].startJourney"
+    ]
 
 
 def test_patch_validates_only_the_given_fields():

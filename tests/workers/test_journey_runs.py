@@ -783,3 +783,48 @@ def test_entering_an_audience_starts_the_journey_by_api_and_by_rule(app, api, pr
     wait_for(lambda: entered() == ["ann", "bob"], timeout=60)
     wait_for(lambda: len(_sends(app)) == 2, timeout=60)
     assert {run.status for run in _runs(app, journey_id)} == {"exited"}
+
+
+def test_a_rule_starts_a_journey_with_its_params(app, api, project, workers):
+    _setup(api, "cy")
+    journey_id = _store_journey(
+        app,
+        project.id,
+        {
+            "name": "onboarding",
+            "trigger": {"api": True},
+            "steps": [
+                {
+                    "id": "hi",
+                    "type": "send",
+                    "channel": "inapp",
+                    "template": "reminder",
+                    "next": "end",
+                },
+                {"id": "end", "type": "exit"},
+            ],
+        },
+    )
+    rule = {
+        "name": "signup starts onboarding",
+        "when": {"event": "signup"},
+        "then": [{"startJourney": "onboarding", "params": {"cartId": "welcome-pack"}}],
+    }
+    r = api.post("/v1/rules", json=rule)
+    assert r.status_code == 201, r.json
+    assert r.json["then"][0]["startJourney"] == journey_id
+    _track(api, "cy", "signup")
+    wait_for(lambda: len(_sends(app)) == 1, timeout=60)
+    [run] = _runs(app, journey_id)
+    firing = api.get("/v1/rules/signup starts onboarding/firings").json["data"][0]
+    assert firing["actions"][0]["result"] == "entered" and firing["actions"][0]["run"] == run.id
+    def rendered():
+        with app.app_context():
+            return db.session.scalar(select(Message.rendered).where(Message.channel == "inapp"))
+
+    assert "welcome-pack waits" in str(wait_for(rendered, timeout=60))
+    # A second signup: the journey's entry policy (once, by default) keeps the user out.
+    _track(api, "cy", "signup")
+    wait_for(lambda: len(api.get("/v1/rules/signup starts onboarding/firings").json["data"]) == 2)
+    again = api.get("/v1/rules/signup starts onboarding/firings").json["data"][0]
+    assert again["actions"][0]["result"] == "skipped" and again["actions"][0]["reason"]
