@@ -125,6 +125,8 @@ class JourneyStepLog(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "step", "visit"),
         Index("ix_journey_step_log_journey", "journey_id", "step"),
+        # The user's timeline (and erasure) reads their steps.
+        Index("ix_journey_step_log_user", "user_id", "entered_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -134,10 +134,33 @@ class TimelineSkipSchema(_Item):
     detail = fields.Str(required=True, allow_none=True)
 
 
+class TimelineJourneySchema(_Item):
+    """A journey run arriving at a step (at: when), and how it left it."""
+
+    kind = _kind("journey")
+    journeyId = fields.Int(required=True)
+    journey = fields.Str(required=True, metadata={"description": "its name"})
+    runId = fields.Int(required=True)
+    step = fields.Str(required=True)
+    visit = fields.Int(required=True, metadata={"description": "1 the first time at the step"})
+    outcome = fields.Str(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "the edge it left by (next, onTimeout, branches[i], default, "
+            "variants[i]), exited or converted; null while still at the step"
+        },
+    )
+    leftAt = fields.DateTime(required=True, allow_none=True)
+    runStatus = fields.Str(required=True, metadata={"description": "the run's status now"})
+    exitReason = fields.Str(required=True, allow_none=True)
+
+
 ITEM_SCHEMAS: dict[str, type[Schema]] = {
     "event": TimelineEventSchema,
     "audience": TimelineAudienceSchema,
     "rule": TimelineRuleSchema,
+    "journey": TimelineJourneySchema,
     "message": TimelineMessageSchema,
     "skip": TimelineSkipSchema,
 }

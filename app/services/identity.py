@@ -24,6 +24,7 @@ from app.errors import Unauthorized
 from app.models import AnonymousId, AudienceChange, AudienceMember, Event, Project, User
 from app.models.base import utcnow
 from app.models.channels import PushSubscription
+from app.models.journey import JourneyRun, JourneyStepLog
 from app.models.message import Message
 from app.services import user_locks
 from app.services.profiles import (
@@ -47,6 +48,9 @@ USER_OWNED: list[tuple[Any, str]] = [
     (AnonymousId, "user_id"),
     (Message, "user_id"),
     (AudienceChange, "user_id"),
+    # Journey runs follow the visitor into their profile (a clashing live run is ended first).
+    (JourneyStepLog, "user_id"),
+    (JourneyRun, "user_id"),
 ]
 # Rows unique per user and key (Model, user column, key column): on a merge the target's row
 # wins and the source's duplicate is dropped before the rest move.
@@ -178,6 +182,7 @@ def merge_users(session: Session, *, source: User, target: User, verified: bool)
                 delete(model).where(user_col == source.id, key_col.in_(taken)),
                 execution_options={"synchronize_session": False},
             )
+    _end_clashing_runs(session, source.id, target.id)
     moves: list[tuple[Any, str, int | None]] = [(m, c, target.id) for m, c in USER_OWNED]
     moves += [(m, c, target.id) for m, c, _ in USER_OWNED_UNIQUE]
     moves += [(model, column, target.id if verified else None) for model, column in USER_DEVICES]
@@ -189,6 +194,40 @@ def merge_users(session: Session, *, source: User, target: User, verified: bool)
     session.flush()
     session.delete(source)
     session.flush()
+
+
+def _end_clashing_runs(session: Session, source: int, target: int) -> None:
+    """A live journey run of `source` the target already has (same journey and entry key) is
+    exited before the runs move: one live run per user, journey and key."""
+    from app.models.journey import LIVE_RUN_STATUSES
+
+    theirs = select(JourneyRun.journey_id, JourneyRun.entry_key).where(
+        JourneyRun.user_id == target, JourneyRun.status.in_(LIVE_RUN_STATUSES)
+    )
+    clashing = [
+        run_id
+        for run_id, journey_id, key in session.execute(
+            select(JourneyRun.id, JourneyRun.journey_id, JourneyRun.entry_key).where(
+                JourneyRun.user_id == source, JourneyRun.status.in_(LIVE_RUN_STATUSES)
+            )
+        )
+        if (journey_id, key) in set(session.execute(theirs).tuples())
+    ]
+    if clashing:
+        now = utcnow()
+        session.execute(
+            update(JourneyRun)
+            .where(JourneyRun.id.in_(clashing))
+            .values(
+                status="exited",
+                step=None,
+                wake_at=None,
+                exit_reason="merged into a profile already in this journey",
+                ended_at=now,
+                updated_at=now,
+            ),
+            execution_options={"synchronize_session": False},
+        )
 
 
 def identify(

@@ -1,4 +1,5 @@
-"""A user's timeline: events, audience moves, rule firings, messages and skips, newest first.
+"""A user's timeline: events, audience moves, rule firings, journey steps, messages and skips,
+newest first.
 
 One query per source, each ordered by (at desc, id desc) and cut after the cursor, merged in
 Python. Items are totally ordered by (at, source, id) descending, and the cursor is the
@@ -20,11 +21,12 @@ from sqlalchemy.orm import Session
 
 from app.models import Audience, AudienceChange, Campaign, Event
 from app.models.campaign import CampaignHoldout
+from app.models.journey import Journey, JourneyRun, JourneyStepLog
 from app.models.message import Message, MessageStatusChange, Send, SendSkip
 from app.models.rule import Rule, RuleFiring
 
 # What `?kinds=` filters on. Skips come from two sources (per-user send skips, holdouts).
-KINDS = ("event", "audience", "rule", "message", "skip")
+KINDS = ("event", "audience", "rule", "journey", "message", "skip")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CURSOR_TAG = "tl1"
 
@@ -237,11 +239,42 @@ def _holdouts(session: Session, user: int, cursor: Position | None, limit: int) 
     ]
 
 
+def _journeys(session: Session, user: int, cursor: Position | None, limit: int) -> list:
+    stmt = (
+        select(JourneyStepLog, Journey.name, JourneyRun.status, JourneyRun.exit_reason)
+        .join(Journey, Journey.id == JourneyStepLog.journey_id)
+        .join(JourneyRun, JourneyRun.id == JourneyStepLog.run_id)
+    )
+    rows = session.execute(
+        _newest(stmt, JourneyStepLog, JourneyStepLog.entered_at, "journey", user, cursor, limit)
+    ).tuples()
+    return [
+        (
+            Position(s.entered_at, "journey", s.id),
+            {
+                "at": s.entered_at,
+                "kind": "journey",
+                "journeyId": s.journey_id,
+                "journey": name,
+                "runId": s.run_id,
+                "step": s.step,
+                "visit": s.visit,
+                "outcome": s.outcome,
+                "leftAt": s.left_at,
+                "runStatus": status,
+                "exitReason": exit_reason,
+            },
+        )
+        for s, name, status, exit_reason in rows
+    ]
+
+
 # Source name -> (kind, loader). Names are stored in cursors: never rename one.
 _SOURCES: dict[str, tuple[str, Loader]] = {
     "event": ("event", _events),
     "audience": ("audience", _audiences),
     "rule": ("rule", _rules),
+    "journey": ("journey", _journeys),
     "message": ("message", _messages),
     "skip": ("skip", _skips),
     "holdout": ("skip", _holdouts),

@@ -190,6 +190,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("journey_step_log", schema=None) as batch_op:
         batch_op.create_index("ix_journey_step_log_journey", ["journey_id", "step"], unique=False)
+        batch_op.create_index("ix_journey_step_log_user", ["user_id", "entered_at"], unique=False)
 
     op.create_table(
         "journey_webhook_calls",
@@ -255,6 +256,7 @@ def downgrade() -> None:
 
     op.drop_table("journey_webhook_calls")
     with op.batch_alter_table("journey_step_log", schema=None) as batch_op:
+        batch_op.drop_index("ix_journey_step_log_user")
         batch_op.drop_index("ix_journey_step_log_journey")
 
     op.drop_table("journey_step_log")

@@ -818,6 +818,7 @@ def test_a_rule_starts_a_journey_with_its_params(app, api, project, workers):
     [run] = _runs(app, journey_id)
     firing = api.get("/v1/rules/signup starts onboarding/firings").json["data"][0]
     assert firing["actions"][0]["result"] == "entered" and firing["actions"][0]["run"] == run.id
+
     def rendered():
         with app.app_context():
             return db.session.scalar(select(Message.rendered).where(Message.channel == "inapp"))
@@ -828,3 +829,30 @@ def test_a_rule_starts_a_journey_with_its_params(app, api, project, workers):
     wait_for(lambda: len(api.get("/v1/rules/signup starts onboarding/firings").json["data"]) == 2)
     again = api.get("/v1/rules/signup starts onboarding/firings").json["data"][0]
     assert again["actions"][0]["result"] == "skipped" and again["actions"][0]["reason"]
+    # The run's steps are in the user's timeline, newest first.
+    r = api.get("/v1/users/cy/timeline?kinds=journey")
+    assert r.status_code == 200, r.json
+    steps = [(i["journey"], i["step"], i["outcome"], i["runStatus"]) for i in r.json["data"]]
+    assert steps == [
+        ("onboarding", "end", "exited", "exited"),
+        ("onboarding", "hi", "next", "exited"),
+    ]
+
+
+def test_an_anonymous_visitors_run_follows_them_into_their_profile(app, api, project, workers):
+    _setup(api, "someone")
+    journey_id = _store_journey(app, project.id, CART)
+    r = api.post(
+        "/v1/events",
+        json={"name": "add_to_cart", "anonymousId": "anon-1", "properties": {"cartId": "A"}},
+    )
+    assert r.status_code == 202, r.json
+    wait_for(lambda: len(_runs(app, journey_id)) == 1, timeout=60)
+    r = api.post("/v1/identify", json={"userId": "dee", "anonymousId": "anon-1"})
+    assert r.status_code < 300, r.json
+    with app.app_context():
+        dee = db.session.scalar(select(User.id).where(User.external_id == "dee"))
+    [run] = _runs(app, journey_id)
+    assert run.user_id == dee and run.status in ("active", "waiting")
+    _track(api, "dee", "purchase", cartId="A")  # the identified user's purchase converts it
+    wait_for(lambda: _runs(app, journey_id)[0].status == "converted", timeout=60)
