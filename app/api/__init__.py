@@ -47,6 +47,7 @@ BLUEPRINTS = [
     "rules",
     "campaigns",
     "campaign_results",
+    "journeys",
     "timeline",
 ]
 

@@ -136,12 +136,12 @@ class _SpecInfo:
     needs_profile: bool
 
 
-_specs: dict[tuple[int, int], _SpecInfo] = {}
+_specs: dict[tuple[str, int, int], _SpecInfo] = {}
 _specs_lock = threading.Lock()
 
 
 def _info(session: Session, journey_id: int, version: int) -> _SpecInfo:
-    key = (journey_id, version)
+    key = (str(session.get_bind().engine.url), journey_id, version)
     found = _specs.get(key)
     if found is not None:
         return found
@@ -236,9 +236,10 @@ def forget(project_id: int | None = None) -> None:
     for key in list(_listening):
         if project_id is None or key[1] == project_id:
             _listening.pop(key, None)
-    if project_id is None:  # tests: a new database reuses journey ids
-        with _specs_lock:
-            _specs.clear()
+    # Parsed versions too: they are immutable once a journey ran, but a deleted journey's id
+    # can come back on SQLite (and a draft's version 1 is edited in place). Cheap to reparse.
+    with _specs_lock:
+        _specs.clear()
 
 
 # --- the advance engine ---------------------------------------------------------------------

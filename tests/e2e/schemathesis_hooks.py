@@ -475,3 +475,7 @@ def refs_within_id_range(context, case):
     if isinstance(ref, str) and id_problem(ref) is not None:
         case.path_parameters = {**params, "ref": "1"}
     return case
+
+
+# Journey bodies: valid step graphs (its own module; repairs positive cases only).
+from tests.e2e import schemathesis_journey_hooks  # noqa: E402, F401
