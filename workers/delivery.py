@@ -12,9 +12,11 @@ sweeper.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -197,18 +199,32 @@ def deliver_batch(
     session.close()
     outcomes: dict[int, Outcome] = {}
     slots = _Slots(session, settings)
+    ready: list[_Ready] = []
+    # Decisions, caps and rendering in order (they share the batch's counts); then the
+    # providers' sends of the ready messages at once: one slow push service no longer holds the
+    # rest of the batch (in-app included) for the sum of its round trips.
     for message in loaded.messages:
         try:
-            outcome = _deliver_one(message, loaded, settings, now, slots)
+            prepared = _deliver_one(message, loaded, settings, now, slots)
         except Exception as err:  # a bug in one message must not sink the batch
             log.exception("delivery of message %s crashed", message.id)
-            outcome = Outcome("failed", f"internal error: {type(err).__name__}")
-        outcomes[message.id] = outcome
-        stats.outcomes[outcome.status] += 1
+            prepared = Outcome("failed", f"internal error: {type(err).__name__}")
+        if isinstance(prepared, _Ready):
+            ready.append(prepared)
+        else:
+            outcomes[message.id] = prepared
+    for item, outcome in zip(ready, _send_all(ready, settings), strict=True):
+        outcomes[item.message.id] = outcome
+    for message in loaded.messages:
+        stats.outcomes[outcomes[message.id].status] += 1
     _record(session, loaded.messages, outcomes, utcnow())
     session.commit()
     _publish(settings, outcomes)
     return stats
+
+
+# Provider sends in flight at once per worker process (they are network round trips).
+DELIVERY_SEND_THREADS = 16
 
 
 # --- load: one read transaction -----------------------------------------------------------
@@ -564,13 +580,39 @@ def decide(message: Decidable, facts: Facts, now: datetime) -> Decision:
     return decision
 
 
+def _send_one(item: _Ready) -> Outcome:
+    try:
+        return item.send()
+    except Exception as err:  # a bug in one message must not sink the batch
+        log.exception("delivery of message %s crashed", item.message.id)
+        return Outcome("failed", f"internal error: {type(err).__name__}")
+
+
+_senders: ThreadPoolExecutor | None = None
+_senders_lock = threading.Lock()
+
+
+def _send_all(ready: list[_Ready], settings: dict[str, Any]) -> list[Outcome]:
+    """The providers' sends, `DELIVERY_SEND_THREADS` at a time across the process's jobs
+    (in order when it is 1, or for a single message)."""
+    global _senders
+    threads = int(settings.get("DELIVERY_SEND_THREADS", DELIVERY_SEND_THREADS))
+    if threads <= 1 or len(ready) <= 1:
+        return [_send_one(item) for item in ready]
+    with _senders_lock:
+        if _senders is None:
+            _senders = ThreadPoolExecutor(threads, thread_name_prefix="cairn-send")
+    return list(_senders.map(_send_one, ready))
+
+
 def _deliver_one(
     message: Message,
     loaded: _Loaded,
     settings: dict[str, Any],
     now: datetime,
     slots: _Slots | None = None,
-) -> Outcome:
+) -> Outcome | _Ready:
+    """The message's outcome when it is not sent now, or what its provider's send needs."""
     decision = decide(message, loaded, now)
     if decision.action != SEND:
         status = _DECIDED.get(decision.action, "suppressed")
@@ -615,23 +657,44 @@ def _deliver_one(
     throttled = slots.throttle(message, project, provider_name) if slots is not None else None
     if throttled is not None:
         return throttled
-    try:
-        result: SendResult = provider.send(delivery, ctx)
-    except Retry as err:
-        result = SendResult("retry", err.reason, retry_after=err.delay)
-    if result.status == "retry":
-        return _retry(message, provider_name, result, now)
-    return Outcome(
-        result.status,
-        result.reason,
-        provider_name,
-        result.provider_id,
-        result.rendered,
-        effects=result.effects,
-        delivery=delivery,
-        segments=result.segments,
-        sent_at=utcnow(),
-    )
+    return _Ready(message, provider_name, provider, delivery, ctx, now)
+
+
+@dataclass
+class _Ready:
+    """A message decided, rendered and within its rate: only the provider's send is left
+    (`send` touches nothing shared, so the ready messages of a batch go out concurrently)."""
+
+    message: Message
+    provider_name: str
+    provider: Any
+    delivery: Delivery
+    ctx: ProviderContext
+    now: datetime
+
+    def send(self) -> Outcome:
+        message, provider_name, delivery = self.message, self.provider_name, self.delivery
+        try:
+            result: SendResult = self.provider.send(delivery, self.ctx)
+        except Retry as err:
+            result = SendResult("retry", err.reason, retry_after=err.delay)
+        if result.status == "retry":
+            return _retry(message, provider_name, result, self.now)
+        return self._outcome(result)
+
+    def _outcome(self, result: SendResult) -> Outcome:
+        provider_name, delivery = self.provider_name, self.delivery
+        return Outcome(
+            result.status,
+            result.reason,
+            provider_name,
+            result.provider_id,
+            result.rendered,
+            effects=result.effects,
+            delivery=delivery,
+            segments=result.segments,
+            sent_at=utcnow(),
+        )
 
 
 def _retry(message: Message, provider: str, result: SendResult, now: datetime) -> Outcome:

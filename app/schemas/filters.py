@@ -15,6 +15,7 @@ from typing import Any
 from app.schemas.common import whole
 from journeys import filters as lang
 from journeys.durations import MAX_DURATION
+from journeys.text import VISIBLE_PATTERN
 from journeys.timestamps import TIMESTAMP_PATTERN
 
 FILTER = "Filter"
@@ -223,7 +224,9 @@ def filter_components(channels: list[str]) -> dict[str, dict[str, Any]]:
             {
                 "type": "string",
                 "format": "segment-filter",
+                "minLength": 1,
                 "maxLength": lang.MAX_STRING_FORM,
+                "pattern": VISIBLE_PATTERN,  # a blank one is refused ("empty")
                 "description": 'the string form "plan:pro,role:admin|owner" (comma = AND)',
             },
             ref(NODE),
@@ -243,7 +246,9 @@ WHERE = {
         {
             "type": "string",
             "format": "segment-filter",
+            "minLength": 1,
             "maxLength": lang.MAX_STRING_FORM,
+            "pattern": VISIBLE_PATTERN,
             "description": 'the string form "plan:pro,sku:A1" over the event\'s properties',
         },
         ref(WHERE_NODE),

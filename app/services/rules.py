@@ -45,6 +45,8 @@ def _clean_name(name: Any) -> str:
 
 
 def _find(session: Session, model: Any, project_id: int, ref: Any) -> Any | None:
+    if isinstance(ref, float) and ref.is_integer():  # JSON 3.0 is the id 3
+        ref = int(ref)
     if isinstance(ref, int) or (isinstance(ref, str) and is_id(ref)):
         if int(ref) > _MAX_ID:
             return None

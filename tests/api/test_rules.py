@@ -93,6 +93,8 @@ def test_validation_errors_name_the_field(api):
         {**base, "then": [{"removeFromAudience": 1}, {"sendCampaign": "No such campaign"}]}, 404
     )
     assert "when.audienceLeft" in errors({**base, "when": {"audienceLeft": "Nope"}}, 404)
+    # A whole float is that id (the conformance run's 500: it was looked up as a name).
+    assert "when.audienceLeft" in errors({**base, "when": {"audienceLeft": 225065554.0}}, 404)
     assert errors({**base, "then": [{"startJourney": "onboarding"}]}, 404) == {
         "then[0].startJourney": ["not found"]
     }
