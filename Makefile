@@ -39,6 +39,7 @@ bench: $(STAMP_TEST)
 	$(BIN)/python bench/push.py
 	$(BIN)/python bench/mail.py
 	$(BIN)/python bench/trigger.py
+	$(BIN)/python bench/journeys.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
