@@ -58,6 +58,8 @@ class Settings:
     EVENT_REQUEUE_SECONDS: float = 60.0
     # How deep a chain of rules may go (a rule's audience or attribute change firing others).
     RULE_CHAIN_MAX_DEPTH: int = 10
+    # Provider sends in flight at once per worker process (workers.delivery).
+    DELIVERY_SEND_THREADS: int = 16
     SWEEP_INTERVAL_SECONDS: int = 1
     # Worker threads inside `cairn serve` when the broker is in-process.
     EMBEDDED_WORKER_THREADS: int = 4
