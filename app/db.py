@@ -189,15 +189,17 @@ def bulk_update_pg(
     model: Any,
     rows: Sequence[Mapping[str, Any]],
     *,
+    keys: Sequence[str] = ("id",),
+    where: str | None = None,
     keep_when: str | None = None,
     kept: Sequence[str] = (),
 ) -> None:
-    """PostgreSQL: `UPDATE <table> SET ... FROM json_to_recordset(:rows) WHERE id = x.id`, the
-    rows (same keys, `id` among them) as one JSON document, like `bulk_insert`: one short
-    statement instead of an executemany of one UPDATE per row.
+    """PostgreSQL: `UPDATE <table> SET ... FROM json_to_recordset(:rows) WHERE <keys match>`,
+    the rows (same keys, the `keys` columns among them) as one JSON document, like
+    `bulk_insert`: one short statement instead of an executemany of one UPDATE per row.
 
-    Columns in `kept` keep their current value where the SQL condition `keep_when` (over the
-    table's columns, qualified as `t.`) holds.
+    `where`: a further SQL condition over the table's columns, qualified as `t.`. Columns in
+    `kept` keep their current value where the SQL condition `keep_when` (likewise) holds.
     """
     if not rows:
         return
@@ -210,15 +212,16 @@ def bulk_update_pg(
     columns = ", ".join(f'"{n}" {table.c[n].type.compile(dialect=dialect)}' for n in names)
     sets = []
     for n in names:
-        if n == "id":
+        if n in keys:
             continue
         if n in kept and keep_when:
             sets.append(f'"{n}" = CASE WHEN {keep_when} THEN t."{n}" ELSE x."{n}" END')
         else:
             sets.append(f'"{n}" = x."{n}"')
+    match = " AND ".join([*(f't."{k}" = x."{k}"' for k in keys), *([where] if where else [])])
     sql = (
         f'UPDATE "{table.name}" AS t SET {", ".join(sets)}'
-        f" FROM json_to_recordset(CAST(:rows AS json)) AS x({columns}) WHERE t.id = x.id"
+        f" FROM json_to_recordset(CAST(:rows AS json)) AS x({columns}) WHERE {match}"
     )
     payload = json.dumps([dict(r) for r in rows], default=_json_value, separators=(",", ":"))
     session.execute(text(sql), {"rows": payload})

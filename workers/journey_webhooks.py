@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import certifi
 import urllib3
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -40,7 +39,7 @@ from app.models import Journey, Project, User
 from app.models.base import utcnow
 from app.models.journey import JourneyRun, JourneyWebhookCall
 from workers.channels.providers.sms_webhook import sign
-from workers.channels.providers.webpush import check_endpoint
+from workers.channels.providers.webpush import check_endpoint, pinned_pool
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +60,7 @@ def _post(url: str, address: str | None, body: bytes, headers: Mapping[str, str]
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    common: dict[str, Any] = {"timeout": TIMEOUT, "retries": False, "maxsize": 1}
-    pool: Any
-    if address is not None and parts.scheme == "https" and parts.hostname:
-        pool = urllib3.HTTPSConnectionPool(
-            address,
-            parts.port or 443,
-            server_hostname=parts.hostname,
-            assert_hostname=parts.hostname,
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=certifi.where(),
-            **common,
-        )
-    else:
-        extra = {"ca_certs": certifi.where()} if parts.scheme == "https" else {}
-        pool = urllib3.connection_from_url(url, **common, **extra)
+    pool = pinned_pool(url, address, timeout=TIMEOUT, retries=False, maxsize=1)
     try:
         response = pool.urlopen(
             "POST",

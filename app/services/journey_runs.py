@@ -27,7 +27,6 @@ advanced; its exit and goal events still end them, since that sends nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -36,11 +35,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, case, func, select, text, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db import bulk_insert, defer, ids_in
+from app.db import bulk_insert, bulk_update_pg, defer, ids_in
 from app.models import Event, Project, User
 from app.models.journey import (
     LIVE_RUN_STATUSES,
@@ -367,19 +366,10 @@ class _Engine:
     # -- facts --
 
     def user_facts(self, info: _SpecInfo, user: User, now: datetime) -> UserFacts:
+        from app.services.user_facts import load_facts, profile_facts
+
         if info.cond is None:
-            return UserFacts(
-                now=now,
-                user_id=user.external_id,
-                email=user.email,
-                phone=user.phone,
-                language=user.language,
-                timezone=user.timezone,
-                created_at=user.created_at,
-                last_seen_at=user.last_seen_at,
-                attributes=user.attributes or {},
-            )
-        from app.services.user_facts import load_facts
+            return profile_facts(user, now)
 
         if self.members is not None:
             self.members.flush()  # the facts read memberships
@@ -633,11 +623,11 @@ class _Engine:
                 if outcome is not None:
                     self.log_closes.append(
                         {
-                            "b_run": run.id,
-                            "b_step": step_id,
-                            "b_visit": visit,
-                            "b_outcome": outcome,
-                            "b_left": left,
+                            "run_id": run.id,
+                            "step": step_id,
+                            "visit": visit,
+                            "outcome": outcome,
+                            "left_at": left,
                         }
                     )
                 continue
@@ -680,30 +670,26 @@ class _Engine:
             bulk_insert(session, JourneyStepLog, rows, conflict=["run_id", "step", "visit"])
         if self.log_closes:
             closes, self.log_closes = self.log_closes, []
-            if self.pg:
-                # One statement for the batch: the rows travel as one JSON document.
-                session.execute(
-                    text(
-                        "UPDATE journey_step_log AS l SET outcome = x.b_outcome, "
-                        "left_at = x.b_left FROM json_to_recordset(CAST(:rows AS json)) AS "
-                        "x(b_run bigint, b_step varchar, b_visit int, b_outcome varchar, "
-                        "b_left timestamptz) WHERE l.run_id = x.b_run AND l.step = x.b_step "
-                        "AND l.visit = x.b_visit AND l.outcome IS NULL"
-                    ),
-                    {"rows": _json_rows(closes)},
+            if self.pg:  # one statement for the batch
+                bulk_update_pg(
+                    session,
+                    JourneyStepLog,
+                    closes,
+                    keys=("run_id", "step", "visit"),
+                    where="t.outcome IS NULL",
                 )
                 return
             table: Any = JourneyStepLog.__table__
             session.execute(
                 update(table)
                 .where(
-                    table.c.run_id == bindparam("b_run"),
+                    table.c.run_id == bindparam("b_run_id"),
                     table.c.step == bindparam("b_step"),
                     table.c.visit == bindparam("b_visit"),
                     table.c.outcome.is_(None),
                 )
-                .values(outcome=bindparam("b_outcome"), left_at=bindparam("b_left")),
-                closes,
+                .values(outcome=bindparam("b_outcome"), left_at=bindparam("b_left_at")),
+                [{f"b_{k}": v for k, v in row.items()} for row in closes],
             )
 
     def _flush_sends(self) -> None:
@@ -762,14 +748,6 @@ class _Engine:
                 .values(recipients=table.c.recipients + bindparam("b_n")),
                 [{"b_id": send_id, "b_n": n} for send_id, n in counts.items()],
             )
-
-
-def _json_rows(rows: Sequence[Mapping[str, Any]]) -> str:
-    return json.dumps(
-        list(rows),
-        default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v),
-        separators=(",", ":"),
-    )
 
 
 def webhook_result_of(step: str, visit: int, result: Mapping[str, Any]) -> WebhookResult:
@@ -1173,19 +1151,8 @@ def _save_runs(session: Session, runs: list[_Run], now: datetime, pg: bool) -> N
         }
         for r in changed
     ]
-    if pg:
-        payload = _json_rows(rows)
-        session.execute(
-            text(
-                "UPDATE journey_runs AS r SET status = x.status, step = x.step, "
-                "wake_at = x.wake_at, state = x.state, exit_reason = x.exit_reason, "
-                "ended_at = x.ended_at, updated_at = :now "
-                "FROM json_to_recordset(CAST(:rows AS json)) AS x(id bigint, status varchar, "
-                "step varchar, wake_at timestamptz, state jsonb, exit_reason text, "
-                "ended_at timestamptz) WHERE r.id = x.id"
-            ),
-            {"rows": payload, "now": now},
-        )
+    if pg:  # one statement for the batch
+        bulk_update_pg(session, JourneyRun, [{**row, "updated_at": now} for row in rows])
         return
     table: Any = JourneyRun.__table__
     session.execute(

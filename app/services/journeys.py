@@ -46,11 +46,10 @@ from app.models.base import utcnow
 from app.models.journey import LIVE_RUN_STATUSES
 from app.models.message import Message, Send
 from app.services.named import (
-    MAX_ID,
     ensure_name_free,
+    find_reference,
     flush_named,
     get_named,
-    is_id,
     list_named_query,
     name_problem,
 )
@@ -84,17 +83,6 @@ def _invalid(errors: dict[str, list[str]]) -> DomainError:
     return invalid_or_missing(f"Invalid journey: {shown}{more}", errors)
 
 
-def _find(session: Session, model: Any, project_id: int, ref: int | str) -> Any | None:
-    """A referenced row by id or name; an id no row can have finds nothing (a 404)."""
-    if isinstance(ref, int) or is_id(ref):
-        if int(ref) > MAX_ID:
-            return None
-        column = model.id == int(ref)
-    else:
-        column = model.name == ref.strip()
-    return session.scalar(select(model).where(model.project_id == project_id, column))
-
-
 def _spec(session: Session, project_id: int, body: Mapping[str, Any]) -> JourneySpec:
     """Validate a whole body and resolve its references to ids (errors name their path)."""
     errors: dict[str, list[str]] = {}
@@ -115,9 +103,9 @@ def _spec(session: Session, project_id: int, body: Mapping[str, Any]) -> Journey
     resolved: dict[str, int] = {}
     for path, kind, ref in spec.references:
         if kind == "audience":
-            row = _find(session, Audience, project_id, ref)
+            row = find_reference(session, Audience, project_id, ref)
         else:
-            row = _find(session, Template, project_id, ref)
+            row = find_reference(session, Template, project_id, ref)
             if row is not None:
                 step = spec.steps[int(path.split("]")[0].removeprefix("steps["))]
                 channel = getattr(step, "channel", None)

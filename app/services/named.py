@@ -47,6 +47,20 @@ def find_named(
     return session.scalar(select(model).where(model.project_id == project_id, column))
 
 
+def find_reference(session: Session, model: Any, project_id: int, ref: Any) -> Any | None:
+    """A reference inside a rule or journey body (an id, a whole float such as JSON's `3.0`, or
+    a name): the project's row, or None, also for an id no row can have (the caller's 404)."""
+    if isinstance(ref, float) and ref.is_integer():
+        ref = int(ref)
+    if isinstance(ref, int) or is_id(ref):
+        if int(ref) > MAX_ID:
+            return None
+        column = model.id == int(ref)
+    else:
+        column = model.name == ref.strip()
+    return session.scalar(select(model).where(model.project_id == project_id, column))
+
+
 def get_named(
     session: Session, model: Any, *, project_id: int, ref: str | int, kind: str, field: str = "id"
 ) -> Any:

@@ -19,14 +19,19 @@ from app.db import defer
 from app.errors import NOT_FOUND, InvalidInput, invalid_or_missing
 from app.models import Audience, Campaign, Event, Rule, RuleFiring, User
 from app.models.base import utcnow
-from app.services.named import ensure_name_free, flush_named, get_named, is_id, name_problem
+from app.services.named import (
+    ensure_name_free,
+    find_reference,
+    flush_named,
+    get_named,
+    name_problem,
+)
 from journeys.rules import RuleError, RuleSpec, parse_rule, set_reference
 
 INTERNAL_SOURCE = "internal"
 AUDIENCE_ENTERED = "audience.entered"
 AUDIENCE_LEFT = "audience.left"
 ATTRIBUTE_CHANGED = "attribute.changed"
-_MAX_ID = 2**63 - 1
 
 
 # --- rules --------------------------------------------------------------------------------
@@ -44,18 +49,6 @@ def _clean_name(name: Any) -> str:
     return clean
 
 
-def _find(session: Session, model: Any, project_id: int, ref: Any) -> Any | None:
-    if isinstance(ref, float) and ref.is_integer():  # JSON 3.0 is the id 3
-        ref = int(ref)
-    if isinstance(ref, int) or (isinstance(ref, str) and is_id(ref)):
-        if int(ref) > _MAX_ID:
-            return None
-        column = model.id == int(ref)
-    else:
-        column = model.name == ref.strip()
-    return session.scalar(select(model).where(model.project_id == project_id, column))
-
-
 def _spec(session: Session, project_id: int, body: Mapping[str, Any], *, partial: bool) -> RuleSpec:
     """Validate the body and resolve its audience, campaign and journey references to ids."""
     try:
@@ -67,7 +60,7 @@ def _spec(session: Session, project_id: int, body: Mapping[str, Any], *, partial
 
     for path, kind, ref in spec.references:
         model = {"audience": Audience, "campaign": Campaign, "journey": Journey}[kind]
-        row = _find(session, model, project_id, ref)
+        row = find_reference(session, model, project_id, ref)
         if row is None:
             errors[path] = [NOT_FOUND]
         else:

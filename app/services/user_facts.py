@@ -8,6 +8,7 @@ condition looks at: the event names it counts, and reachability only when it tes
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -68,6 +69,14 @@ def load_facts(
         reachable = frozenset(
             name for name, channel in CHANNELS.items() if channel.addresses_of(session, [user])
         )
+    return profile_facts(
+        user, now, audiences=frozenset(audiences), reachable=reachable, events=tuple(events)
+    )
+
+
+def profile_facts(user: User, now: datetime, **loaded: Any) -> UserFacts:
+    """The facts the user row itself holds (plus what the caller `loaded`: audiences,
+    reachable, events), for a filter that reads nothing else."""
     return UserFacts(
         now=now,
         user_id=user.external_id,
@@ -78,9 +87,7 @@ def load_facts(
         created_at=user.created_at,
         last_seen_at=user.last_seen_at,
         attributes=user.attributes or {},
-        audiences=frozenset(audiences),
-        reachable=reachable,
-        events=tuple(events),
+        **loaded,
     )
 
 

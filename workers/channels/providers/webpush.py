@@ -297,6 +297,26 @@ def retry_after(value: str | None) -> float | None:
     return min(max(seconds, 1.0), MAX_RETRY_AFTER)
 
 
+def pinned_pool(url: str, address: str | None, **options: Any) -> urllib3.HTTPConnectionPool:
+    """A connection pool for `url`'s origin; with `address` (the public address
+    `check_endpoint` checked) it connects there and verifies the certificate for the host
+    name, whatever DNS answers later."""
+    parts = urlsplit(url)
+    if address is not None and parts.scheme == "https" and parts.hostname:
+        return urllib3.HTTPSConnectionPool(
+            address,
+            parts.port or 443,
+            server_hostname=parts.hostname,
+            assert_hostname=parts.hostname,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+            **options,
+        )
+    extra = {"ca_certs": certifi.where()} if parts.scheme == "https" else {}
+    pool: urllib3.HTTPConnectionPool = urllib3.connection_from_url(url, **options, **extra)
+    return pool
+
+
 # --- the provider --------------------------------------------------------------------------
 
 
@@ -330,20 +350,7 @@ class WebPushProvider:
                 "retries": False,
                 "timeout": TIMEOUT,
             }
-            parts = urlsplit(origin)
-            if address is not None and parts.scheme == "https" and parts.hostname:
-                pool = urllib3.HTTPSConnectionPool(
-                    address,
-                    parts.port or 443,
-                    server_hostname=parts.hostname,
-                    assert_hostname=parts.hostname,
-                    cert_reqs="CERT_REQUIRED",
-                    ca_certs=certifi.where(),
-                    **common,
-                )
-            else:
-                extra = {"ca_certs": certifi.where()} if parts.scheme == "https" else {}
-                pool = urllib3.connection_from_url(origin, **common, **extra)
+            pool = pinned_pool(origin, address, **common)
             self._pools[key] = pool
             while len(self._pools) > MAX_SESSIONS:
                 _, old = self._pools.popitem(last=False)
