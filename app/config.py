@@ -60,6 +60,10 @@ class Settings:
     RULE_CHAIN_MAX_DEPTH: int = 10
     # Provider sends in flight at once per worker process (workers.delivery).
     DELIVERY_SEND_THREADS: int = 16
+    # Batches of an actor running at once per worker process; jobs arriving meanwhile are
+    # merged into the next batch (workers.coalesce).
+    EVENT_BATCH_RUNNERS: int = 2
+    DELIVERY_BATCH_RUNNERS: int = 4
     SWEEP_INTERVAL_SECONDS: int = 1
     # Worker threads inside `cairn serve` when the broker is in-process.
     EMBEDDED_WORKER_THREADS: int = 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -20,6 +21,7 @@ from sqlalchemy import (
     literal,
     text,
 )
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -54,13 +56,43 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    ping_idle = kwargs.pop("ping_idle_seconds", PING_IDLE_SECONDS)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     if kwargs.get("poolclass") is NullPool:
         kwargs.pop("pool_size")
         kwargs.pop("max_overflow")
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine, ping_idle)
+    return engine
+
+
+# A pooled PostgreSQL connection idle for longer than this is checked with a round trip before
+# it is used (a database restart or an idle timeout closes such connections); one reused sooner
+# is not. SQLAlchemy's pool_pre_ping checks on every checkout: a round trip per transaction, and
+# a job makes several (~0.3 ms each here). A connection that broke within the window fails its
+# transaction instead; SQLAlchemy then drops the whole pool, the job is retried and a request
+# answers 503 (app.errors).
+PING_IDLE_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("checked_in")
+        if since is None or time.monotonic() - since < idle_seconds:
+            return  # new, or reused within the window
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as err:  # the pool replaces the connection
+            raise DisconnectionError(f"pooled connection lost while idle: {err}") from err
 
 
 class Database:

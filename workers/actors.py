@@ -11,8 +11,10 @@ from typing import Any
 import dramatiq
 
 from app.models.base import utcnow
+from app.services.outbox import DELIVERY_BATCH
 from workers import runtime
 from workers.broker import broker  # noqa: F401 - must be set before the actors below
+from workers.coalesce import Coalescer
 from workers.delivery import deliver_batch
 from workers.fanout import fan_out
 from workers.middleware import job_session
@@ -29,10 +31,52 @@ JOB_OPTIONS: dict[str, Any] = {
 }
 
 
+def _in_job_session(body: Any) -> Any:
+    """body(session, ids, settings) on the running job's session, rolled back if it fails
+    (a coalesced batch that failed is run again job by job on the same session)."""
+
+    def run(ids: list[int]) -> None:
+        session = job_session()
+        try:
+            body(session, ids, runtime.settings())
+        except BaseException:
+            session.rollback()
+            raise
+
+    return run
+
+
+def _runners(name: str, default: int) -> Any:
+    return lambda: int(runtime.settings().get(name, default))
+
+
+# Jobs waiting while others of their actor run in this process are merged (workers.coalesce).
+_deliveries = Coalescer(
+    "deliver_messages",
+    _in_job_session(deliver_batch),
+    runners=_runners("DELIVERY_BATCH_RUNNERS", 4),
+    max_items=DELIVERY_BATCH,
+)
+
+
+def _process(session: Any, ids: list[int], settings: dict[str, Any]) -> None:
+    from workers.events import process_events as run
+
+    run(session, ids, settings)
+
+
+_events = Coalescer(
+    "process_events",
+    _in_job_session(_process),
+    runners=_runners("EVENT_BATCH_RUNNERS", 2),
+    max_items=500,
+)
+
+
 @dramatiq.actor(queue_name="deliver", **JOB_OPTIONS)
 def deliver_messages(message_ids: list[int]) -> None:
     """Deliver a batch of queued messages."""
-    deliver_batch(job_session(), message_ids, runtime.settings())
+    _deliveries(message_ids)
 
 
 @dramatiq.actor(queue_name="fanout", **JOB_OPTIONS)
@@ -44,9 +88,7 @@ def fan_out_send(send_id: int) -> None:
 @dramatiq.actor(queue_name="events", **JOB_OPTIONS)
 def process_events(event_ids: list[int]) -> None:
     """Run rules, triggered campaigns and goals for committed events, each user's in order."""
-    from workers.events import process_events as run
-
-    run(job_session(), event_ids, runtime.settings())
+    _events(event_ids)
 
 
 @dramatiq.actor(queue_name="campaigns", **JOB_OPTIONS)
