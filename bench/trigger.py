@@ -490,6 +490,7 @@ def main() -> int:
             a = cpu.snap()
             lat = latency(port, creds, names, sink_url, args.rate, args.seconds)
             lat["cpu"] = cpu.cores(a, cpu.snap())
+            lat["stages"] = stages(db, project_id, lat["events"])
             results["latency"] = lat
             log(f"latency: {json.dumps(lat)}")
             results["problems"] = {
@@ -501,6 +502,34 @@ def main() -> int:
     summary(results)
     harness.emit(results, args.json_out)
     return rc
+
+
+def stages(db: psycopg.Connection, project_id: int, n: int) -> dict[str, Any]:
+    """Where the latency phase's time went, from the rows: received → processed (the event
+    waited for its job), a message's created → claimed (waited for delivery), claimed → sent
+    (load, send, record); p50/p99 in ms, and events per processing transaction."""
+    out: dict[str, Any] = {}
+    [first, txns] = db.execute(
+        "SELECT min(received_at), count(DISTINCT processed_at) FROM (SELECT * FROM events"
+        " WHERE project_id = %s AND properties->>'token' IS NOT NULL ORDER BY id DESC LIMIT %s) e",
+        (project_id, n),
+    ).fetchone()
+    if first is None:
+        return out
+    queries = {
+        "event_wait": "SELECT extract(epoch FROM processed_at - received_at) FROM events"
+        " WHERE project_id = %s AND received_at >= %s AND properties->>'token' IS NOT NULL",
+        "claim_wait": "SELECT extract(epoch FROM claimed_at - created_at) FROM messages"
+        " WHERE project_id = %s AND created_at >= %s",
+        "claimed_to_sent": "SELECT extract(epoch FROM sent_at - claimed_at) FROM messages"
+        " WHERE project_id = %s AND created_at >= %s",
+    }
+    for name, sql in queries.items():
+        values = [float(v) for (v,) in db.execute(sql, (project_id, first)) if v is not None]
+        if values:
+            out[name] = {"p50_ms": round(pct(values, 50), 1), "p99_ms": round(pct(values, 99), 1)}
+    out["events_per_transaction"] = round(n / txns, 1) if txns else None
+    return out
 
 
 def argparse_suppress() -> str:
@@ -522,6 +551,8 @@ def summary(r: dict[str, Any]) -> None:
         f" no-op actor {noop_rate} jobs/s (ratio {ratio(per_s, noop_rate)})"
         f" — goal ≥{GOAL_PER_PROCESS:.0f}/s: {verdict(met)}"
     )
+    if lat.get("stages"):
+        print(f"stages: {json.dumps(lat['stages'])}")
     for leg in ("inapp", "push"):
         f = lat.get(leg) or {}
         met = (
