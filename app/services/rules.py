@@ -204,6 +204,19 @@ def _event_row(project_id: int, user_pk: int, name: str, props: dict, now: datet
     }
 
 
+def note_internal(
+    session: Session,
+    *,
+    project_id: int,
+    user_pk: int,
+    name: str,
+    properties: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Record one internal event of the user for the event processor (after the commit)."""
+    _store_internal(session, [_event_row(project_id, user_pk, name, properties, now)])
+
+
 def _journeys_start_on(session: Session, project_id: int, audience_id: int) -> bool:
     """An active journey is triggered by entering this audience (it then needs the event)."""
     from app.models import Journey
