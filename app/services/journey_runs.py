@@ -568,14 +568,31 @@ class _Engine:
         audience: tuple[int, bool] | None = None,
     ) -> None:
         """A step changed the user's attributes (`attributes`: before) or moved them into or
-        out of an audience: segment journeys react through an internal event in the user's
-        event order, one chain level deeper (past the bound: none, logged)."""
+        out of an audience: the reactions a rule's action would have (attributeChanged and
+        audience rules, audienceEntered and segment journeys), through internal events in the
+        user's event order, one chain level deeper (past the bound: none, logged)."""
+        from app.services.rules import note_attribute_changes, note_audience_changes
+
         session = self.session
-        if caused_depth(session) is None:
+        depth = caused_depth(session)
+        if depth is None:
             log.warning("journey run %s: chain depth reached, its change fires nothing", run.id)
             return
         if self.members is not None:
-            self.members.flush()  # what the segments read
+            self.members.flush()  # what the internal events' readers see
+        if attributes is not None:
+            note_attribute_changes(session, user=user, before=attributes, now=now, depth=depth)
+        if audience is not None:
+            note_audience_changes(
+                session,
+                project_id=run.project_id,
+                audience_id=audience[0],
+                user_pks=[user.id],
+                entered=audience[1],
+                cause="journey",
+                now=now,
+                depth=depth,
+            )
         note_profile_change(
             session, user=user, now=now, attributes_before=attributes, audience=audience
         )

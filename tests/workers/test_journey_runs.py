@@ -1023,3 +1023,104 @@ def test_leaving_a_segment_ends_a_run_and_a_segment_wait_resumes(app, api, proje
         ("leaver", "exited", "left the segment of exit[0]"),
         ("stayer", "waiting", None),
     ]
+
+
+# --- a journey's changes react as a rule's do -----------------------------------------------
+
+
+def test_a_journeys_attribute_and_audience_steps_fire_rules_and_journeys(
+    app, api, project, workers
+):
+    """attributeChanged and audienceEntered rules fire for a journey's setAttributes and
+    audience steps (internal events, in the user's event order), and entering the audience
+    starts the journeys it triggers, as it would had a rule made the change."""
+    _setup(api, "eve")
+    assert api.post("/v1/audiences", json={"name": "vip"}).status_code == 201
+    assert api.post("/v1/audiences", json={"name": "gold members"}).status_code == 201
+    rules = [
+        {
+            "name": "tier changed",
+            "when": {"attributeChanged": "tier", "to": "gold"},
+            "then": [{"addToAudience": "gold members"}],
+        },
+        {
+            "name": "vip joined",
+            "when": {"audienceEntered": "vip"},
+            "then": [{"setAttributes": {"vipSince": "now"}}],
+        },
+    ]
+    for rule in rules:
+        r = api.post("/v1/rules", json=rule)
+        assert r.status_code == 201, r.json
+    moves = _store_journey(
+        app,
+        project.id,
+        {
+            "name": "moves",
+            "trigger": {"api": True},
+            "steps": [
+                {"id": "join", "type": "audience", "add": "vip", "next": "mark"},
+                {
+                    "id": "mark",
+                    "type": "setAttributes",
+                    "attributes": {"tier": "gold"},
+                    "next": "end",
+                },
+                {"id": "end", "type": "exit"},
+            ],
+        },
+    )
+    welcome = _store_journey(app, project.id, WELCOME_VIP)
+    assert _enter(app, moves, "eve")[0]
+
+    def firings(name):
+        return api.get(f"/v1/rules/{name}/firings").json["data"]
+
+    [fired] = wait_for(lambda: firings("tier changed"), timeout=60)
+    assert fired["status"] == "fired"
+    assert fired["cause"]["attributeChanged"] == "tier" and fired["cause"]["to"] == "gold"
+    assert fired["actions"][0]["result"] == "joined"
+    assert wait_for(lambda: firings("vip joined"), timeout=60)[0]["status"] == "fired"
+    wait_for(lambda: [u for u, *_ in _runs_of(app, welcome)] == ["eve"], timeout=60)
+    profile = api.get("/v1/users/eve").json
+    assert "gold members" in json.dumps(profile.get("audiences"))
+    assert profile["attributes"]["vipSince"] == "now"
+
+
+def test_a_journey_rule_loop_stops_at_the_chain_bound(app, api, project, workers):
+    """Two journeys that set an attribute each, and two rules that start the other journey
+    on that change: a loop across events. Each hop is one level deeper, and the changes made
+    at RULE_CHAIN_MAX_DEPTH (10) start nothing: the API's entry plus nine hops."""
+    _setup(api, "lou")
+    for name, value in (("ping", "a"), ("pong", "b")):
+        _store_journey(
+            app,
+            project.id,
+            {
+                "name": name,
+                "trigger": {"api": True},
+                "entry": {"policy": "always"},
+                "steps": [
+                    {
+                        "id": "set",
+                        "type": "setAttributes",
+                        "attributes": {"side": value},
+                        "next": "end",
+                    },
+                    {"id": "end", "type": "exit"},
+                ],
+            },
+        )
+    for value, journey in (("a", "pong"), ("b", "ping")):
+        rule = {
+            "name": f"to {value}",
+            "when": {"attributeChanged": "side", "to": value},
+            "then": [{"startJourney": journey}],
+        }
+        assert api.post("/v1/rules", json=rule).status_code == 201
+    with app.app_context():
+        ping = db.session.scalar(select(Journey.id).where(Journey.name == "ping"))
+    assert _enter(app, ping, "lou")[0]
+    wait_for(lambda: len(_runs(app)) >= 10 and _processed(app), timeout=90)
+    assert len(_runs(app)) == 10
+    assert {r.status for r in _runs(app)} == {"exited"}
