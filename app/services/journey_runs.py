@@ -193,6 +193,8 @@ def load_spec(session: Session, journey_id: int, version: int) -> JourneySpec:
 
 
 _listening: dict[tuple[str, int], tuple[float, frozenset[str], frozenset[str]]] = {}
+# Per project, the ids of the active journeys each event name triggers (cached with _listening).
+_triggered_by: dict[tuple[str, int], dict[str, tuple[int, ...]]] = {}
 
 
 def _listening_sets(session: Session, project_id: int) -> tuple[frozenset[str], frozenset[str]]:
@@ -200,7 +202,7 @@ def _listening_sets(session: Session, project_id: int) -> tuple[frozenset[str], 
     key = (str(session.get_bind().engine.url), project_id)
     hit = _listening.get(key)
     clock = time.monotonic()
-    if hit is not None and hit[0] > clock:
+    if hit is not None and hit[0] > clock and key in _triggered_by:
         return hit[1], hit[2]
     journeys = session.execute(
         select(Journey.id, Journey.status, Journey.trigger_kind, Journey.trigger_key).where(
@@ -223,6 +225,11 @@ def _listening_sets(session: Session, project_id: int) -> tuple[frozenset[str], 
         for journey_id, version in versions:
             moving |= _info(session, journey_id, version).listened
     result = (frozenset(moving), triggers)
+    by_event: dict[str, list[int]] = {}
+    for j in sorted(journeys, key=lambda j: j.id):
+        if j.status == "active" and j.trigger_kind == "event" and j.trigger_key:
+            by_event.setdefault(j.trigger_key, []).append(j.id)
+    _triggered_by[key] = {name: tuple(ids) for name, ids in by_event.items()}
     _listening[key] = (clock + LISTENING_SECONDS, *result)
     return result
 
@@ -238,7 +245,7 @@ def forget(project_id: int | None = None) -> None:
     """Drop the cached listened event names (of one project, or all: parsed versions too):
     an activation, pause or edit in this process counts at once, not within
     LISTENING_SECONDS."""
-    for cache in (_listening, _watches):
+    for cache in (_listening, _triggered_by, _watches):
         for key in list(cache):
             if project_id is None or key[1] == project_id:
                 cache.pop(key, None)
@@ -921,7 +928,11 @@ def enter(
     at = min(event.received_at, now) if event is not None else now
     if key is None:
         return EnterResult(None, False, may_enter(spec.entry, None, PreviousRuns(), at)[1])
-    previous = _previous(session, journey.id, user.id, key)
+    # `always` reads no history: the partial unique index below keeps one live run per key.
+    if spec.entry.policy == "always":
+        previous = PreviousRuns()
+    else:
+        previous = _previous(session, journey.id, user.id, key)
     ok, reason = may_enter(spec.entry, key, previous, at)
     if not ok:
         return EnterResult(None, False, reason)
@@ -1031,7 +1042,13 @@ def on_event(
                 members=members,
             )
     if event.name in triggers:
-        for journey in _trigger_journeys(session, project.id, "event", event.name):
+        # The cached ids, then the session's identity map: a query per event cost ~1.5 ms
+        # (a job's journeys are as fresh as its session, within LISTENING_SECONDS).
+        key = (str(session.get_bind().engine.url), project.id)
+        for journey_id in _triggered_by.get(key, {}).get(event.name, ()):
+            journey = session.get(Journey, journey_id)
+            if journey is None or journey.status != "active":
+                continue
             spec = load_spec(session, journey.id, journey.version)
             if trigger_matches(spec, incoming):
                 enter(
