@@ -35,6 +35,7 @@ from app.models import Audience, Campaign, Event, Project, Rule, RuleFiring, Use
 from app.models.base import utcnow
 from app.services import campaign_goals, campaign_triggers, journey_runs, user_locks
 from app.services.audiences import MembershipBatch
+from app.services.journey_runs import SEGMENTS_CHANGED
 from app.services.profiles import merge_attributes
 from app.services.rules import ATTRIBUTE_CHANGED, AUDIENCE_ENTERED, AUDIENCE_LEFT
 from app.services.user_facts import user_matches
@@ -64,6 +65,9 @@ class _Job:
         # Written together before each commit (`flush`): sends and their messages, firings.
         self.sends = campaign_triggers.SendBatch(session, before_read=self.flush_memberships)
         self.members: MembershipBatch | None = None
+        # What the event in hand changes of its user, for segment journeys (None: nothing
+        # watches segments, or the event records a change already counted where it was made).
+        self.change: journey_runs.DataChange | None = None
         # Users whose row this transaction locked (to change it): reset at each commit.
         self.row_locked: set[int] = set()
         self.firings: list[dict[str, Any]] = []
@@ -450,8 +454,36 @@ def root_cause(event: Event) -> Cause:
     return Cause("event", event.name, properties=props)
 
 
+# Internal events that record a change counted where it was made (segments included).
+_CHANGE_RECORDS = (ATTRIBUTE_CHANGED, AUDIENCE_ENTERED, AUDIENCE_LEFT, SEGMENTS_CHANGED)
+
+
+def _chain_depth(event: Event) -> int:
+    """How deep in a chain an internal event a journey's change left stands (0: a root)."""
+    depth = (event.properties or {}).get("depth") if event.source == "internal" else None
+    return depth if isinstance(depth, int) and not isinstance(depth, bool) and depth > 0 else 0
+
+
 def _process_event(
     job: _Job, project: Project, user: User | None, event: Event, now: datetime
+) -> None:
+    depth = _chain_depth(event)
+    job.change = None
+    if user is not None and not (event.source == "internal" and event.name in _CHANGE_RECORDS):
+        watch = journey_runs.segment_watch(job.session, project.id)
+        if watch.active:
+            job.flush_memberships()
+            job.change = journey_runs.DataChange(job.session, watch, user, event, now)
+    journey_runs.set_chain_depth(job.session, depth, job.max_depth)
+    try:
+        _handle_event(job, project, user, event, now, depth)
+    finally:
+        journey_runs.set_chain_depth(job.session, None)
+        job.change = None
+
+
+def _handle_event(
+    job: _Job, project: Project, user: User | None, event: Event, now: datetime, depth: int
 ) -> None:
     index = job.rules(project.id)
     if index:
@@ -461,7 +493,8 @@ def _process_event(
             condition_holds=lambda rule: _condition_holds(job, user, rule, now),
             apply=lambda rule, action: _apply(job, project, user, event, rule, action, now),
             now=now,
-            max_depth=job.max_depth,
+            # A chain a journey's change continues has that much less room (see _chain_depth).
+            max_depth=job.max_depth - depth,
         )
         _record(job, project, user, event, firings, now)
     triggers, goals = job.listeners(project.id)
@@ -495,6 +528,12 @@ def _process_event(
                 now=now,
                 members=job.members,
             )
+    if event.source == "internal" and event.name == SEGMENTS_CHANGED:  # changed outside here
+        journey_runs.on_segments_changed(
+            job.session, user=user, event=event, now=now, members=job.members
+        )
+    if job.change is not None:  # this event and its rules changed the user: segment journeys
+        job.change.finish(job.session, user=user, now=now, members=job.members)
 
 
 def _condition_holds(job: _Job, user: User | None, rule: CompiledRule, now: datetime) -> bool:
@@ -539,6 +578,8 @@ def _apply(
             )
             result["result"] = "joined" if joined else "already member"
             caused = [Cause("audienceEntered", str(audience_id), label=name)] if joined else []
+            if joined and job.change is not None:
+                job.change.audience(audience_id, name, joined=True)
             if joined:
                 journey_runs.on_audience_entered(
                     session,
@@ -553,6 +594,8 @@ def _apply(
             project_id=project.id, audience_id=audience_id, user_pk=user.id, now=now
         )
         result["result"] = "left" if removed else "not a member"
+        if removed and job.change is not None:
+            job.change.audience(audience_id, name, joined=False)
         caused = [Cause("audienceLeft", str(audience_id), label=name)] if removed else []
         return result, caused
     if kind == "setAttributes":
@@ -563,6 +606,8 @@ def _apply(
         if changed:
             user.attributes = after  # a new dict: JSON columns do not track in-place changes
             user.updated_at = now
+            if job.change is not None:
+                job.change.set_attributes({k: after.get(k) for k in changed})
         result["result"] = "set" if changed else "unchanged"
         result["changed"] = changed
         return result, [

@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,7 @@ from app.models.journey import (
     JourneyWebhookCall,
 )
 from app.models.message import Message, Send
-from journeys.filters import AllOf, Condition, UserFacts
+from journeys.filters import AllOf, Condition, EventFact, UserFacts, evaluate
 from journeys.journey import (
     TERMINAL,
     CallWebhook,
@@ -73,7 +73,8 @@ from journeys.journey import (
 )
 from journeys.journey import on_event as machine_on_event
 from journeys.journey.entry import ALREADY_ACTIVE, ALREADY_ACTIVE_KEY
-from journeys.steps import Audience, Branch, Webhook
+from journeys.rules import MAX_DEPTH
+from journeys.steps import Audience, Branch, WaitForSegment, Webhook
 from journeys.steps import Send as SendStep
 from journeys.steps import SetAttributes as SetAttributesStep
 from journeys.steps.base import ENTRY, SAVED
@@ -133,6 +134,9 @@ class _SpecInfo:
     # Its steps write to the user or read more than the profile row (sends, attributes,
     # audiences, filters): the sweep loads the user's ORM object for it.
     needs_profile: bool
+    # A leftSegment exit or a waitForSegment step: its runs are advanced when the user's
+    # data changes, not only when they are due.
+    watches_segment: bool = False
 
 
 _specs: dict[tuple[str, int, int], _SpecInfo] = {}
@@ -172,6 +176,8 @@ def _info(session: Session, journey_id: int, version: int) -> _SpecInfo:
         webhooks=frozenset(step.id for step in spec.steps if isinstance(step, Webhook)),
         needs_profile=bool(conditions)
         or any(isinstance(step, SendStep | SetAttributesStep | Audience) for step in spec.steps),
+        watches_segment=any(r.left_segment is not None for r in spec.exits)
+        or any(isinstance(step, WaitForSegment) for step in spec.steps),
     )
     with _specs_lock:
         if len(_specs) > 4096:
@@ -187,6 +193,8 @@ def load_spec(session: Session, journey_id: int, version: int) -> JourneySpec:
 
 
 _listening: dict[tuple[str, int], tuple[float, frozenset[str], frozenset[str]]] = {}
+# Per project, the ids of the active journeys each event name triggers (cached with _listening).
+_triggered_by: dict[tuple[str, int], dict[str, tuple[int, ...]]] = {}
 
 
 def _listening_sets(session: Session, project_id: int) -> tuple[frozenset[str], frozenset[str]]:
@@ -194,7 +202,7 @@ def _listening_sets(session: Session, project_id: int) -> tuple[frozenset[str], 
     key = (str(session.get_bind().engine.url), project_id)
     hit = _listening.get(key)
     clock = time.monotonic()
-    if hit is not None and hit[0] > clock:
+    if hit is not None and hit[0] > clock and key in _triggered_by:
         return hit[1], hit[2]
     journeys = session.execute(
         select(Journey.id, Journey.status, Journey.trigger_kind, Journey.trigger_key).where(
@@ -217,6 +225,11 @@ def _listening_sets(session: Session, project_id: int) -> tuple[frozenset[str], 
         for journey_id, version in versions:
             moving |= _info(session, journey_id, version).listened
     result = (frozenset(moving), triggers)
+    by_event: dict[str, list[int]] = {}
+    for j in sorted(journeys, key=lambda j: j.id):
+        if j.status == "active" and j.trigger_kind == "event" and j.trigger_key:
+            by_event.setdefault(j.trigger_key, []).append(j.id)
+    _triggered_by[key] = {name: tuple(ids) for name, ids in by_event.items()}
     _listening[key] = (clock + LISTENING_SECONDS, *result)
     return result
 
@@ -232,9 +245,10 @@ def forget(project_id: int | None = None) -> None:
     """Drop the cached listened event names (of one project, or all: parsed versions too):
     an activation, pause or edit in this process counts at once, not within
     LISTENING_SECONDS."""
-    for key in list(_listening):
-        if project_id is None or key[1] == project_id:
-            _listening.pop(key, None)
+    for cache in (_listening, _triggered_by, _watches):
+        for key in list(cache):
+            if project_id is None or key[1] == project_id:
+                cache.pop(key, None)
     # Parsed versions too: they are immutable once a journey ran, but a deleted journey's id
     # can come back on SQLite (and a draft's version 1 is edited in place). Cheap to reparse.
     with _specs_lock:
@@ -479,9 +493,10 @@ class _Engine:
             from app.services.audiences import add_members, remove_members
 
             audience_id = int(effect.audience)
+            adding = effect.action == "add"
             if self.members is not None:
-                if effect.action == "add":
-                    self.members.add(
+                if adding:
+                    moved = self.members.add(
                         project_id=run.project_id,
                         audience_id=audience_id,
                         user_pk=user.id,
@@ -489,11 +504,11 @@ class _Engine:
                         now=now,
                     )
                 else:
-                    self.members.remove(
+                    moved = self.members.remove(
                         project_id=run.project_id, audience_id=audience_id, user_pk=user.id, now=now
                     )
-            elif effect.action == "add":
-                add_members(
+            elif adding:
+                moved = add_members(
                     session,
                     project_id=run.project_id,
                     audience_id=audience_id,
@@ -501,9 +516,9 @@ class _Engine:
                     cause=AUDIENCE_CAUSE,
                     ttl_seconds=effect.ttl_seconds,
                     now=now,
-                )
+                ).get(user.id, False)
             else:
-                remove_members(
+                moved = user.id in remove_members(
                     session,
                     project_id=run.project_id,
                     audience_id=audience_id,
@@ -511,13 +526,17 @@ class _Engine:
                     cause=AUDIENCE_CAUSE,
                     now=now,
                 )
+            if moved:
+                self._caused(run, user, now, audience=(audience_id, adding))
         elif isinstance(effect, SetAttributes):
             from app.services.profiles import merge_attributes
 
-            merged = merge_attributes(dict(user.attributes or {}), dict(effect.attributes))
-            if merged != (user.attributes or {}):
+            before = dict(user.attributes or {})
+            merged = merge_attributes(before, dict(effect.attributes))
+            if merged != before:
                 user.attributes = merged  # a new dict: JSON columns do not track in place
                 user.updated_at = now
+                self._caused(run, user, now, attributes=before)
         elif isinstance(effect, CallWebhook):
             body = effect.body
             if body is None:
@@ -545,6 +564,45 @@ class _Engine:
                 }
             )
         # Wake, Exit, Converted: the new state carries them (saved by `advance`).
+
+    def _caused(
+        self,
+        run: _Run,
+        user: User,
+        now: datetime,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+        audience: tuple[int, bool] | None = None,
+    ) -> None:
+        """A step changed the user's attributes (`attributes`: before) or moved them into or
+        out of an audience: the reactions a rule's action would have (attributeChanged and
+        audience rules, audienceEntered and segment journeys), through internal events in the
+        user's event order, one chain level deeper (past the bound: none, logged)."""
+        from app.services.rules import note_attribute_changes, note_audience_changes
+
+        session = self.session
+        depth = caused_depth(session)
+        if depth is None:
+            log.warning("journey run %s: chain depth reached, its change fires nothing", run.id)
+            return
+        if self.members is not None:
+            self.members.flush()  # what the internal events' readers see
+        if attributes is not None:
+            note_attribute_changes(session, user=user, before=attributes, now=now, depth=depth)
+        if audience is not None:
+            note_audience_changes(
+                session,
+                project_id=run.project_id,
+                audience_id=audience[0],
+                user_pks=[user.id],
+                entered=audience[1],
+                cause="journey",
+                now=now,
+                depth=depth,
+            )
+        note_profile_change(
+            session, user=user, now=now, attributes_before=attributes, audience=audience
+        )
 
     def _template_id(self, project_id: int, ref: int | str) -> int | None:
         if isinstance(ref, int):
@@ -870,7 +928,11 @@ def enter(
     at = min(event.received_at, now) if event is not None else now
     if key is None:
         return EnterResult(None, False, may_enter(spec.entry, None, PreviousRuns(), at)[1])
-    previous = _previous(session, journey.id, user.id, key)
+    # `always` reads no history: the partial unique index below keeps one live run per key.
+    if spec.entry.policy == "always":
+        previous = PreviousRuns()
+    else:
+        previous = _previous(session, journey.id, user.id, key)
     ok, reason = may_enter(spec.entry, key, previous, at)
     if not ok:
         return EnterResult(None, False, reason)
@@ -980,7 +1042,13 @@ def on_event(
                 members=members,
             )
     if event.name in triggers:
-        for journey in _trigger_journeys(session, project.id, "event", event.name):
+        # The cached ids, then the session's identity map: a query per event cost ~1.5 ms
+        # (a job's journeys are as fresh as its session, within LISTENING_SECONDS).
+        key = (str(session.get_bind().engine.url), project.id)
+        for journey_id in _triggered_by.get(key, {}).get(event.name, ()):
+            journey = session.get(Journey, journey_id)
+            if journey is None or journey.status != "active":
+                continue
             spec = load_spec(session, journey.id, journey.version)
             if trigger_matches(spec, incoming):
                 enter(
@@ -1063,6 +1131,305 @@ def enter_existing_members(session: Session, journey: Journey, now: datetime) ->
             result = enter(session, journey=journey, user=user, params=None, event=None, now=now)
             entered += result.entered
         after = users[-1].id
+
+
+# --- segments: entered on data changes, runs that watch one ---------------------------------
+
+# The internal event a change to a user's data leaves when it was made outside the processing
+# of that user's own event (a profile upsert or identify, a journey's setAttributes or audience
+# step) and some active journey watches segments. Properties: `entered`, the segmentEntered
+# journeys whose segment the user entered by the change (matched after it, not before, both
+# judged where the change was made, so each change is counted once), and the chain `depth`.
+# The event processor then enters them and advances the runs that watch a segment, in the
+# user's event order.
+SEGMENTS_CHANGED = "segments.changed"
+# session.info key: (depth, bound) of the event the processor is handling in this session.
+_DEPTH = "journeys_chain_depth"
+
+
+@dataclass(frozen=True)
+class SegmentWatch:
+    """What the project's active journeys watch of a user's segments."""
+
+    entries: tuple[tuple[int, Condition], ...] = ()  # (journey id, segment): segmentEntered
+    runs: bool = False  # some active journey's runs exit on leaving a segment or wait for one
+
+    @property
+    def active(self) -> bool:
+        """Whether a change to a user's data concerns any journey at all."""
+        return bool(self.entries) or self.runs
+
+    @property
+    def cond(self) -> Condition | None:
+        """The entry segments together (what to load facts for), None without any."""
+        return AllOf(tuple(c for _, c in self.entries)) if self.entries else None
+
+    def entered(self, before: UserFacts, after: UserFacts) -> list[int]:
+        """The journeys whose segment the user matches `after` and did not `before`."""
+        return [j for j, c in self.entries if evaluate(c, after) and not evaluate(c, before)]
+
+
+_NO_WATCH = SegmentWatch()
+_watches: dict[tuple[str, int], tuple[float, SegmentWatch]] = {}
+
+
+def segment_watch(session: Session, project_id: int) -> SegmentWatch:
+    """The project's segment triggers, and whether runs watch segments (trusted for
+    LISTENING_SECONDS, as `listening`): with neither, a data change costs nothing more."""
+    key = (str(session.get_bind().engine.url), project_id)
+    hit = _watches.get(key)
+    clock = time.monotonic()
+    if hit is not None and hit[0] > clock:
+        return hit[1]
+    journeys = session.execute(
+        select(Journey.id, Journey.version, Journey.trigger_kind)
+        .where(Journey.project_id == project_id, Journey.status == "active")
+        .order_by(Journey.id)
+    ).all()
+    entries: list[tuple[int, Condition]] = []
+    runs = False
+    if journeys:
+        for j in journeys:
+            trigger = _info(session, j.id, j.version).spec.trigger
+            if j.trigger_kind == "segmentEntered" and trigger and trigger.segment is not None:
+                entries.append((j.id, trigger.segment))
+        # Every version: runs in flight keep the version they entered with.
+        versions = session.execute(
+            select(JourneyVersion.journey_id, JourneyVersion.version).where(
+                ids_in(session, JourneyVersion.journey_id, [j.id for j in journeys])
+            )
+        ).all()
+        runs = any(_info(session, j, v).watches_segment for j, v in versions)
+    watch = SegmentWatch(tuple(entries), runs) if entries or runs else _NO_WATCH
+    _watches[key] = (clock + LISTENING_SECONDS, watch)
+    return watch
+
+
+def set_chain_depth(session: Session, depth: int | None, bound: int = MAX_DEPTH) -> None:
+    """The event processor: the chain depth of the event it now handles (None: done), so
+    the changes journeys make meanwhile leave events one level deeper."""
+    if depth is None:
+        session.info.pop(_DEPTH, None)
+    else:
+        session.info[_DEPTH] = (depth, bound)
+
+
+def caused_depth(session: Session) -> int | None:
+    """The depth of the internal events a change made now leaves (1 outside the processor),
+    None past the bound: like a rule chain, a journey-to-rule-to-journey loop stops there."""
+    depth, bound = session.info.get(_DEPTH, (0, MAX_DEPTH))
+    return depth + 1 if depth + 1 < bound else None
+
+
+def note_profile_change(
+    session: Session,
+    *,
+    user: User,
+    now: datetime,
+    attributes_before: Mapping[str, Any] | None = None,
+    fields_before: Mapping[str, Any] | None = None,
+    audience: tuple[int, bool] | None = None,
+) -> None:
+    """A change to the user's data (already applied to `user`) made outside the processing of
+    their own event: a `segments.changed` event when some active journey watches segments
+    (see SEGMENTS_CHANGED). `*_before`: what the change replaced; `audience`: (id, joined)
+    of a membership it changed."""
+    watch = segment_watch(session, user.project_id)
+    if not watch.active:
+        return
+    if user.id is None:
+        session.flush()
+    entered: list[int] = []
+    if watch.entries:
+        from app.services.user_facts import load_facts
+
+        after = load_facts(session, user, now, watch.cond)
+        audiences = after.audiences
+        if audience is not None:
+            from app.models import Audience as AudienceRow
+
+            name = session.scalar(select(AudienceRow.name).where(AudienceRow.id == audience[0]))
+            labels = {str(audience[0]), *([name] if name else [])}
+            audiences = audiences - labels if audience[1] else audiences | labels
+        before = replace(
+            after,
+            attributes=after.attributes if attributes_before is None else attributes_before,
+            audiences=frozenset(audiences),
+            **dict(fields_before or {}),
+        )
+        entered = watch.entered(before, after)
+    if not entered and not watch.runs:
+        return
+    depth = caused_depth(session)
+    if depth is None:
+        log.warning("user %s: chain depth reached, a segment change starts nothing", user.id)
+        return
+    from app.services.rules import note_internal
+
+    note_internal(
+        session,
+        project_id=user.project_id,
+        user_pk=user.id,
+        name=SEGMENTS_CHANGED,
+        properties={"entered": entered, "depth": depth},
+        now=now,
+    )
+
+
+def _enter_segment_journeys(
+    session: Session,
+    *,
+    user: User,
+    journey_ids: Sequence[int],
+    now: datetime,
+    members: MembershipBatch | None,
+    facts: UserFacts | None = None,
+) -> None:
+    """Enter the still active segmentEntered journeys of `journey_ids` whose segment the user
+    matches (`facts`, else loaded now)."""
+    if not journey_ids:
+        return
+    journeys = list(
+        session.scalars(
+            select(Journey)
+            .where(
+                ids_in(session, Journey.id, sorted(set(journey_ids))),
+                Journey.status == "active",
+                Journey.trigger_kind == "segmentEntered",
+            )
+            .order_by(Journey.id)
+        )
+    )
+    segments = []
+    for journey in journeys:
+        trigger = load_spec(session, journey.id, journey.version).trigger
+        if trigger is not None and trigger.segment is not None:
+            segments.append((journey, trigger.segment))
+    if facts is None and segments:
+        from app.services.user_facts import load_facts
+
+        if members is not None:
+            members.flush()
+        facts = load_facts(session, user, now, AllOf(tuple(c for _, c in segments)))
+    for journey, segment in segments:
+        assert facts is not None
+        if evaluate(segment, facts):
+            enter(
+                session,
+                journey=journey,
+                user=user,
+                params=None,
+                event=None,
+                now=now,
+                members=members,
+            )
+
+
+def _advance_watching(
+    session: Session, *, user: User, now: datetime, members: MembershipBatch | None
+) -> None:
+    """Advance the user's live runs of active journeys that watch a segment (a leftSegment
+    exit, a waitForSegment step): their user's data changed."""
+    runs = session.scalars(
+        select(JourneyRun)
+        .join(Journey, Journey.id == JourneyRun.journey_id)
+        .where(
+            JourneyRun.user_id == user.id,
+            JourneyRun.status.in_(LIVE_RUN_STATUSES),
+            Journey.status == "active",
+        )
+        .order_by(JourneyRun.id)
+    )
+    for run in list(runs):
+        if _info(session, run.journey_id, run.version).watches_segment:
+            _advance_one(session, run, now=now, user=user, members=members)
+
+
+def on_segments_changed(
+    session: Session,
+    *,
+    user: User,
+    event: Event,
+    now: datetime,
+    members: MembershipBatch | None = None,
+) -> None:
+    """The processor's part of a `segments.changed` event: enter the journeys it names (if
+    the user still matches) and advance the runs that watch a segment."""
+    props = event.properties or {}
+    entered = [i for i in props.get("entered") or () if isinstance(i, int)]
+    _enter_segment_journeys(session, user=user, journey_ids=entered, now=now, members=members)
+    if segment_watch(session, user.project_id).runs:
+        _advance_watching(session, user=user, now=now, members=members)
+
+
+class DataChange:
+    """What one event the processor handles changes of its user, as segments see it: the user
+    before the event (their earlier events only), then the event itself and its rules'
+    attribute and audience changes applied in memory. Journeys' own changes are not counted
+    here: they leave `segments.changed` events of their own (`note_profile_change`)."""
+
+    def __init__(
+        self, session: Session, watch: SegmentWatch, user: User, event: Event, now: datetime
+    ) -> None:
+        from app.services.user_facts import load_facts
+
+        self.watch = watch
+        self.event = event
+        self.before = (
+            load_facts(session, user, now, watch.cond, events_before=event.id)
+            if watch.cond is not None
+            else None
+        )
+        self.attributes: dict[str, Any] = {}
+        self.audiences: dict[str, bool] = {}
+
+    def set_attributes(self, changes: Mapping[str, Any]) -> None:
+        """A rule set these attributes (None: removed)."""
+        self.attributes.update(changes)
+
+    def audience(self, audience_id: int, name: str | None, joined: bool) -> None:
+        """A rule moved the user into (`joined`) or out of an audience."""
+        for label in (str(audience_id), name):
+            if label is not None:
+                self.audiences[label] = joined
+
+    def after(self) -> UserFacts | None:
+        """The user after the event and its rules' changes."""
+        if self.before is None:
+            return None
+        attributes = dict(self.before.attributes)
+        for key, value in self.attributes.items():
+            if value is None:
+                attributes.pop(key, None)
+            else:
+                attributes[key] = value
+        audiences = set(self.before.audiences)
+        for label, joined in self.audiences.items():
+            (audiences.add if joined else audiences.discard)(label)
+        event = self.event
+        fact = EventFact(
+            name=event.name, timestamp=event.timestamp, properties=event.properties or {}
+        )
+        return replace(
+            self.before,
+            attributes=attributes,
+            audiences=frozenset(audiences),
+            events=(*self.before.events, fact),
+        )
+
+    def finish(
+        self, session: Session, *, user: User, now: datetime, members: MembershipBatch | None
+    ) -> None:
+        """After the event's handling: enter the journeys whose segment the user entered by
+        it, and advance the runs that watch a segment."""
+        after = self.after()
+        if self.before is not None and after is not None:
+            entered = self.watch.entered(self.before, after)
+            _enter_segment_journeys(
+                session, user=user, journey_ids=entered, now=now, members=members, facts=after
+            )
+        if self.watch.runs:
+            _advance_watching(session, user=user, now=now, members=members)
 
 
 # --- the sweep ------------------------------------------------------------------------------

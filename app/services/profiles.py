@@ -210,16 +210,28 @@ def merge_attributes(stored: dict[str, Any], patch: dict[str, Any]) -> dict[str,
 
 def apply_change(user: User, change: ProfileChange, now: datetime) -> None:
     """Apply a validated change to a loaded profile."""
+    fields_before = {
+        name: getattr(user, name)
+        for name, value in change.fields.items()
+        if getattr(user, name) != value
+    }
     for name, value in change.fields.items():
         setattr(user, name, value)
+    before = user.attributes or {}
+    session = object_session(user)
     if change.attributes:
-        before = user.attributes or {}
         # Assign a new dict: JSON columns do not track in-place mutation.
         user.attributes = merge_attributes(user.attributes, change.attributes)
-        session = object_session(user)
         if session is not None:
             # Rules on attributeChanged get an internal event (only if one listens).
             note_attribute_changes(session, user=user, before=before, now=now)
+    if session is not None and (fields_before or user.attributes != before):
+        # Journeys triggered by entering a segment, or whose runs watch one, likewise.
+        from app.services.journey_runs import note_profile_change
+
+        note_profile_change(
+            session, user=user, now=now, attributes_before=before, fields_before=fields_before
+        )
     user.updated_at = now
 
 

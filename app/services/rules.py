@@ -204,6 +204,19 @@ def _event_row(project_id: int, user_pk: int, name: str, props: dict, now: datet
     }
 
 
+def note_internal(
+    session: Session,
+    *,
+    project_id: int,
+    user_pk: int,
+    name: str,
+    properties: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Record one internal event of the user for the event processor (after the commit)."""
+    _store_internal(session, [_event_row(project_id, user_pk, name, properties, now)])
+
+
 def _journeys_start_on(session: Session, project_id: int, audience_id: int) -> bool:
     """An active journey is triggered by entering this audience (it then needs the event)."""
     from app.models import Journey
@@ -232,10 +245,12 @@ def note_audience_changes(
     entered: bool,
     cause: str,
     now: datetime,
+    depth: int = 0,
 ) -> None:
     """Record `audience.entered` / `audience.left` events for a change made outside the event
-    processor (cause api, ttl, topic), when an enabled rule listens for this audience or an
-    active journey starts on entering it."""
+    processor's rule chains (cause api, ttl, topic, journey), when an enabled rule listens for
+    this audience or an active journey starts on entering it. `depth`: the chain depth of a
+    change a journey made (see journey_runs.caused_depth)."""
     if not user_pks or cause == "rule":  # rule actions chain inline in the processor
         return
     kind = "audienceEntered" if entered else "audienceLeft"
@@ -244,7 +259,9 @@ def note_audience_changes(
     ):
         return
     name = session.scalar(select(Audience.name).where(Audience.id == audience_id))
-    props = {"audienceId": audience_id, "audience": name, "cause": cause}
+    props: dict[str, Any] = {"audienceId": audience_id, "audience": name, "cause": cause}
+    if depth:
+        props["depth"] = depth
     event = AUDIENCE_ENTERED if entered else AUDIENCE_LEFT
     _store_internal(
         session, [_event_row(project_id, pk, event, props, now) for pk in sorted(user_pks)]
@@ -260,10 +277,11 @@ def _listened_attributes(session: Session, project_id: int) -> set[str]:
 
 
 def note_attribute_changes(
-    session: Session, *, user: User, before: Mapping[str, Any], now: datetime
+    session: Session, *, user: User, before: Mapping[str, Any], now: datetime, depth: int = 0
 ) -> None:
     """Record `attribute.changed` events for the attributes of `user` that differ from
-    `before` and that an enabled rule listens for (profile upserts, identify)."""
+    `before` and that an enabled rule listens for (profile upserts, identify, a journey's
+    setAttributes step; `depth` as for note_audience_changes)."""
     if user.id is None:
         session.flush()
     listened = _listened_attributes(session, user.project_id)
@@ -275,7 +293,12 @@ def note_attribute_changes(
             user.project_id,
             user.id,
             ATTRIBUTE_CHANGED,
-            {"attribute": key, "from": before.get(key), "to": after.get(key)},
+            {
+                "attribute": key,
+                "from": before.get(key),
+                "to": after.get(key),
+                **({"depth": depth} if depth else {}),
+            },
             now,
         )
         for key in sorted(listened)

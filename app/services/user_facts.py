@@ -32,24 +32,29 @@ MAX_EVENTS_PER_NAME = 10_000
 
 
 def load_facts(
-    session: Session, user: User, now: datetime, cond: Condition | None = None
+    session: Session,
+    user: User,
+    now: datetime,
+    cond: Condition | None = None,
+    *,
+    events_before: int | None = None,
 ) -> UserFacts:
-    """The facts `evaluate(cond, facts)` reads for this user (everything if `cond` is None)."""
+    """The facts `evaluate(cond, facts)` reads for this user (everything if `cond` is None);
+    with `events_before`, only the events stored before that event id (the user as they were
+    before that event and the later ones)."""
     names = required_event_names(cond) if cond is not None else set()
     events: list[EventFact] = []
     if names:
         for name in sorted(names):
-            rows = session.execute(
-                select(Event.name, Event.timestamp, Event.properties)
-                .where(
-                    Event.project_id == user.project_id,
-                    Event.user_id == user.id,
-                    Event.name == name,
-                    Event.erased.is_(False),
-                )
-                .order_by(Event.timestamp.desc())
-                .limit(MAX_EVENTS_PER_NAME)
+            stmt = select(Event.name, Event.timestamp, Event.properties).where(
+                Event.project_id == user.project_id,
+                Event.user_id == user.id,
+                Event.name == name,
+                Event.erased.is_(False),
             )
+            if events_before is not None:
+                stmt = stmt.where(Event.id < events_before)
+            rows = session.execute(stmt.order_by(Event.timestamp.desc()).limit(MAX_EVENTS_PER_NAME))
             events += [
                 EventFact(name=r.name, timestamp=r.timestamp, properties=r.properties or {})
                 for r in rows

@@ -111,7 +111,8 @@ def _counts(engine) -> dict[str, int]:
 
 
 class SentGate:
-    """Lets `limit` messages be recorded `sent`, then holds back every later one until opened.
+    """Lets `limit` messages be recorded `sent`, then holds back every later one until opened
+    (or, with `table` and `status`, the rows of another table reaching another status).
 
     PostgreSQL: a trigger waits on an advisory lock this object holds, so a worker stops inside
     its recording transaction. SQLite has no waiting in triggers: there the trigger refuses the
@@ -120,7 +121,14 @@ class SentGate:
 
     KEY = 0x6661_756C_74  # "fault"; advisory locks are per database, this one is the test's
 
-    def __init__(self, engine: Engine, limit: int, worker_log: Path) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        limit: int,
+        worker_log: Path,
+        table: str = "messages",
+        status: str = "sent",
+    ) -> None:
         self.engine = engine
         self.worker_log = worker_log
         self.postgres = engine.dialect.name == "postgresql"
@@ -129,21 +137,21 @@ class SentGate:
             self._lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.KEY})
             self._lock.commit()
             body = (
-                "BEGIN IF (SELECT count(*) FROM messages WHERE status = 'sent') >= "
+                f"BEGIN IF (SELECT count(*) FROM {table} WHERE status = '{status}') >= "
                 f"{limit} THEN PERFORM pg_advisory_xact_lock_shared({self.KEY}); END IF; "
                 "RETURN NEW; END"
             )
             ddl = [
                 f"CREATE FUNCTION sent_gate() RETURNS trigger LANGUAGE plpgsql AS $$ {body} $$",
-                "CREATE TRIGGER sent_gate BEFORE UPDATE OF status ON messages FOR EACH ROW"
-                " WHEN (NEW.status = 'sent' AND OLD.status <> 'sent')"
+                f"CREATE TRIGGER sent_gate BEFORE UPDATE OF status ON {table} FOR EACH ROW"
+                f" WHEN (NEW.status = '{status}' AND OLD.status <> '{status}')"
                 " EXECUTE FUNCTION sent_gate()",
             ]
         else:
             ddl = [
-                "CREATE TRIGGER sent_gate BEFORE UPDATE OF status ON messages"
-                " WHEN NEW.status = 'sent' AND OLD.status <> 'sent'"
-                f" AND (SELECT count(*) FROM messages WHERE status = 'sent') >= {limit}"
+                f"CREATE TRIGGER sent_gate BEFORE UPDATE OF status ON {table}"
+                f" WHEN NEW.status = '{status}' AND OLD.status <> '{status}'"
+                f" AND (SELECT count(*) FROM {table} WHERE status = '{status}') >= {limit}"
                 " BEGIN SELECT RAISE(ABORT, 'sent gate closed'); END"
             ]
         with engine.begin() as conn:
@@ -357,4 +365,115 @@ def test_in_app_frames_cross_processes_through_redis(tmp_path, fault_db):
     finally:
         worker.stop()
         server.stop()
+        engine.dispose()
+
+
+def _journey_counts(engine) -> tuple[dict[str, int], list[tuple[int, str, int]]]:
+    """Runs by status; (run, step, messages) for every journey send step that made any."""
+    with engine.connect() as conn:
+        runs = dict(
+            conn.execute(text("SELECT status, count(*) FROM journey_runs GROUP BY status"))
+            .tuples()
+            .all()
+        )
+        per_step = (
+            conn.execute(
+                text(
+                    "SELECT s.journey_run_id, s.journey_step, count(m.id) FROM sends s"
+                    " JOIN messages m ON m.send_id = s.id WHERE s.journey_run_id IS NOT NULL"
+                    " GROUP BY s.journey_run_id, s.journey_step"
+                )
+            )
+            .tuples()
+            .all()
+        )
+    return runs, list(per_step)
+
+
+@pytest.mark.parametrize("broker_url", _broker_params())
+def test_sigkilled_worker_mid_journey_loses_no_step_and_sends_nothing_twice(
+    tmp_path, fault_db, broker_url
+):
+    """300 runs of `send, wait 2 s, send, exit`. The worker is SIGKILLed while the sweep
+    advances woken runs: a gate on journey_runs holds (PostgreSQL: inside the sweep's
+    transaction, that batch's second sends written but not committed) or refuses (SQLite)
+    every run's exit after the 150th. A new worker finishes the rest: every run ends, each
+    send step made exactly one message, none was recorded sent twice."""
+    runs_wanted = 300
+    proxy, server, env, auth = _setup(tmp_path, fault_db, broker_url)
+    engine = create_engine(fault_db)
+    workers: list[Worker] = []
+    log = tmp_path / "worker.log"
+    gate = SentGate(engine, runs_wanted // 2, log, table="journey_runs", status="exited")
+    try:
+
+        def post(path: str, body: object) -> dict:
+            r = requests.post(server.url + path, headers=auth, timeout=60, json=body)
+            assert r.status_code < 300, r.text
+            return r.json()
+
+        def send(step: str, then: str) -> dict:
+            return {"id": step, "type": "send", "channel": "inapp", "template": "t", "next": then}
+
+        post("/v1/templates", {"name": "t", "channels": {"inapp": {"en": {"body": "hi"}}}})
+        journey = post(
+            "/v1/journeys",
+            {
+                "name": "two sends",
+                "trigger": {"event": "go"},
+                "steps": [
+                    send("first", "pause"),
+                    {"id": "pause", "type": "wait", "duration": "2s", "next": "second"},
+                    send("second", "end"),
+                    {"id": "end", "type": "exit"},
+                ],
+            },
+        )
+        post(f"/v1/journeys/{journey['id']}/activate", {})
+        post("/v1/events", [{"name": "go", "userId": f"j{i}"} for i in range(runs_wanted)])
+        workers.append(Worker(env, log))
+        wait_for(gate.holding, timeout=120)
+        workers[0].kill()
+        runs_at_kill, _ = _journey_counts(engine)
+        sent_at_kill = _counts(engine)
+        assert runs_at_kill.get("exited", 0) < runs_wanted, runs_at_kill  # mid-journey
+        gate.open()
+        workers.append(Worker(env, log))
+
+        def finished():
+            runs, _ = _journey_counts(engine)
+            done = {"sent": 2 * runs_wanted}
+            return runs == {"exited": runs_wanted} and _counts(engine) == done
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not finished():
+            time.sleep(0.5)
+        runs, per_step = _journey_counts(engine)
+        with engine.connect() as conn:
+            sent_twice = conn.execute(
+                text(
+                    "SELECT count(*) FROM (SELECT message_id FROM message_status_changes "
+                    "WHERE status = 'sent' GROUP BY message_id HAVING count(*) > 1) AS d"
+                )
+            ).scalar()
+            reasons = dict(
+                conn.execute(
+                    text("SELECT exit_reason, count(*) FROM journey_runs GROUP BY exit_reason")
+                )
+                .tuples()
+                .all()
+            )
+        state = (runs_at_kill, sent_at_kill, runs, _counts(engine))
+        assert runs == {"exited": runs_wanted}, state
+        assert reasons == {'exit step "end"': runs_wanted}, reasons
+        assert _counts(engine) == {"sent": 2 * runs_wanted}, state
+        assert len(per_step) == 2 * runs_wanted and {n for *_, n in per_step} == {1}
+        assert {step for _, step, _ in per_step} == {"first", "second"}
+        assert sent_twice == 0
+    finally:
+        gate.open()
+        for w in workers:
+            w.stop()
+        server.stop()
+        proxy.stop()
         engine.dispose()

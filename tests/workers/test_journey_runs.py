@@ -856,3 +856,271 @@ def test_an_anonymous_visitors_run_follows_them_into_their_profile(app, api, pro
     assert run.user_id == dee and run.status in ("active", "waiting")
     _track(api, "dee", "purchase", cartId="A")  # the identified user's purchase converts it
     wait_for(lambda: _runs(app, journey_id)[0].status == "converted", timeout=60)
+
+
+# --- segment triggers and segment exits on data changes -------------------------------------
+
+ONE_STEP = [{"id": "end", "type": "exit"}]
+
+
+def _runs_of(app, journey_id) -> list[tuple[str, str, str | None]]:
+    with app.app_context():
+        rows = db.session.execute(
+            select(User.external_id, JourneyRun.status, JourneyRun.exit_reason)
+            .join(User, User.id == JourneyRun.user_id)
+            .where(JourneyRun.journey_id == journey_id)
+            .order_by(JourneyRun.id)
+        )
+        return [tuple(r) for r in rows]
+
+
+def _upsert(api, user_id, **attributes):
+    r = api.post("/v1/users", json={"userId": user_id, "attributes": attributes})
+    assert r.status_code == 200, r.json
+
+
+def _processed(app):
+    """Every event (internal ones included) has been processed."""
+    with app.app_context():
+        return not db.session.scalar(
+            select(func.count()).select_from(Event).where(Event.processed_at.is_(None))
+        )
+
+
+def test_a_segment_journey_starts_when_the_users_data_changes(app, api, project, workers):
+    """segmentEntered is judged on every change of the user's data, where it is made: an
+    upsert or identify, an event the worker processes, a rule's setAttributes, a journey's
+    setAttributes step; a user enters when they match after it and did not before."""
+    r = api.post(
+        "/v1/users",
+        json=[
+            {"userId": "by-api", "attributes": {"plan": "free"}},
+            {"userId": "by-identify"},
+            {"userId": "by-rule"},
+            {"userId": "by-journey"},
+            {"userId": "by-events"},
+            {"userId": "already", "attributes": {"plan": "pro"}},
+        ],
+    )
+    assert r.status_code == 200, r.json
+    pros = _store_journey(
+        app,
+        project.id,
+        {
+            "name": "pros",
+            "trigger": {"segmentEntered": "plan:pro"},
+            "entry": {"policy": "always"},
+            "steps": ONE_STEP,
+        },
+    )
+    buyers = _store_journey(
+        app,
+        project.id,
+        {
+            "name": "buyers",
+            "trigger": {"segmentEntered": {"event": "purchase", "count": {"gte": 2}}},
+            "steps": ONE_STEP,
+        },
+    )
+    _store_journey(
+        app,
+        project.id,
+        {
+            "name": "upgrader",
+            "trigger": {"event": "trial_ended"},
+            "steps": [
+                {
+                    "id": "up",
+                    "type": "setAttributes",
+                    "attributes": {"plan": "pro"},
+                    "next": "end",
+                },
+                {"id": "end", "type": "exit"},
+            ],
+        },
+    )
+    rule = {
+        "name": "upgrade",
+        "when": {"event": "upgrade"},
+        "then": [{"setAttributes": {"plan": "pro"}}],
+    }
+    assert api.post("/v1/rules", json=rule).status_code == 201
+    _upsert(api, "by-api", plan="pro")
+    r = api.post("/v1/identify", json={"userId": "by-identify", "traits": {"plan": "pro"}})
+    assert r.status_code < 300, r.json
+    _track(api, "by-rule", "upgrade")
+    _track(api, "by-journey", "trial_ended")
+    _track(api, "by-events", "purchase")
+    # A change that keeps a member a member starts nothing.
+    _upsert(api, "already", seats=3)
+    expected = {"by-api", "by-identify", "by-rule", "by-journey"}
+    wait_for(lambda: {u for u, *_ in _runs_of(app, pros)} == expected, timeout=60)
+    assert _runs_of(app, buyers) == []  # one purchase: not yet
+    _track(api, "by-events", "purchase")
+    wait_for(lambda: [u for u, *_ in _runs_of(app, buyers)] == ["by-events"], timeout=60)
+    # Leaving and coming back is entering again (policy always); staying in is not.
+    for attributes in ({"plan": "free"}, {"plan": "pro"}, {"plan": "pro", "seats": 2}):
+        _upsert(api, "by-api", **attributes)
+    _track(api, "by-events", "purchase")
+    wait_for(lambda: _processed(app), timeout=60)
+    users = [u for u, *_ in _runs_of(app, pros)]
+    assert sorted(users) == sorted([*expected, "by-api"])
+    assert [u for u, *_ in _runs_of(app, buyers)] == ["by-events"]
+
+
+def test_leaving_a_segment_ends_a_run_and_a_segment_wait_resumes(app, api, project, workers):
+    """Runs of journeys with a leftSegment exit or at a waitForSegment step are advanced when
+    their user's data changes, not only when they are due (here: a day later)."""
+    r = api.post(
+        "/v1/users",
+        json=[
+            {"userId": "leaver", "attributes": {"plan": "pro"}},
+            {"userId": "stayer", "attributes": {"plan": "pro"}},
+            {"userId": "waiter"},
+        ],
+    )
+    assert r.status_code == 200, r.json
+    held = _store_journey(
+        app,
+        project.id,
+        {
+            **API_JOURNEY,
+            "name": "pro tips",
+            "exit": [{"leftSegment": "plan:pro"}],
+        },
+    )
+    waits = _store_journey(
+        app,
+        project.id,
+        {
+            "name": "until verified",
+            "trigger": {"api": True},
+            "steps": [
+                {
+                    "id": "verified",
+                    "type": "waitForSegment",
+                    "filter": {"attr": "verified", "op": "eq", "value": True},
+                    "timeout": "1d",
+                    "next": "welcome",
+                    "onTimeout": "end",
+                },
+                {"id": "welcome", "type": "exit"},
+                {"id": "end", "type": "exit"},
+            ],
+        },
+    )
+    for user_id in ("leaver", "stayer"):
+        assert _enter(app, held, user_id)[0]
+    assert _enter(app, waits, "waiter")[0]
+    _upsert(api, "leaver", plan="free")
+    _upsert(api, "stayer", seats=9)
+    _upsert(api, "waiter", verified=True)
+    wait_for(lambda: _runs_of(app, waits)[0][1] == "exited", timeout=60)
+    assert _runs_of(app, waits) == [("waiter", "exited", 'exit step "welcome"')]
+    wait_for(lambda: _runs_of(app, held)[0][1] == "exited", timeout=60)
+    wait_for(lambda: _processed(app), timeout=60)
+    assert _runs_of(app, held) == [
+        ("leaver", "exited", "left the segment of exit[0]"),
+        ("stayer", "waiting", None),
+    ]
+
+
+# --- a journey's changes react as a rule's do -----------------------------------------------
+
+
+def test_a_journeys_attribute_and_audience_steps_fire_rules_and_journeys(
+    app, api, project, workers
+):
+    """attributeChanged and audienceEntered rules fire for a journey's setAttributes and
+    audience steps (internal events, in the user's event order), and entering the audience
+    starts the journeys it triggers, as it would had a rule made the change."""
+    _setup(api, "eve")
+    assert api.post("/v1/audiences", json={"name": "vip"}).status_code == 201
+    assert api.post("/v1/audiences", json={"name": "gold members"}).status_code == 201
+    rules = [
+        {
+            "name": "tier changed",
+            "when": {"attributeChanged": "tier", "to": "gold"},
+            "then": [{"addToAudience": "gold members"}],
+        },
+        {
+            "name": "vip joined",
+            "when": {"audienceEntered": "vip"},
+            "then": [{"setAttributes": {"vipSince": "now"}}],
+        },
+    ]
+    for rule in rules:
+        r = api.post("/v1/rules", json=rule)
+        assert r.status_code == 201, r.json
+    moves = _store_journey(
+        app,
+        project.id,
+        {
+            "name": "moves",
+            "trigger": {"api": True},
+            "steps": [
+                {"id": "join", "type": "audience", "add": "vip", "next": "mark"},
+                {
+                    "id": "mark",
+                    "type": "setAttributes",
+                    "attributes": {"tier": "gold"},
+                    "next": "end",
+                },
+                {"id": "end", "type": "exit"},
+            ],
+        },
+    )
+    welcome = _store_journey(app, project.id, WELCOME_VIP)
+    assert _enter(app, moves, "eve")[0]
+
+    def firings(name):
+        return api.get(f"/v1/rules/{name}/firings").json["data"]
+
+    [fired] = wait_for(lambda: firings("tier changed"), timeout=60)
+    assert fired["status"] == "fired"
+    assert fired["cause"]["attributeChanged"] == "tier" and fired["cause"]["to"] == "gold"
+    assert fired["actions"][0]["result"] == "joined"
+    assert wait_for(lambda: firings("vip joined"), timeout=60)[0]["status"] == "fired"
+    wait_for(lambda: [u for u, *_ in _runs_of(app, welcome)] == ["eve"], timeout=60)
+    profile = api.get("/v1/users/eve").json
+    assert "gold members" in json.dumps(profile.get("audiences"))
+    assert profile["attributes"]["vipSince"] == "now"
+
+
+def test_a_journey_rule_loop_stops_at_the_chain_bound(app, api, project, workers):
+    """Two journeys that set an attribute each, and two rules that start the other journey
+    on that change: a loop across events. Each hop is one level deeper, and the changes made
+    at RULE_CHAIN_MAX_DEPTH (10) start nothing: the API's entry plus nine hops."""
+    _setup(api, "lou")
+    for name, value in (("ping", "a"), ("pong", "b")):
+        _store_journey(
+            app,
+            project.id,
+            {
+                "name": name,
+                "trigger": {"api": True},
+                "entry": {"policy": "always"},
+                "steps": [
+                    {
+                        "id": "set",
+                        "type": "setAttributes",
+                        "attributes": {"side": value},
+                        "next": "end",
+                    },
+                    {"id": "end", "type": "exit"},
+                ],
+            },
+        )
+    for value, journey in (("a", "pong"), ("b", "ping")):
+        rule = {
+            "name": f"to {value}",
+            "when": {"attributeChanged": "side", "to": value},
+            "then": [{"startJourney": journey}],
+        }
+        assert api.post("/v1/rules", json=rule).status_code == 201
+    with app.app_context():
+        ping = db.session.scalar(select(Journey.id).where(Journey.name == "ping"))
+    assert _enter(app, ping, "lou")[0]
+    wait_for(lambda: len(_runs(app)) >= 10 and _processed(app), timeout=90)
+    assert len(_runs(app)) == 10
+    assert {r.status for r in _runs(app)} == {"exited"}
