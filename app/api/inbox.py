@@ -101,7 +101,8 @@ def _action_user(args: dict[str, Any]) -> User:
 
 @blp.route("/<int:message_id>/read")
 class InboxRead(MethodView):
-    """Mark one message read (its status becomes `opened`)."""
+    """Mark one message read: the in-app open (status `opened`, its history row and the
+    internal `message.opened` event), once."""
 
     @blp.arguments(EndUserActionArgsSchema, location="query", **BAD)
     @OPTIONAL_BODY
@@ -117,7 +118,7 @@ class InboxRead(MethodView):
 
 @blp.route("/read-all")
 class InboxReadAll(MethodView):
-    """Mark every message read."""
+    """Mark every message read: each unread one is opened as `/read` opens it."""
 
     @blp.arguments(EndUserActionArgsSchema, location="query", **BAD)
     @OPTIONAL_BODY

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, aliased
 from app.errors import Forbidden, NotFound
 from app.models import User
 from app.models.message import REACHED, Message
+from app.services.outbox import advance_many
 from app.services.profiles import load_users_by_external_id
 from app.services.projects import user_hash
 
@@ -140,37 +141,66 @@ def list_inbox(
     return InboxPage([InboxItem.from_message(m) for m in rows[:limit]], unread or 0, cursor)
 
 
-def _mark(session: Session, user_pk: int, message_id: int | None, values: dict[str, Any]) -> int:
+def _check_id(message_id: int | None) -> None:
     if message_id is not None and not 0 < message_id <= MAX_ID:
         raise NotFound(f"message {message_id} not in this inbox", {"messageId": ["not found"]})
-    stmt = update(Message).where(_visible(user_pk))
-    if message_id is not None:
-        stmt = stmt.where(Message.id == message_id)
-    if "read_at" in values:
-        stmt = stmt.where(Message.read_at.is_(None))
-        values = {**values, "status": "opened"}
-    result = session.execute(
-        stmt.values(**values), execution_options={"synchronize_session": False}
-    )
-    session.flush()
-    updated: int = result.rowcount  # type: ignore[attr-defined]
-    if message_id is not None and updated == 0:
-        exists = session.scalar(
-            select(Message.id).where(_visible(user_pk), Message.id == message_id)
-        )
-        if exists is None:
-            raise NotFound(f"message {message_id} not in this inbox", {"messageId": ["not found"]})
-    return updated
+
+
+def _refuse_unknown(session: Session, user_pk: int, message_id: int | None, updated: int) -> None:
+    """Nothing changed: a 404 unless the message is in this inbox (then it was a repeat)."""
+    if message_id is None or updated:
+        return
+    exists = session.scalar(select(Message.id).where(_visible(user_pk), Message.id == message_id))
+    if exists is None:
+        raise NotFound(f"message {message_id} not in this inbox", {"messageId": ["not found"]})
 
 
 def mark_read(session: Session, *, user_pk: int, message_id: int | None, now: datetime) -> int:
-    """Mark one message (or all, `message_id=None`) read; its status becomes `opened`."""
-    return _mark(session, user_pk, message_id, {"read_at": now, "updated_at": now})
+    """Mark one message (or all, `message_id=None`) read; how many were unread.
+
+    A read is the in-app open: each newly read message moves to `opened` through the outbox's
+    `advance` path (a status history row and the internal `message.opened` event carrying its
+    campaign and channel), as an email's tracking pixel does, so rules, triggered campaigns
+    and journeys hear of it. `read_at` makes it once only: reading again changes nothing. A
+    message already `clicked` (an in-app link followed first) is marked read but keeps its
+    status and emits no `message.opened`, as an email opened after its click does.
+
+    engagement.TOO_FAST (opens within 2 s of sending ignored) does not apply: that rule
+    filters mail prefetchers and link scanners fetching a pixel on their own, while this is
+    a call made for the end user with their userHash (or a backend's secret key), an
+    explicit action and never a machine's guess. A person may well read a message the
+    second it appears in a live inbox.
+    """
+    _check_id(message_id)
+    stmt = update(Message).where(_visible(user_pk), Message.read_at.is_(None))
+    if message_id is not None:
+        stmt = stmt.where(Message.id == message_id)
+    read = list(
+        session.scalars(
+            stmt.values(read_at=now, updated_at=now)
+            .returning(Message.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    advance_many(session, read, "opened", at=now)
+    session.flush()
+    _refuse_unknown(session, user_pk, message_id, len(read))
+    return len(read)
 
 
 def archive_message(session: Session, *, user_pk: int, message_id: int, now: datetime) -> int:
     """Move one message to the archive (idempotent)."""
-    return _mark(session, user_pk, message_id, {"archived_at": now, "updated_at": now})
+    _check_id(message_id)
+    result = session.execute(
+        update(Message)
+        .where(_visible(user_pk), Message.id == message_id)
+        .values(archived_at=now, updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    session.flush()
+    updated: int = result.rowcount  # type: ignore[attr-defined]
+    _refuse_unknown(session, user_pk, message_id, updated)
+    return updated
 
 
 def replay(

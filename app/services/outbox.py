@@ -6,8 +6,9 @@ already reached is skipped by the unique constraint, and the new ids are enqueue
 `enqueue_delivery` once the transaction commits.
 
 After a message left, what happens to it (a provider's report, a receipt, an open, a click)
-moves it forward with `advance`, the one place that writes a later status, its history row,
-its `MessageEvent` and its internal outcome event.
+moves it forward with `advance` (or `advance_many` for a batch, as an inbox's read-all), the
+one place that writes a later status, its history row, its `MessageEvent` and its internal
+outcome event.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy import insert, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app.db import bulk_insert, defer, insert_ignore
+from app.db import bulk_insert, defer, ids_in, insert_ignore
 from app.models import MessageEvent, User
 from app.models.message import Message, MessageStatusChange, Send
 from app.services import outcome_events
@@ -221,3 +222,58 @@ def advance(
     if status in OUTCOMES:
         outcome_events.emit(session, [outcome_events.outcome(message, status, at, reason)])
     return True
+
+
+# Ids per statement in `advance_many` (SQLite binds one parameter per id).
+ADVANCE_CHUNK = 500
+
+
+def advance_many(
+    session: Session, message_ids: Sequence[int], status: str, *, at: datetime
+) -> list[int]:
+    """`advance` for many messages at once (an inbox's read-all); the ids that moved.
+
+    The same conditional UPDATE per chunk of ids, so each message moves at most once and
+    never back; each move gets its history row and, for OUTCOMES, its internal event (one
+    INSERT of each per chunk, not three statements a message). Loaded `Message` objects are
+    not refreshed: callers pass ids they have not loaded.
+    """
+    moved: list[int] = []
+    ids = sorted(set(message_ids))
+    for start in range(0, len(ids), ADVANCE_CHUNK):
+        chunk = ids[start : start + ADVANCE_CHUNK]
+        result = session.execute(
+            update(Message)
+            .where(ids_in(session, Message.id, chunk), Message.status.in_(allowed_from(status)))
+            .values(status=status, reason=None, updated_at=at)
+            .returning(
+                Message.id, Message.project_id, Message.user_id, Message.send_id, Message.channel
+            )
+            .execution_options(synchronize_session=False)
+        )
+        rows = sorted(result, key=lambda row: row.id)
+        if not rows:
+            continue
+        bulk_insert(
+            session,
+            MessageStatusChange,
+            [{"message_id": r.id, "status": status, "reason": None, "at": at} for r in rows],
+        )
+        if status in OUTCOMES:
+            outcome_events.emit(
+                session,
+                [
+                    outcome_events.Outcome(
+                        message_id=r.id,
+                        project_id=r.project_id,
+                        user_id=r.user_id,
+                        send_id=r.send_id,
+                        channel=r.channel,
+                        name=status,
+                        at=at,
+                    )
+                    for r in rows
+                ],
+            )
+        moved.extend(r.id for r in rows)
+    return moved

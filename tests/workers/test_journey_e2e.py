@@ -1,5 +1,6 @@
 """Journeys end to end with real workers, on both databases: a local-time wait, an "email not
-opened → SMS" fallback at a Twilio-shaped peer, and an A/B split's proportions on 10K users.
+opened → SMS" fallback at a Twilio-shaped peer, an in-app read resuming a wait for
+`message.opened`, and an A/B split's proportions on 10K users.
 
 Events go through the API and the event processor (in-process Dramatiq workers); due runs are
 advanced by the sweeper's real code, called by the test (`sweep` at a chosen instant where the
@@ -279,6 +280,75 @@ def test_an_unopened_email_is_followed_by_an_sms(app, api, client, project, peer
     with app.app_context():
         opened = db.session.scalar(select(Message.status).where(Message.id == message_id))
     assert opened == "opened"
+
+
+# --- an in-app read heard by a journey and a rule ------------------------------------------
+
+
+def test_an_inapp_read_resumes_a_journey_and_fires_a_rule(app, api, client, project, workers):
+    """An in-app message read through the inbox API (`POST /v1/inbox/{id}/read`, the end
+    user's userHash) is a `message.opened` like an email's pixel: the journey waiting for it
+    goes on by `next`, and a rule on `message.opened` fires. The read comes the moment the
+    message is in the inbox, with no 2 s pause: engagement.TOO_FAST is for pixels, not for
+    a person's own call."""
+    from app.services.projects import user_hash
+
+    assert api.post("/v1/users", json={"userId": "ann"}).status_code in (200, 201)
+    news = {"name": "news", "channels": {"inapp": {"en": {"title": "News", "body": "Hi"}}}}
+    assert api.post("/v1/templates", json=news).status_code == 201
+    assert api.post("/v1/audiences", json={"name": "in-app readers"}).status_code == 201
+    rule = {
+        "name": "read in app",
+        "when": {
+            "event": "message.opened",
+            "where": {"attr": "channel", "op": "eq", "value": "inapp"},
+        },
+        "then": [{"addToAudience": "in-app readers"}],
+    }
+    r = api.post("/v1/rules", json=rule)
+    assert r.status_code == 201, r.json
+    journey_id = _store_journey(
+        app,
+        project.id,
+        {
+            "name": "in-app then wait",
+            "trigger": {"api": True},
+            "steps": [
+                {"id": "send", "type": "send", "channel": "inapp", "template": "news", "next": "w"},
+                {
+                    "id": "w",
+                    "type": "waitForEvent",
+                    "event": "message.opened",
+                    "where": {"attr": "channel", "op": "eq", "value": "inapp"},
+                    "timeout": "1h",
+                    "next": "read",
+                    "onTimeout": "unread",
+                },
+                {"id": "read", "type": "exit"},
+                {"id": "unread", "type": "exit"},
+            ],
+        },
+    )
+    r = api.post(f"/v1/journeys/{journey_id}/enter", json={"userId": "ann"})
+    assert r.status_code < 300, r.json
+    params = {
+        "key": project.publishable,
+        "userId": "ann",
+        "userHash": user_hash(project.identity_secret, "ann"),
+    }
+    [item] = wait_for(lambda: client.get("/v1/inbox", query_string=params).json["data"])
+    assert client.post(f"/v1/inbox/{item['id']}/read", query_string=params).json == {"updated": 1}
+    wait_for(lambda: _runs(app, journey_id)[0][1].status == "exited")
+    [(_, run)] = _runs(app, journey_id)
+    assert run.exit_reason == 'exit step "read"'
+    [fired] = wait_for(lambda: api.get("/v1/rules/read in app/firings").json["data"])
+    assert fired["status"] == "fired" and fired["actions"][0]["result"] == "joined"
+    assert "in-app readers" in str(api.get("/v1/users/ann").json.get("audiences"))
+    with app.app_context():
+        [opened] = db.session.scalars(select(Event).where(Event.name == "message.opened"))
+        assert opened.properties["messageId"] == item["id"]
+        assert opened.properties["channel"] == "inapp"
+        assert opened.properties["campaignId"] is None  # a journey's send, not a campaign's
 
 
 # --- an A/B/n split on 10K users ------------------------------------------------------------

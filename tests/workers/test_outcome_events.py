@@ -1,8 +1,9 @@
 """Delivery outcomes become internal events of the message's user (`message.delivered`, ...).
 
 Each outcome is reached through its real entry point: a service worker's receipt, Twilio's
-signed status callback, the signed open/click links, a permanent provider failure, one-click
-unsubscribe, an SMS STOP and an email complaint. Each yields exactly one event with the
+signed status callback, the signed open/click links, an in-app read (`POST /v1/inbox/{id}/read`,
+`read-all`), a permanent provider failure, one-click unsubscribe, an SMS STOP and an email
+complaint. Each yields exactly one event with the
 campaign and channel, however often the report is repeated, and hands it to the processor.
 """
 
@@ -23,6 +24,7 @@ from app.models import Event, MessageEvent, User
 from app.models.base import utcnow
 from app.models.message import Message, MessageStatusChange, Send
 from app.services import links
+from app.services.projects import user_hash
 from tests.conftest import wait_for
 from tests.support.twilio_peer import Answer, TwilioPeer, twilio_error, twilio_sign
 from workers.broker import broker
@@ -376,3 +378,154 @@ def test_an_email_complaint_unsubscribes_through_the_message(app, api, client, p
         "channel": "email",
         "reason": "complaint",
     }
+
+
+# --- in-app reads ------------------------------------------------------------------------
+
+
+def _end_user(project, external: str = "ann") -> dict[str, str]:
+    return {
+        "key": project.publishable,
+        "userId": external,
+        "userHash": user_hash(project.identity_secret, external),
+    }
+
+
+def _history(app, message_id: int) -> list[str]:
+    with app.app_context():
+        return list(
+            db.session.scalars(
+                select(MessageStatusChange.status)
+                .where(MessageStatusChange.message_id == message_id)
+                .order_by(MessageStatusChange.id)
+            )
+        )
+
+
+def _inapp(app, project_id: int, user_id: int, **fields) -> tuple[int, int]:
+    return _sent(app, project_id, user_id, channel="inapp", address=f"user:{user_id}", **fields)
+
+
+def test_an_inapp_read_yields_one_opened_event_and_one_history_row(
+    app, api, client, project, clean_broker
+):
+    """POST /v1/inbox/{id}/read is the in-app open: the status history row and the internal
+    `message.opened` event with the campaign and channel, as an email's pixel gives; reading
+    again (by id or with read-all) adds nothing."""
+    user_id = _user(app, api)
+    message_id, send_id = _inapp(app, project.id, user_id)
+    params = _end_user(project)
+    first = client.post(f"/v1/inbox/{message_id}/read", query_string=params)
+    assert first.status_code == 200 and first.json == {"updated": 1}
+    again = client.post(f"/v1/inbox/{message_id}/read", query_string=params)
+    assert again.status_code == 200 and again.json == {"updated": 0}
+    assert client.post("/v1/inbox/read-all", query_string=params).json == {"updated": 0}
+    [event] = _internal(app)
+    assert (event.name, event.user_id, event.project_id) == ("message.opened", user_id, project.id)
+    assert event.properties == {
+        "messageId": message_id,
+        "sendId": send_id,
+        "campaignId": CAMPAIGN,
+        "channel": "inapp",
+    }
+    assert _history(app, message_id) == ["opened"]
+    assert event.timestamp == _status_time(app, message_id, "opened")
+    with app.app_context():
+        message = db.session.get(Message, message_id)
+        assert message.status == "opened" and message.read_at == event.timestamp
+    assert _deferred_event_ids() == [event.id]
+    detail = api.get(f"/v1/messages/{message_id}").json
+    assert [h["status"] for h in detail["history"]][-1] == "opened"
+
+
+def test_read_all_opens_each_unread_message_once(app, api, client, project, clean_broker):
+    user_id = _user(app, api)
+    read_first, _ = _inapp(app, project.id, user_id)
+    others = [_inapp(app, project.id, user_id)[0] for _ in range(3)]
+    other_campaign, _ = _inapp(app, project.id, user_id, campaign_id=None)
+    params = _end_user(project)
+    assert client.post(f"/v1/inbox/{read_first}/read", query_string=params).json["updated"] == 1
+    assert client.post("/v1/inbox/read-all", query_string=params).json == {"updated": 4}
+    assert client.post("/v1/inbox/read-all", query_string=params).json == {"updated": 0}
+    events = _internal(app)
+    assert [e.name for e in events] == ["message.opened"] * 5
+    assert sorted(e.properties["messageId"] for e in events) == sorted(
+        [read_first, *others, other_campaign]
+    )
+    assert {e.properties["messageId"]: e.properties["campaignId"] for e in events} == {
+        read_first: CAMPAIGN,
+        **dict.fromkeys(others, CAMPAIGN),
+        other_campaign: None,
+    }
+    for message_id in (read_first, *others, other_campaign):
+        assert _history(app, message_id) == ["opened"]
+    assert sorted(_deferred_event_ids()) == [e.id for e in events]
+
+
+def test_an_inapp_read_right_after_sending_is_a_persons_open(
+    app, api, client, project, clean_broker
+):
+    """engagement.TOO_FAST filters machines fetching a pixel; a read through the inbox API is
+    the end user's own action (their userHash), so it counts however soon it comes."""
+    user_id = _user(app, api)
+    message_id, _ = _inapp(app, project.id, user_id)
+    with app.app_context(), db.begin() as session:
+        session.get(Message, message_id).sent_at = utcnow()
+    r = client.post(f"/v1/inbox/{message_id}/read", query_string=_end_user(project))
+    assert r.json == {"updated": 1}
+    assert [e.name for e in _internal(app)] == ["message.opened"]
+
+
+def test_an_inapp_read_after_a_click_keeps_clicked_and_emits_no_open(
+    app, api, client, project, clean_broker
+):
+    """Statuses only move forward: a read after the in-app link was followed marks it read
+    (the unread count drops) but emits no `message.opened`, as an email opened after its
+    click does. (It used to set the status back to `opened`.)"""
+    user_id = _user(app, api)
+    message_id, _ = _inapp(app, project.id, user_id)
+    click = _path(links.click_url(dict(app.config), message_id, "https://shop.acme-mail.com/x"))
+    assert client.get(click, headers={"User-Agent": BROWSER}).status_code == 302
+    params = _end_user(project)
+    assert client.post(f"/v1/inbox/{message_id}/read", query_string=params).json["updated"] == 1
+    assert client.get("/v1/inbox", query_string=params).json["unreadCount"] == 0
+    assert [e.name for e in _internal(app)] == ["message.clicked"]
+    assert _history(app, message_id) == ["clicked"]
+    with app.app_context():
+        assert db.session.get(Message, message_id).status == "clicked"
+
+
+def test_reading_someone_elses_message_is_refused_and_records_nothing(
+    app, api, client, project, clean_broker
+):
+    _user(app, api, "ann")
+    bob = _user(app, api, "bob")
+    message_id, _ = _inapp(app, project.id, bob)
+    r = client.post(f"/v1/inbox/{message_id}/read", query_string=_end_user(project, "ann"))
+    assert r.status_code == 404 and r.json["errors"] == {"messageId": ["not found"]}
+    assert client.post("/v1/inbox/read-all", query_string=_end_user(project, "ann")).json == {
+        "updated": 0
+    }
+    assert _internal(app) == []
+    assert _history(app, message_id) == []
+    with app.app_context():
+        message = db.session.get(Message, message_id)
+        assert (message.status, message.read_at) == ("sent", None)
+
+
+def test_an_archived_message_read_later_is_opened_once(app, api, client, project, clean_broker):
+    """Archiving is not reading (no event); the archive is listed too (`?archived=1`), and a
+    read there is an open like any other, once. (Reading an archived message was allowed
+    before this change too: `_visible` never excluded the archive.)"""
+    user_id = _user(app, api)
+    message_id, _ = _inapp(app, project.id, user_id)
+    params = _end_user(project)
+    assert client.post(f"/v1/inbox/{message_id}/archive", query_string=params).json == {
+        "updated": 1
+    }
+    assert _internal(app) == []
+    for expected in (1, 0):
+        r = client.post(f"/v1/inbox/{message_id}/read", query_string=params)
+        assert r.json == {"updated": expected}
+    assert [e.name for e in _internal(app)] == ["message.opened"]
+    assert _history(app, message_id) == ["opened"]
