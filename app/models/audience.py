@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.models.base import Base, BigId, UTCDateTime, utcnow
 
 CHANGE_KINDS = ("joined", "left")
-CHANGE_CAUSES = ("api", "rule", "topic", "ttl")
+CHANGE_CAUSES = ("api", "rule", "topic", "ttl", "journey")
 
 
 class Audience(Base):
@@ -59,7 +59,7 @@ class AudienceChange(Base):
     __tablename__ = "audience_changes"
     __table_args__ = (
         CheckConstraint("kind IN ('joined', 'left')", name="kind"),
-        CheckConstraint("cause IN ('api', 'rule', 'topic', 'ttl')", name="cause"),
+        CheckConstraint("cause IN ('api', 'rule', 'topic', 'ttl', 'journey')", name="cause"),
         Index("ix_audience_changes_audience_at", "audience_id", "at"),
         # The user's timeline (and erasure) reads their changes.
         Index("ix_audience_changes_user", "user_id", "at"),

@@ -77,7 +77,7 @@ class TimelineAudienceSchema(_Item):
     audienceId = fields.Int(required=True)
     audience = fields.Str(required=True, metadata={"description": "its name"})
     change = fields.Str(required=True, validate=validate.OneOf(["joined", "left"]))
-    cause = fields.Str(required=True, metadata={"description": "api, rule, topic or ttl"})
+    cause = fields.Str(required=True, metadata={"description": "api, rule, topic, ttl or journey"})
 
 
 class TimelineRuleSchema(_Item):

@@ -6,8 +6,8 @@ use that same test, so an expired member stops counting the moment its TTL passe
 `expire_memberships` (the sweeper) marks it left and logs the `ttl` leave.
 
 Every join and leave is one `audience_changes` row with its time and cause (`api`, `rule`,
-`topic`, `ttl`): the history of an audience and, later, the input of "entered/left audience"
-triggers. Re-adding a current member only refreshes its TTL and logs nothing.
+`topic`, `ttl`, `journey`): the history of an audience and, later, the input of "entered/left
+audience" triggers. Re-adding a current member only refreshes its TTL and logs nothing.
 """
 
 from __future__ import annotations
@@ -163,6 +163,10 @@ def member_counts(session: Session, audience_ids: Sequence[int], now: datetime) 
 
 
 # --- memberships --------------------------------------------------------------------------
+
+
+# Causes whose changes the caller chains itself: `_note_changes` leaves no event for them.
+CHAINED_BY_CALLER = frozenset({"rule", "journey"})
 
 
 def _check_cause(cause: str) -> None:
@@ -349,6 +353,8 @@ class _Membership:
     left_at: datetime | None
     new: bool = False
     ttl_seconds: int | None = None
+    # The cause of the batch's latest change (replayed by `flush` for a lost insert).
+    cause: str | None = None
 
     def current(self, now: datetime) -> bool:
         return self.left_at is None and (self.expires_at is None or self.expires_at > now)
@@ -413,6 +419,12 @@ class MembershipBatch:
                     )
         return self._state[audience_id]
 
+    def _cause(self, cause: str | None) -> str:
+        if cause is None:
+            return self.cause
+        _check_cause(cause)
+        return cause
+
     def _log(self, m: _Membership, kind: str, cause: str, at: datetime | None) -> None:
         assert at is not None  # a passed TTL has its expiry; a change its moment
         self._changes.append(_change(m, kind, cause, at))
@@ -425,8 +437,11 @@ class MembershipBatch:
         user_pk: int,
         ttl_seconds: int | None,
         now: datetime,
+        cause: str | None = None,
     ) -> bool:
-        """Make the user a current member (refreshing the expiry); True if they joined."""
+        """Make the user a current member (refreshing the expiry); True if they joined.
+        `cause`: logged instead of the batch's (a journey step the processor runs)."""
+        cause = self._cause(cause)
         expires = now + timedelta(seconds=ttl_seconds) if ttl_seconds else None
         members = self._members(project_id, audience_id)
         m = members.get(user_pk)
@@ -441,21 +456,32 @@ class MembershipBatch:
             if m.left_at is None:  # its TTL passed and the sweeper has not closed it yet
                 self._log(m, "left", "ttl", m.expires_at)
             m.joined_at, m.left_at = now, None
-        m.expires_at, m.ttl_seconds = expires, ttl_seconds
+        m.expires_at, m.ttl_seconds, m.cause = expires, ttl_seconds, cause
         if joined:
-            self._log(m, "joined", self.cause, now)
+            self._log(m, "joined", cause, now)
         self._dirty[(audience_id, user_pk)] = m
         return joined
 
-    def remove(self, *, project_id: int, audience_id: int, user_pk: int, now: datetime) -> bool:
-        """End the user's current membership; True if they were a current member."""
+    def remove(
+        self,
+        *,
+        project_id: int,
+        audience_id: int,
+        user_pk: int,
+        now: datetime,
+        cause: str | None = None,
+    ) -> bool:
+        """End the user's current membership; True if they were a current member.
+        `cause`: logged instead of the batch's."""
+        cause = self._cause(cause)
         m = self._members(project_id, audience_id).get(user_pk)
         if m is None or m.left_at is not None:
             return False
         removed = m.current(now)
+        m.cause = cause
         if removed:
             m.left_at = now
-            self._log(m, "left", self.cause, now)
+            self._log(m, "left", cause, now)
         else:  # its TTL passed: closed as the sweeper would, at its expiry
             m.left_at = m.expires_at
             self._log(m, "left", "ttl", m.expires_at)
@@ -525,7 +551,7 @@ class MembershipBatch:
                     project_id=m.project_id,
                     audience_id=m.audience_id,
                     user_pks=[m.user_id],
-                    cause=self.cause,
+                    cause=m.cause or self.cause,
                     ttl_seconds=m.ttl_seconds,
                     now=m.joined_at,
                 )
@@ -535,7 +561,7 @@ class MembershipBatch:
                     project_id=m.project_id,
                     audience_id=m.audience_id,
                     user_pks=[m.user_id],
-                    cause=self.cause,
+                    cause=m.cause or self.cause,
                     now=m.left_at,
                 )
 
@@ -582,9 +608,10 @@ def _note_changes(
     cause: str,
     now: datetime,
 ) -> None:
-    # Rules listening for this audience get an internal event in the user's event order;
-    # a change made by a rule (cause "rule") is chained inline by the event processor instead.
-    if not user_pks or cause == "rule":
+    # Rules listening for this audience get an internal event in the user's event order; a
+    # change made by a rule is chained inline by the event processor instead, and a journey's
+    # step leaves its own, one chain level deeper (journey_runs._Engine._caused).
+    if not user_pks or cause in CHAINED_BY_CALLER:
         return
     note_audience_changes(
         session,

@@ -87,9 +87,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WEBHOOK_ACTOR = "call_journey_webhook"
-# Membership changes a journey makes are logged with this cause (the audiences' CHECK allows
-# api, rule, topic, ttl): like a rule's, they emit no internal audience event.
-AUDIENCE_CAUSE = "rule"
+# Membership changes a journey's audience step makes are logged with this cause. The
+# audience services leave no internal audience event for it: `_caused` leaves its own, one
+# chain level deeper.
+AUDIENCE_CAUSE = "journey"
 # How long the per-project set of listened event names is trusted (other processes' edits).
 LISTENING_SECONDS = 2.0
 # Users per transaction when entering a whole audience or segment at activation.
@@ -502,10 +503,15 @@ class _Engine:
                         user_pk=user.id,
                         ttl_seconds=effect.ttl_seconds,
                         now=now,
+                        cause=AUDIENCE_CAUSE,
                     )
                 else:
                     moved = self.members.remove(
-                        project_id=run.project_id, audience_id=audience_id, user_pk=user.id, now=now
+                        project_id=run.project_id,
+                        audience_id=audience_id,
+                        user_pk=user.id,
+                        now=now,
+                        cause=AUDIENCE_CAUSE,
                     )
             elif adding:
                 moved = add_members(

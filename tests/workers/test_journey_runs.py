@@ -475,6 +475,46 @@ def test_audience_and_attribute_steps_then_a_branch_on_them(app, api, project):
     profile = api.get("/v1/users/ivy").json
     assert profile["attributes"]["tier"] == "gold"
     assert "vip" in json.dumps(profile.get("audiences"))
+    assert _audience_moves(api, "ivy") == [("vip", "joined", "journey")]
+
+
+def _audience_moves(api, user_id):
+    """The user's audience moves in the timeline (the membership history), oldest first."""
+    r = api.get(f"/v1/users/{user_id}/timeline?kinds=audience")
+    assert r.status_code == 200, r.json
+    return [(i["audience"], i["change"], i["cause"]) for i in reversed(r.json["data"])]
+
+
+def test_audience_steps_run_by_the_event_processor_are_logged_with_cause_journey(
+    app, api, project, workers
+):
+    """An event-triggered journey's audience steps run inside the event processor (its
+    membership batch, whose own cause is `rule`): the moves are still the journey's."""
+    _setup(api, "joe")
+    for name in ("vip", "trial"):
+        assert api.post("/v1/audiences", json={"name": name}).status_code == 201
+    r = api.post("/v1/audiences/trial/members", json={"userIds": ["joe"]})
+    assert r.status_code < 300, r.json
+    journey_id = _store_journey(
+        app,
+        project.id,
+        {
+            "name": "upgrade",
+            "trigger": {"event": "upgraded"},
+            "steps": [
+                {"id": "join", "type": "audience", "add": "vip", "next": "leave"},
+                {"id": "leave", "type": "audience", "remove": "trial", "next": "end"},
+                {"id": "end", "type": "exit"},
+            ],
+        },
+    )
+    _track(api, "joe", "upgraded")
+    wait_for(lambda: [r.status for r in _runs(app, journey_id)] == ["exited"], timeout=60)
+    assert _audience_moves(api, "joe") == [
+        ("trial", "joined", "api"),
+        ("vip", "joined", "journey"),
+        ("trial", "left", "journey"),
+    ]
 
 
 # --- end to end -----------------------------------------------------------------------------
@@ -1085,6 +1125,17 @@ def test_a_journeys_attribute_and_audience_steps_fire_rules_and_journeys(
     profile = api.get("/v1/users/eve").json
     assert "gold members" in json.dumps(profile.get("audiences"))
     assert profile["attributes"]["vipSince"] == "now"
+    # The journey's move is logged as the journey's, and left one audience event (its own,
+    # one level deeper), not a second one from the audience service.
+    assert _audience_moves(api, "eve") == [
+        ("vip", "joined", "journey"),
+        ("gold members", "joined", "rule"),
+    ]
+    with app.app_context():
+        entered = db.session.scalars(
+            select(Event.properties).where(Event.name == "audience.entered")
+        ).all()
+    assert [(p["audience"], p["cause"]) for p in entered] == [("vip", "journey")]
 
 
 def test_a_journey_rule_loop_stops_at_the_chain_bound(app, api, project, workers):
