@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import String, case, cast, distinct, func, literal, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.db import bulk_insert, bulk_update_pg, ids_in
@@ -208,6 +209,17 @@ def deliver_batch(
     for message in loaded.messages:
         try:
             prepared = _deliver_one(message, loaded, settings, now, slots)
+        except OperationalError as err:  # the database busy or away (a rate-limit slot's
+            # transaction on a locked SQLite): nothing is wrong with the message, try it again
+            log.warning(
+                "delivery of message %s: database unavailable (%s); retrying", message.id, err
+            )
+            prepared = Outcome(
+                "queued",
+                f"retrying: database unavailable ({type(err).__name__})",
+                not_before=now + backoff(1),
+                refund_attempt=True,
+            )
         except Exception as err:  # a bug in one message must not sink the batch
             log.exception("delivery of message %s crashed", message.id)
             prepared = Outcome("failed", f"internal error: {type(err).__name__}")

@@ -496,8 +496,14 @@ def test_pause_and_resume_in_the_middle_of_a_5000_user_fan_out(
                 select(Send.id, Send.status, Send.cursor, Send.lease_until)
             ).all()
             held = db.session.scalar(select(func.count()).where(Message.not_before == cs.HELD))
+            reasons = db.session.execute(
+                select(Message.status, Message.reason, func.count())
+                .where(Message.status != "sent")
+                .group_by(Message.status, Message.reason)
+            ).all()
         raise AssertionError(
-            f"not all 5000 sent: messages {statuses}, held {held}, sends {sends}"
+            f"not all 5000 sent: messages {statuses}, held {held}, sends {sends},"
+            f" not sent by reason {reasons}"
         ) from None
     per = _per_address(app)
     assert len(per) == 5000 and set(per.values()) == {1}

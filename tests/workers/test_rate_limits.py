@@ -120,3 +120,39 @@ def test_messages_over_the_limit_wait_without_using_attempts(app, api, workers, 
         )
     assert len(history) >= count - rate
     assert all(reason.startswith("rate limit sandbox 4/s: waiting until ") for _, reason in history)
+
+
+def test_a_database_error_while_reserving_a_slot_requeues_the_message(app, api, monkeypatch):
+    """A slot's own short transaction failing (SQLite locked past its busy timeout, the
+    database restarting) says nothing about the message: it is queued again, never failed."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from workers import delivery
+    from workers.delivery import deliver_batch
+
+    r = api.patch("/v1/project", json={"settings": {"rateLimits": {"sandbox": 4}}})
+    assert r.status_code == 200, r.json
+    api.post("/v1/users", json={"userId": "p", "phone": "+14155550100"})
+    r = api.post("/v1/notify", json={"userId": "p", "body": "hello", "channels": ["sms"]})
+    assert r.status_code < 300, r.json
+    calls = []
+
+    def unavailable(session, **kwargs):
+        calls.append(kwargs)
+        if session.get_bind().dialect.name == "postgresql":  # the server drops the connection
+            session.execute(text("SELECT pg_terminate_backend(pg_backend_pid())"))
+        session.execute(text("SELECT * FROM no_such_table"))  # SQLite: an OperationalError
+
+    monkeypatch.setattr(delivery, "reserve_slot", unavailable)
+    with app.app_context():
+        ids = list(db.session.scalars(select(Message.id)))
+        try:
+            deliver_batch(db.session, ids, dict(app.config))
+        except OperationalError:  # pragma: no cover - the point of the test
+            raise AssertionError("the batch failed instead of requeueing the message") from None
+        [message] = _sms(app)
+    assert calls, "the slot was never asked for"
+    assert message.status == "queued", (message.status, message.reason)
+    assert message.reason.startswith("retrying: database unavailable")
+    assert message.not_before is not None and message.attempts == 0
