@@ -193,22 +193,34 @@ def load_spec(session: Session, journey_id: int, version: int) -> JourneySpec:
     return _info(session, journey_id, version).spec
 
 
-_listening: dict[tuple[str, int], tuple[float, frozenset[str], frozenset[str]]] = {}
+_listening: dict[tuple[str, int], tuple[float, frozenset[str], frozenset[str], SegmentWatch]] = {}
 # Per project, the ids of the active journeys each event name triggers (cached with _listening).
 _triggered_by: dict[tuple[str, int], dict[str, tuple[int, ...]]] = {}
 
 
 def _listening_sets(session: Session, project_id: int) -> tuple[frozenset[str], frozenset[str]]:
     """(event names that move runs of the project's live journeys, trigger event names)."""
+    hit = _refresh(session, project_id)
+    return hit[1], hit[2]
+
+
+def _refresh(
+    session: Session, project_id: int
+) -> tuple[float, frozenset[str], frozenset[str], SegmentWatch]:
+    """What the project's live journeys listen for, from one read of them and their versions
+    every LISTENING_SECONDS: the event names that move runs, the trigger event names (with the
+    journeys each triggers, `_triggered_by`) and the segments watched (`segment_watch`)."""
     key = (str(session.get_bind().engine.url), project_id)
     hit = _listening.get(key)
     clock = time.monotonic()
     if hit is not None and hit[0] > clock and key in _triggered_by:
-        return hit[1], hit[2]
+        return hit
     journeys = session.execute(
-        select(Journey.id, Journey.status, Journey.trigger_kind, Journey.trigger_key).where(
-            Journey.project_id == project_id, Journey.status.in_(("active", "paused"))
+        select(
+            Journey.id, Journey.version, Journey.status, Journey.trigger_kind, Journey.trigger_key
         )
+        .where(Journey.project_id == project_id, Journey.status.in_(("active", "paused")))
+        .order_by(Journey.id)
     ).all()
     triggers = frozenset(
         j.trigger_key
@@ -216,7 +228,15 @@ def _listening_sets(session: Session, project_id: int) -> tuple[frozenset[str], 
         if j.status == "active" and j.trigger_kind == "event" and j.trigger_key
     )
     moving: set[str] = set()
+    entries: list[tuple[int, Condition]] = []
+    watching_runs = False
     if journeys:
+        active = {j.id for j in journeys if j.status == "active"}
+        for j in journeys:
+            if j.id in active and j.trigger_kind == "segmentEntered":
+                trigger = _info(session, j.id, j.version).spec.trigger
+                if trigger and trigger.segment is not None:
+                    entries.append((j.id, trigger.segment))
         # Every version: runs in flight keep the version they entered with.
         versions = session.execute(
             select(JourneyVersion.journey_id, JourneyVersion.version).where(
@@ -224,15 +244,18 @@ def _listening_sets(session: Session, project_id: int) -> tuple[frozenset[str], 
             )
         ).all()
         for journey_id, version in versions:
-            moving |= _info(session, journey_id, version).listened
-    result = (frozenset(moving), triggers)
+            info = _info(session, journey_id, version)
+            moving |= info.listened
+            watching_runs = watching_runs or (journey_id in active and info.watches_segment)
     by_event: dict[str, list[int]] = {}
-    for j in sorted(journeys, key=lambda j: j.id):
+    for j in journeys:
         if j.status == "active" and j.trigger_kind == "event" and j.trigger_key:
             by_event.setdefault(j.trigger_key, []).append(j.id)
     _triggered_by[key] = {name: tuple(ids) for name, ids in by_event.items()}
-    _listening[key] = (clock + LISTENING_SECONDS, *result)
-    return result
+    watch = SegmentWatch(tuple(entries), watching_runs) if entries or watching_runs else _NO_WATCH
+    fresh = (clock + LISTENING_SECONDS, frozenset(moving), triggers, watch)
+    _listening[key] = fresh
+    return fresh
 
 
 def listening(session: Session, project_id: int) -> frozenset[str]:
@@ -246,7 +269,7 @@ def forget(project_id: int | None = None) -> None:
     """Drop the cached listened event names (of one project, or all: parsed versions too):
     an activation, pause or edit in this process counts at once, not within
     LISTENING_SECONDS."""
-    for cache in (_listening, _triggered_by, _watches):
+    for cache in (_listening, _triggered_by):
         for key in list(cache):
             if project_id is None or key[1] == project_id:
                 cache.pop(key, None)
@@ -1176,39 +1199,12 @@ class SegmentWatch:
 
 
 _NO_WATCH = SegmentWatch()
-_watches: dict[tuple[str, int], tuple[float, SegmentWatch]] = {}
 
 
 def segment_watch(session: Session, project_id: int) -> SegmentWatch:
-    """The project's segment triggers, and whether runs watch segments (trusted for
-    LISTENING_SECONDS, as `listening`): with neither, a data change costs nothing more."""
-    key = (str(session.get_bind().engine.url), project_id)
-    hit = _watches.get(key)
-    clock = time.monotonic()
-    if hit is not None and hit[0] > clock:
-        return hit[1]
-    journeys = session.execute(
-        select(Journey.id, Journey.version, Journey.trigger_kind)
-        .where(Journey.project_id == project_id, Journey.status == "active")
-        .order_by(Journey.id)
-    ).all()
-    entries: list[tuple[int, Condition]] = []
-    runs = False
-    if journeys:
-        for j in journeys:
-            trigger = _info(session, j.id, j.version).spec.trigger
-            if j.trigger_kind == "segmentEntered" and trigger and trigger.segment is not None:
-                entries.append((j.id, trigger.segment))
-        # Every version: runs in flight keep the version they entered with.
-        versions = session.execute(
-            select(JourneyVersion.journey_id, JourneyVersion.version).where(
-                ids_in(session, JourneyVersion.journey_id, [j.id for j in journeys])
-            )
-        ).all()
-        runs = any(_info(session, j, v).watches_segment for j, v in versions)
-    watch = SegmentWatch(tuple(entries), runs) if entries or runs else _NO_WATCH
-    _watches[key] = (clock + LISTENING_SECONDS, watch)
-    return watch
+    """The project's segment triggers, and whether runs of its active journeys watch segments
+    (read with `listening`): with neither, a data change costs nothing more."""
+    return _refresh(session, project_id)[3]
 
 
 def set_chain_depth(session: Session, depth: int | None, bound: int = MAX_DEPTH) -> None:

@@ -260,20 +260,6 @@ def advance_many(
             [{"message_id": r.id, "status": status, "reason": None, "at": at} for r in rows],
         )
         if status in OUTCOMES:
-            outcome_events.emit(
-                session,
-                [
-                    outcome_events.Outcome(
-                        message_id=r.id,
-                        project_id=r.project_id,
-                        user_id=r.user_id,
-                        send_id=r.send_id,
-                        channel=r.channel,
-                        name=status,
-                        at=at,
-                    )
-                    for r in rows
-                ],
-            )
+            outcome_events.emit(session, [outcome_events.outcome(r, status, at) for r in rows])
         moved.extend(r.id for r in rows)
     return moved

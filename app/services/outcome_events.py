@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from app.db import defer, insert_ignore
 from app.models import Event
 from app.models.base import utcnow
-from app.models.message import Message, Send
+from app.models.message import Send
 from app.services.events import RESERVED_MESSAGE_ID_PREFIX
 
 NAMES = frozenset({"delivered", "opened", "clicked", "failed", "unsubscribed"})
@@ -48,8 +48,23 @@ class Outcome:
     reason: str | None = None
 
 
-def outcome(message: Message, name: str, at: datetime, reason: str | None = None) -> Outcome:
-    """The outcome `name` of a stored message at `at`."""
+class Sent(Protocol):
+    """What an outcome reads of a message: a `Message`, or a row RETURNING these columns."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def project_id(self) -> int: ...
+    @property
+    def user_id(self) -> int | None: ...
+    @property
+    def send_id(self) -> int | None: ...
+    @property
+    def channel(self) -> str: ...
+
+
+def outcome(message: Sent, name: str, at: datetime, reason: str | None = None) -> Outcome:
+    """The outcome `name` of a stored message (or of a row of its columns) at `at`."""
     return Outcome(
         message_id=message.id,
         project_id=message.project_id,
