@@ -7,6 +7,7 @@ before these caps, `{{ ([[1]*20000]*20000)|string|length }}` took 18 s and 1.4 G
 from __future__ import annotations
 
 import re
+import threading
 import time
 import tracemalloc
 
@@ -85,6 +86,61 @@ def test_op_and_time_caps_are_configurable():
     failure(source, "more than 40 template operations", limits=RenderLimits(max_ops=40))
     slow = "{% for i in range(99999) %}{% for j in range(20) %}{% endfor %}{% endfor %}"
     failure(slow, "rendering took over 10 ms", limits=RenderLimits(max_seconds=0.01, max_ops=10**9))
+
+
+def test_time_cap_counts_the_render_s_work_not_its_waiting():
+    """A worker renders beside other busy threads; waiting for the interpreter lock is none of
+    the template's work, so it must not fail an ordinary template (it did in CI: "rendering took
+    over 200 ms" for a one-line in-app body on a busy machine)."""
+    content = {
+        "sms": {
+            "en": {
+                "body": (
+                    "{% for r in range(params.r) %}{% for i in range(params.n) %}"
+                    "{% set x = i * 2 %}{% endfor %}{% endfor %}ok"
+                )
+            }
+        }
+    }
+
+    def run(loops: int, seconds: float, repeat: int = 1) -> str:
+        context = build_context(user={"userId": "u1"}, params={"n": loops, "r": repeat})
+        limits = RenderLimits(max_ops=10**9, max_seconds=seconds)
+        return render(content, "sms", "en", "en", context, limits=limits).fields["body"]
+
+    loops = 500
+    while True:  # calibrate: about 40 ms of this thread's CPU when it runs alone
+        started = time.thread_time()
+        run(loops, 60)
+        alone = time.thread_time() - started
+        if alone >= 0.04:
+            break
+        loops *= 2
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinners = [threading.Thread(target=spin) for _ in range(4)]
+    for thread in spinners:
+        thread.start()
+    try:
+        wall = time.monotonic()
+        # 2.5x the CPU it needs; by the wall clock, taking turns with four threads, it needs ~5x.
+        assert run(loops, 2.5 * alone) == "ok"
+        waited = time.monotonic() - wall
+        # ... and a template that does the work still stops at its CPU budget, and soon.
+        wall = time.monotonic()
+        with pytest.raises(RenderError, match=r"rendering took over \d+ ms of CPU time"):
+            run(loops, alone, repeat=100)
+        stopped = time.monotonic() - wall
+    finally:
+        stop.set()
+        for thread in spinners:
+            thread.join()
+    assert waited > 2.5 * alone, "the spinners did not hold the lock: this proved nothing"
+    assert stopped < 30 * alone, f"stopped after {stopped:.2f} s for {alone:.3f} s of CPU"
 
 
 # Each was a way to hold the process for seconds to minutes and gigabytes before.
