@@ -34,7 +34,7 @@ from app.db import bulk_insert, ids_in
 from app.models import Audience, Campaign, Event, Project, Rule, RuleFiring, User
 from app.models.base import utcnow
 from app.services import campaign_goals, campaign_triggers, journey_runs, user_locks
-from app.services.audiences import MembershipBatch
+from app.services.audiences import CHAINED_BY_CALLER, MembershipBatch
 from app.services.journey_runs import SEGMENTS_CHANGED
 from app.services.profiles import merge_attributes
 from app.services.rules import ATTRIBUTE_CHANGED, AUDIENCE_ENTERED, AUDIENCE_LEFT
@@ -458,6 +458,19 @@ def root_cause(event: Event) -> Cause:
 _CHANGE_RECORDS = (ATTRIBUTE_CHANGED, AUDIENCE_ENTERED, AUDIENCE_LEFT, SEGMENTS_CHANGED)
 
 
+def _outside_audience_change(event: Event) -> tuple[int, str | None, bool] | None:
+    """(audience id, name, joined) of an internal audience event recording a change made
+    outside the processor and journeys (the API, an import, a TTL's expiry), which segments
+    judge here, when its event comes; None for any other event."""
+    if event.source != "internal" or event.name not in (AUDIENCE_ENTERED, AUDIENCE_LEFT):
+        return None
+    props = event.properties or {}
+    audience_id, name = props.get("audienceId"), props.get("audience")
+    if props.get("cause") in CHAINED_BY_CALLER or not isinstance(audience_id, int):
+        return None
+    return audience_id, name if isinstance(name, str) else None, event.name == AUDIENCE_ENTERED
+
+
 def _chain_depth(event: Event) -> int:
     """How deep in a chain an internal event a journey's change left stands (0: a root)."""
     depth = (event.properties or {}).get("depth") if event.source == "internal" else None
@@ -469,11 +482,16 @@ def _process_event(
 ) -> None:
     depth = _chain_depth(event)
     job.change = None
-    if user is not None and not (event.source == "internal" and event.name in _CHANGE_RECORDS):
+    outside = _outside_audience_change(event)
+    if user is not None and (
+        outside is not None or not (event.source == "internal" and event.name in _CHANGE_RECORDS)
+    ):
         watch = journey_runs.segment_watch(job.session, project.id)
         if watch.active:
             job.flush_memberships()
-            job.change = journey_runs.DataChange(job.session, watch, user, event, now)
+            job.change = journey_runs.DataChange(
+                job.session, watch, user, event, now, audience=outside
+            )
     journey_runs.set_chain_depth(job.session, depth, job.max_depth)
     try:
         _handle_event(job, project, user, event, now, depth)

@@ -162,6 +162,12 @@ def merge_users(session: Session, *, source: User, target: User, verified: bool)
             .order_by(User.id)
             .with_for_update()
         )
+    # Segment journeys: the merged profile enters a segment neither profile was in.
+    from app.services.journey_runs import note_profile_change, segment_watch
+
+    now = utcnow()
+    watch = segment_watch(session, target.project_id)
+    befores = [watch.facts(session, u, now) for u in (target, source)] if watch.active else []
     target.attributes = {**(source.attributes or {}), **(target.attributes or {})}
     for name in RESERVED:
         if not verified and name in CONTACT_FIELDS:
@@ -173,7 +179,7 @@ def merge_users(session: Session, *, source: User, target: User, verified: bool)
         not target.last_seen_at or source.last_seen_at > target.last_seen_at
     ):
         target.last_seen_at = source.last_seen_at
-    target.updated_at = utcnow()
+    target.updated_at = now
     for model, column, key in USER_OWNED_UNIQUE:
         user_col, key_col = user_column(model, column), user_column(model, key)
         taken = list(session.scalars(select(key_col).where(user_col == target.id)))
@@ -194,6 +200,13 @@ def merge_users(session: Session, *, source: User, target: User, verified: bool)
     session.flush()
     session.delete(source)
     session.flush()
+    if watch.active:
+        note_profile_change(
+            session,
+            user=target,
+            now=now,
+            facts_before=[f for f in befores if f is not None],
+        )
 
 
 def _end_clashing_runs(session: Session, source: int, target: int) -> None:

@@ -50,7 +50,15 @@ from app.models.journey import (
     JourneyWebhookCall,
 )
 from app.models.message import Message, Send
-from journeys.filters import AllOf, Condition, EventFact, UserFacts, evaluate
+from journeys.filters import (
+    AllOf,
+    AudienceCondition,
+    Condition,
+    EventFact,
+    UserFacts,
+    evaluate,
+    walk,
+)
 from journeys.journey import (
     TERMINAL,
     CallWebhook,
@@ -1193,9 +1201,37 @@ class SegmentWatch:
         """The entry segments together (what to load facts for), None without any."""
         return AllOf(tuple(c for _, c in self.entries)) if self.entries else None
 
-    def entered(self, before: UserFacts, after: UserFacts) -> list[int]:
-        """The journeys whose segment the user matches `after` and did not `before`."""
-        return [j for j, c in self.entries if evaluate(c, after) and not evaluate(c, before)]
+    def entered(self, before: UserFacts | Sequence[UserFacts], after: UserFacts) -> list[int]:
+        """The journeys whose segment the user matches `after` and did not `before` (with
+        several, as none of them: the two profiles a merge made one)."""
+        befores = (before,) if isinstance(before, UserFacts) else tuple(before)
+        return [
+            j
+            for j, c in self.entries
+            if evaluate(c, after) and not any(evaluate(c, b) for b in befores)
+        ]
+
+    def watches_audience(self, audience_id: int, name: str | None) -> bool:
+        """Whether a membership change of this audience may concern a journey: an entry
+        segment names it, or some runs watch a segment (any: they are judged on the run)."""
+        if self.runs:
+            return True
+        labels = {str(audience_id), name}
+        return any(
+            isinstance(node, AudienceCondition) and node.audience in labels
+            for _, cond in self.entries
+            for node in walk(cond)
+        )
+
+    def facts(self, session: Session, user: User, now: datetime) -> UserFacts | None:
+        """The user's facts the entry segments read (None without any), as they are now."""
+        if self.cond is None:
+            return None
+        from app.services.user_facts import load_facts
+
+        if user.id is None:
+            session.flush()
+        return load_facts(session, user, now, self.cond)
 
 
 _NO_WATCH = SegmentWatch()
@@ -1231,18 +1267,24 @@ def note_profile_change(
     attributes_before: Mapping[str, Any] | None = None,
     fields_before: Mapping[str, Any] | None = None,
     audience: tuple[int, bool] | None = None,
+    facts_before: Sequence[UserFacts] | None = None,
 ) -> None:
     """A change to the user's data (already applied to `user`) made outside the processing of
     their own event: a `segments.changed` event when some active journey watches segments
     (see SEGMENTS_CHANGED). `*_before`: what the change replaced; `audience`: (id, joined)
-    of a membership it changed."""
+    of a membership it changed; `facts_before`: the user's facts before it, when the change
+    is too wide to describe (a merge: both profiles' facts, see SegmentWatch.facts)."""
     watch = segment_watch(session, user.project_id)
     if not watch.active:
         return
     if user.id is None:
         session.flush()
     entered: list[int] = []
-    if watch.entries:
+    if watch.entries and facts_before is not None:
+        after = watch.facts(session, user, now)
+        assert after is not None
+        entered = watch.entered(facts_before, after)
+    elif watch.entries:
         from app.services.user_facts import load_facts
 
         after = load_facts(session, user, now, watch.cond)
@@ -1371,7 +1413,14 @@ class DataChange:
     here: they leave `segments.changed` events of their own (`note_profile_change`)."""
 
     def __init__(
-        self, session: Session, watch: SegmentWatch, user: User, event: Event, now: datetime
+        self,
+        session: Session,
+        watch: SegmentWatch,
+        user: User,
+        event: Event,
+        now: datetime,
+        *,
+        audience: tuple[int, str | None, bool] | None = None,
     ) -> None:
         from app.services.user_facts import load_facts
 
@@ -1384,6 +1433,17 @@ class DataChange:
         )
         self.attributes: dict[str, Any] = {}
         self.audiences: dict[str, bool] = {}
+        if audience is not None:
+            # The event records a membership change made outside (the API, an import, a
+            # TTL's expiry): the user before it is the user now with that change undone.
+            audience_id, name, joined = audience
+            if self.before is not None:
+                labels = {str(audience_id), *([name] if name else [])}
+                held = self.before.audiences
+                self.before = replace(
+                    self.before, audiences=held - labels if joined else held | labels
+                )
+            self.audience(audience_id, name, joined)
 
     def set_attributes(self, changes: Mapping[str, Any]) -> None:
         """A rule set these attributes (None: removed)."""

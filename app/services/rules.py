@@ -236,6 +236,18 @@ def _journeys_start_on(session: Session, project_id: int, audience_id: int) -> b
     )
 
 
+def _segments_watch(
+    session: Session, project_id: int, audience_id: int, name: str | None, cause: str
+) -> bool:
+    """Journeys' segments may read this membership: the processor judges them on the event
+    (a journey's own change leaves a `segments.changed` event instead)."""
+    if cause == "journey":
+        return False
+    from app.services.journey_runs import segment_watch
+
+    return segment_watch(session, project_id).watches_audience(audience_id, name)
+
+
 def note_audience_changes(
     session: Session,
     *,
@@ -254,11 +266,13 @@ def note_audience_changes(
     if not user_pks or cause == "rule":  # rule actions chain inline in the processor
         return
     kind = "audienceEntered" if entered else "audienceLeft"
-    if not listened_keys(session, project_id, kind, [str(audience_id)]) and not (
-        entered and _journeys_start_on(session, project_id, audience_id)
+    name = session.scalar(select(Audience.name).where(Audience.id == audience_id))
+    if (
+        not listened_keys(session, project_id, kind, [str(audience_id)])
+        and not (entered and _journeys_start_on(session, project_id, audience_id))
+        and not _segments_watch(session, project_id, audience_id, name, cause)
     ):
         return
-    name = session.scalar(select(Audience.name).where(Audience.id == audience_id))
     props: dict[str, Any] = {"audienceId": audience_id, "audience": name, "cause": cause}
     if depth:
         props["depth"] = depth

@@ -1065,6 +1065,73 @@ def test_leaving_a_segment_ends_a_run_and_a_segment_wait_resumes(app, api, proje
     ]
 
 
+def test_segments_follow_memberships_changed_by_the_api_a_ttl_and_a_merge(
+    app, api, project, workers, sweeper
+):
+    """Audience moves made outside the event processor (the members API, a TTL's expiry) and
+    merged profiles are changes of the user's data like any other: segment journeys start on
+    them and runs watching a segment react."""
+    _setup(api, "added", "timed", "known")
+    r = api.post("/v1/audiences", json={"name": "vip"})
+    assert r.status_code == 201, r.json
+    members = f"/v1/audiences/{r.json['id']}/members"
+    in_vip = {"audience": "vip", "op": "in"}
+    vips = _store_journey(
+        app,
+        project.id,
+        {
+            "name": "vips",
+            "trigger": {"segmentEntered": in_vip},
+            "entry": {"policy": "always"},
+            "steps": ONE_STEP,
+        },
+    )
+    held = _store_journey(
+        app, project.id, {**API_JOURNEY, "name": "vip tips", "exit": [{"leftSegment": in_vip}]}
+    )
+    buyers = _store_journey(
+        app,
+        project.id,
+        {
+            "name": "buyers",
+            "trigger": {"segmentEntered": {"event": "purchase", "count": {"gte": 2}}},
+            "steps": ONE_STEP,
+        },
+    )
+    r = api.post(members, json={"userIds": ["added"]})
+    assert r.status_code < 300, r.json
+    r = api.post(members, json={"userIds": ["timed"], "ttlSeconds": 3})
+    assert r.status_code < 300, r.json
+    wait_for(lambda: {u for u, *_ in _runs_of(app, vips)} == {"added", "timed"}, timeout=60)
+    assert _enter(app, held, "timed")[0] and _enter(app, held, "added")[0]
+    # Removed by the API: the run watching the segment ends; added again: entered again.
+    r = api.delete(members, json={"userIds": ["added"]})
+    assert r.status_code < 300, r.json
+    wait_for(lambda: ("added", "exited", "left the segment of exit[0]") in _runs_of(app, held))
+    r = api.post(members, json={"userIds": ["added"]})
+    assert r.status_code < 300, r.json
+    wait_for(lambda: [u for u, *_ in _runs_of(app, vips)].count("added") == 2, timeout=60)
+    # The TTL passes and the sweeper closes the membership: the same.
+    wait_for(
+        lambda: (
+            sweeper() is not None
+            and ("timed", "exited", "left the segment of exit[0]") in _runs_of(app, held)
+        ),
+        timeout=60,
+    )
+    # One purchase as an anonymous visitor, one as the known user: the merged profile has two.
+    r = api.post("/v1/events", json={"name": "purchase", "anonymousId": "anon-9"})
+    assert r.status_code == 202, r.json
+    _track(api, "known", "purchase")
+    wait_for(lambda: _processed(app), timeout=60)
+    assert _runs_of(app, buyers) == []
+    r = api.post("/v1/identify", json={"userId": "known", "anonymousId": "anon-9"})
+    assert r.status_code < 300, r.json
+    wait_for(lambda: [u for u, *_ in _runs_of(app, buyers)] == ["known"], timeout=60)
+    wait_for(lambda: _processed(app), timeout=60)
+    assert sorted(u for u, *_ in _runs_of(app, vips)) == ["added", "added", "timed"]
+
+
 # --- a journey's changes react as a rule's do -----------------------------------------------
 
 
