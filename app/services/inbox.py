@@ -156,7 +156,8 @@ def _refuse_unknown(session: Session, user_pk: int, message_id: int | None, upda
 
 
 def mark_read(session: Session, *, user_pk: int, message_id: int | None, now: datetime) -> int:
-    """Mark one message (or all, `message_id=None`) read; how many were unread.
+    """Mark one message (or all of the inbox, `message_id=None`: not the archive) read; how
+    many were unread.
 
     A read is the in-app open: each newly read message moves to `opened` through the outbox's
     `advance` path (a status history row and the internal `message.opened` event carrying its
@@ -175,6 +176,8 @@ def mark_read(session: Session, *, user_pk: int, message_id: int | None, now: da
     stmt = update(Message).where(_visible(user_pk), Message.read_at.is_(None))
     if message_id is not None:
         stmt = stmt.where(Message.id == message_id)
+    else:  # an archived message was put away unread: "read all" does not read it
+        stmt = stmt.where(Message.archived_at.is_(None))
     read = list(
         session.scalars(
             stmt.values(read_at=now, updated_at=now)

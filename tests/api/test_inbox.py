@@ -91,8 +91,15 @@ def test_inbox_read_archive_and_unread_count(app, client, api, project, workers)
     ]
     archived = client.get("/v1/inbox", query_string={**params, "archived": "1"}).json["data"]
     assert [m["body"] for m in archived] == ["b"]
-    client.post("/v1/inbox/read-all", query_string=params)
+    r = client.post("/v1/inbox/read-all", query_string=params)
+    assert r.json["updated"] == 1  # "a": "b" was put away unread, which is not reading it
     assert client.get("/v1/inbox", query_string=params).json["unreadCount"] == 0
+    assert api.get(f"/v1/messages/{archived[0]['id']}").json["status"] == "sent"
+    assert api.get(f"/v1/messages/{inbox['data'][2]['id']}").json["status"] == "opened"
+    # Read in the archive, it is read and opened.
+    r = client.post(f"/v1/inbox/{archived[0]['id']}/read", query_string=params)
+    assert r.json["updated"] == 1
+    assert api.get(f"/v1/messages/{archived[0]['id']}").json["status"] == "opened"
     # Another user's message id is not in this inbox.
     api.post("/v1/notify", json={"userId": "bob", "body": "x"})
     bob_id = wait_for(
