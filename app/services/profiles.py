@@ -252,18 +252,43 @@ def upsert_users(session: Session, *, project: Project, items: Sequence[Any]) ->
         results.append(UpsertResult(index, change.user_id, True))
     if not changes:
         return results
-    ids = {c.user_id for _, c in changes}
+    ids = list(dict.fromkeys(c.user_id for _, c in changes))
     existing = load_users_by_external_id(session, project.id, ids)
     now = utcnow()
+    missing = [i for i in ids if i not in existing]
+    # New profiles in one statement per chunk (a concurrent request's insert wins: that
+    # profile is then updated here, not created), loaded back in one more.
+    created = _insert_profiles(session, project.id, missing, now) if missing else set()
+    if missing:
+        existing.update(load_users_by_external_id(session, project.id, missing))
     for index, change in changes:
-        user = existing.get(change.user_id)
-        if user is None:
-            user = create_user(session, project.id, change.user_id, now)
-            results[index].created = user.created_at == now
-            existing[change.user_id] = user
-        apply_change(user, change, now)
+        if change.user_id in created:
+            results[index].created = True
+            created.discard(change.user_id)  # a second item for the same userId updates it
+        apply_change(existing[change.user_id], change, now)
     session.flush()
     return results
+
+
+def _insert_profiles(
+    session: Session, project_id: int, external_ids: Sequence[str], now: datetime
+) -> set[str]:
+    """Insert empty profiles for these userIds where none exists; the ones inserted."""
+    inserted: set[str] = set()
+    for start in range(0, len(external_ids), 500):
+        rows = [
+            {
+                "project_id": project_id,
+                "external_id": e,
+                "attributes": {},
+                "created_at": now,
+                "updated_at": now,
+            }
+            for e in external_ids[start : start + 500]
+        ]
+        stmt = insert_ignore(session, User, ["project_id", "external_id"]).values(rows)
+        inserted.update(e for e in session.scalars(stmt.returning(User.external_id)) if e)
+    return inserted
 
 
 def create_user(session: Session, project_id: int, external_id: str, now: datetime) -> User:
