@@ -6,6 +6,7 @@ before these caps, `{{ ([[1]*20000]*20000)|string|length }}` took 18 s and 1.4 G
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 import time
@@ -141,6 +142,35 @@ def test_time_cap_counts_the_render_s_work_not_its_waiting():
             thread.join()
     assert waited > 2.5 * alone, "the spinners did not hold the lock: this proved nothing"
     assert stopped < 30 * alone, f"stopped after {stopped:.2f} s for {alone:.3f} s of CPU"
+
+
+def test_time_cap_leaves_out_the_garbage_collector():
+    """A full collection that starts inside a render walks the whole heap of a busy worker
+    (over 200 ms of CPU in CI, failing a one-line body): that is not the template's work."""
+    body = "{% for i in range(60) %}{% set x = [i, i] %}{% endfor %}ok"
+    content = {"sms": {"en": {"body": body}}}
+    context = build_context(user={"userId": "u1"})
+    limits = RenderLimits(max_seconds=0.1)
+    render(content, "sms", "en", "en", context, limits=limits)  # compiled: off the clock
+    collections = []
+
+    def slow_collection(phase: str, _info: dict) -> None:
+        if phase == "start":
+            collections.append(phase)
+            burn = time.thread_time() + 0.005  # collecting a big heap, 5 ms at a time
+            while time.thread_time() < burn:
+                pass
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(slow_collection)
+    gc.set_threshold(1)  # a collection at nearly every allocation of a container
+    try:
+        rendered = render(content, "sms", "en", "en", context, limits=limits)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(slow_collection)
+    assert len(collections) > 40, "the render started too few collections: this proved nothing"
+    assert rendered.fields["body"] == "ok"
 
 
 # Each was a way to hold the process for seconds to minutes and gigabytes before.
