@@ -1259,6 +1259,15 @@ def caused_depth(session: Session) -> int | None:
     return depth + 1 if depth + 1 < bound else None
 
 
+def _move_undone(
+    audiences: frozenset[str], audience_id: int, name: str | None, *, joined: bool
+) -> frozenset[str]:
+    """A user's audience labels (ids and names) as they were before a move into (`joined`)
+    or out of this audience."""
+    labels = {str(audience_id), *([name] if name else [])}
+    return audiences - labels if joined else audiences | labels
+
+
 def note_profile_change(
     session: Session,
     *,
@@ -1280,25 +1289,20 @@ def note_profile_change(
     if user.id is None:
         session.flush()
     entered: list[int] = []
-    if watch.entries and facts_before is not None:
-        after = watch.facts(session, user, now)
-        assert after is not None
+    after = watch.facts(session, user, now)
+    if after is not None and facts_before is not None:
         entered = watch.entered(facts_before, after)
-    elif watch.entries:
-        from app.services.user_facts import load_facts
-
-        after = load_facts(session, user, now, watch.cond)
+    elif after is not None:
         audiences = after.audiences
         if audience is not None:
             from app.models import Audience as AudienceRow
 
             name = session.scalar(select(AudienceRow.name).where(AudienceRow.id == audience[0]))
-            labels = {str(audience[0]), *([name] if name else [])}
-            audiences = audiences - labels if audience[1] else audiences | labels
+            audiences = _move_undone(audiences, audience[0], name, joined=audience[1])
         before = replace(
             after,
             attributes=after.attributes if attributes_before is None else attributes_before,
-            audiences=frozenset(audiences),
+            audiences=audiences,
             **dict(fields_before or {}),
         )
         entered = watch.entered(before, after)
@@ -1438,11 +1442,8 @@ class DataChange:
             # TTL's expiry): the user before it is the user now with that change undone.
             audience_id, name, joined = audience
             if self.before is not None:
-                labels = {str(audience_id), *([name] if name else [])}
-                held = self.before.audiences
-                self.before = replace(
-                    self.before, audiences=held - labels if joined else held | labels
-                )
+                held = _move_undone(self.before.audiences, audience_id, name, joined=joined)
+                self.before = replace(self.before, audiences=held)
             self.audience(audience_id, name, joined)
 
     def set_attributes(self, changes: Mapping[str, Any]) -> None:

@@ -342,19 +342,7 @@ def ensure_user_ids(
         missing = [e for e in wanted if e not in found]
         if not missing or attempt:
             break
-        session.execute(
-            insert_ignore(session, User, ["project_id", "external_id"]),
-            [
-                {
-                    "project_id": project_id,
-                    "external_id": e,
-                    "attributes": {},
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for e in missing
-            ],
-        )
+        _insert_profiles(session, project_id, missing, now)
     return found
 
 

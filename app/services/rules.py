@@ -236,18 +236,6 @@ def _journeys_start_on(session: Session, project_id: int, audience_id: int) -> b
     )
 
 
-def _segments_watch(
-    session: Session, project_id: int, audience_id: int, name: str | None, cause: str
-) -> bool:
-    """Journeys' segments may read this membership: the processor judges them on the event
-    (a journey's own change leaves a `segments.changed` event instead)."""
-    if cause == "journey":
-        return False
-    from app.services.journey_runs import segment_watch
-
-    return segment_watch(session, project_id).watches_audience(audience_id, name)
-
-
 def note_audience_changes(
     session: Session,
     *,
@@ -266,12 +254,18 @@ def note_audience_changes(
     if not user_pks or cause == "rule":  # rule actions chain inline in the processor
         return
     kind = "audienceEntered" if entered else "audienceLeft"
+    listened = bool(listened_keys(session, project_id, kind, [str(audience_id)])) or (
+        entered and _journeys_start_on(session, project_id, audience_id)
+    )
+    # Journeys' segments may read the membership: the processor judges them on the event (a
+    # journey's own change leaves a `segments.changed` event instead).
+    from app.services.journey_runs import segment_watch
+
+    watch = None if listened or cause == "journey" else segment_watch(session, project_id)
+    if not listened and not (watch is not None and watch.active):
+        return
     name = session.scalar(select(Audience.name).where(Audience.id == audience_id))
-    if (
-        not listened_keys(session, project_id, kind, [str(audience_id)])
-        and not (entered and _journeys_start_on(session, project_id, audience_id))
-        and not _segments_watch(session, project_id, audience_id, name, cause)
-    ):
+    if watch is not None and not watch.watches_audience(audience_id, name):
         return
     props: dict[str, Any] = {"audienceId": audience_id, "audience": name, "cause": cause}
     if depth:

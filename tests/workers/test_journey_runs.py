@@ -901,6 +901,11 @@ def test_an_anonymous_visitors_run_follows_them_into_their_profile(app, api, pro
 # --- segment triggers and segment exits on data changes -------------------------------------
 
 ONE_STEP = [{"id": "end", "type": "exit"}]
+BUYERS = {
+    "name": "buyers",
+    "trigger": {"segmentEntered": {"event": "purchase", "count": {"gte": 2}}},
+    "steps": ONE_STEP,
+}
 
 
 def _runs_of(app, journey_id) -> list[tuple[str, str, str | None]]:
@@ -953,15 +958,7 @@ def test_a_segment_journey_starts_when_the_users_data_changes(app, api, project,
             "steps": ONE_STEP,
         },
     )
-    buyers = _store_journey(
-        app,
-        project.id,
-        {
-            "name": "buyers",
-            "trigger": {"segmentEntered": {"event": "purchase", "count": {"gte": 2}}},
-            "steps": ONE_STEP,
-        },
-    )
+    buyers = _store_journey(app, project.id, BUYERS)
     _store_journey(
         app,
         project.id,
@@ -1089,15 +1086,7 @@ def test_segments_follow_memberships_changed_by_the_api_a_ttl_and_a_merge(
     held = _store_journey(
         app, project.id, {**API_JOURNEY, "name": "vip tips", "exit": [{"leftSegment": in_vip}]}
     )
-    buyers = _store_journey(
-        app,
-        project.id,
-        {
-            "name": "buyers",
-            "trigger": {"segmentEntered": {"event": "purchase", "count": {"gte": 2}}},
-            "steps": ONE_STEP,
-        },
-    )
+    buyers = _store_journey(app, project.id, BUYERS)
     r = api.post(members, json={"userIds": ["added"]})
     assert r.status_code < 300, r.json
     r = api.post(members, json={"userIds": ["timed"], "ttlSeconds": 3})
