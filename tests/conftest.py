@@ -189,12 +189,24 @@ def user_events(app, user_id: str) -> list[str]:
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
-    """Poll until `predicate()` is truthy (returns it) or fail after a generous deadline."""
+    """Poll until `predicate()` is truthy (returns it) or fail after a generous deadline.
+
+    A poll that finds SQLite locked counts as "not yet": the app's SQLite transactions take
+    the write lock up front (BEGIN IMMEDIATE), so a test's read competes with busy workers for
+    it and can wait out the busy timeout on a loaded machine (the 10K-user split test did once).
+    """
     import time
+
+    from sqlalchemy.exc import OperationalError
 
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except OperationalError as err:
+            if "database is locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
