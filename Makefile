@@ -24,8 +24,12 @@ install: $(STAMP_RUN)
 run: $(STAMP_RUN)
 	$(BIN)/cairn serve --port $${PORT:-8000}
 
+# The suite runs in TEST_WORKERS pytest-xdist processes; tests marked with one xdist_group
+# (those sharing the real Redis/RabbitMQ queues) stay in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP_TEST)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check app workers journeys tests bench

@@ -9,7 +9,14 @@ import re
 import pytest
 import requests
 
-from tests.e2e.live import CAIRN, Server, _cairn, _env, _free_port  # noqa: F401
+from tests.e2e.live import (  # noqa: F401
+    CAIRN,
+    Server,
+    _cairn,
+    _env,
+    _free_port,
+    fresh_pg_database,
+)
 
 
 def test_serve_from_nothing_creates_a_project_and_takes_events(tmp_path):
@@ -99,23 +106,13 @@ def test_bad_configuration_is_a_clear_message(tmp_path, name, value):
 
 @pytest.mark.skipif(not os.environ.get("TEST_DATABASE_URL"), reason="TEST_DATABASE_URL unset")
 def test_db_upgrade_on_postgresql(tmp_path):
-    import psycopg
-
-    base = os.environ["TEST_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS cairn_cli_test")
-        conn.execute("CREATE DATABASE cairn_cli_test")
-    url = base.rsplit("/", 1)[0] + "/cairn_cli_test"
-    try:
+    with fresh_pg_database("cairn_cli") as url:
         result = _cairn(tmp_path, "db", "upgrade", DATABASE_URL=url)
         assert result.returncode == 0, result.stderr
         again = _cairn(tmp_path, "db", "upgrade", DATABASE_URL=url)
         assert again.returncode == 0
         created = _cairn(tmp_path, "project", "create", "PG", "--json", DATABASE_URL=url)
         assert json.loads(created.stdout.strip().splitlines()[-1])["name"] == "PG"
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS cairn_cli_test WITH (FORCE)")
 
 
 @pytest.mark.parametrize("command", ["worker", "scheduler"])

@@ -25,6 +25,10 @@ from tests.conftest import wait_for
 from tests.e2e.live import Server, _cairn, fresh_pg_database
 from tests.e2e.proxy import TcpProxy
 
+# These tests flush the shared real brokers' queues: under pytest-xdist they run in one
+# worker, with the other broker tests (tests/workers/test_broker.py).
+pytestmark = pytest.mark.xdist_group("brokers")
+
 BROKERS = [
     (name, os.environ.get(var))
     for name, var in (("redis", "TEST_REDIS_URL"), ("rabbitmq", "TEST_AMQP_URL"))

@@ -10,6 +10,8 @@ import pytest
 from workers.broker import REDIS_POLL_MS, build_broker
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL")
+# Under pytest-xdist, the tests that use the shared real brokers run in one worker.
+pytestmark = pytest.mark.xdist_group("brokers")
 
 
 @pytest.mark.skipif(not REDIS_URL, reason="TEST_REDIS_URL is not set")
