@@ -86,6 +86,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     bodies.init_app(app)  # before the blueprints: its checks run ahead of theirs
     register_api(app)
     _serve_swagger_ui(app)
+    from app import ui
+
+    ui.init_app(app)
     # After the API: flask-smorest registers its own HTTPException handler, ours must win.
     errors.init_app(app)
     return app

@@ -233,6 +233,32 @@ def vapid_generate(project_id: int | None) -> None:
         click.echo(f"project {pid}: {public}")
 
 
+@cli.group("console")
+def console_group() -> None:
+    """The marketer console's accounts."""
+
+
+def _console_setup_link() -> str | None:
+    """A new one-time link to create the first console admin, while no account exists."""
+    from app.services.console_accounts import create_setup_link, has_accounts
+
+    with db.begin() as session:
+        if has_accounts(session):
+            return None
+        return create_setup_link(session, public_url=current_app.config["PUBLIC_URL"])
+
+
+@console_group.command("setup-link")
+@with_appcontext
+def console_setup_link() -> None:
+    """Print a new one-time link to create the first admin (earlier links stop working)."""
+    link = _console_setup_link()
+    if link is None:
+        click.echo("A console account exists already: log in, or ask an admin to invite you.")
+        raise SystemExit(1)
+    click.echo(f"Create the first console admin (one-time link, valid 24 h): {link}")
+
+
 @cli.command("worker")
 @click.option("--processes", type=int, default=None, help="default: CPUs")
 @click.option("--threads", type=int, default=8, show_default=True)
@@ -310,6 +336,9 @@ def serve(host: str, port: int | None, workers: int | None, threads: int) -> Non
         click.echo("First start: created the default project.")
         print_credentials(creds, as_json=False)
     _first_vapid_keys()
+    link = _console_setup_link()
+    if link is not None:
+        click.echo(f"Console: create the first admin with this one-time link (valid 24 h): {link}")
     port = port or app.config["PORT"]
     if workers is None:
         workers = 1 if db.dialect == "sqlite" else max(2, 2 * (os.cpu_count() or 1))

@@ -9,6 +9,7 @@ from app.models.campaign import (
     CampaignRun,
 )
 from app.models.channels import MessageEvent, ProviderRate, PushSubscription, VapidKey
+from app.models.console import AuditEntry, ConsoleInvite, ConsoleMembership, ConsoleUser
 from app.models.event import Event
 from app.models.idempotency import IdempotencyKey
 from app.models.journey import (
@@ -38,11 +39,15 @@ __all__ = [
     "Audience",
     "AudienceChange",
     "AudienceMember",
+    "AuditEntry",
     "Base",
     "Campaign",
     "CampaignConversion",
     "CampaignHoldout",
     "CampaignRun",
+    "ConsoleInvite",
+    "ConsoleMembership",
+    "ConsoleUser",
     "Event",
     "IdempotencyKey",
     "Journey",
