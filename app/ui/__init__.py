@@ -9,6 +9,7 @@ pages' JavaScript makes that changes something carries the session's CSRF token 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, g, render_template, request
@@ -20,6 +21,8 @@ from wtforms import ValidationError
 from app.db import db
 from app.errors import DomainError
 from app.ui.blueprint import bp, limiter
+
+log = logging.getLogger(__name__)
 
 # One line per page module (each adds its views to `bp`).
 PAGES = ["auth", "home", "users", "segments", "audit"]
@@ -88,7 +91,8 @@ def _error_page(err: Exception) -> Any:
         if code == 429:
             message = "Too many attempts: wait a minute and try again."
     else:
-        raise err
+        log.exception("console page failed")
+        code, message = 500, "Something went wrong on our side; the error is in the server's log."
     if request.accept_mimetypes.best == "application/json" or request.is_json:
         return {"code": code, "message": message}, code
     return render_template("ui/error.html", code=code, message=message), code
@@ -126,6 +130,6 @@ def _console_globals() -> dict[str, Any]:
 # On the blueprint once, at import: Flask refuses setup calls after its first registration
 # (tests build many apps in one process).
 bp.before_request(_check_csrf)
-for _exc in (DomainError, HTTPException):
+for _exc in (DomainError, HTTPException, Exception):
     bp.register_error_handler(_exc, _error_page)
 bp.context_processor(_console_globals)

@@ -24,7 +24,9 @@ def _email_key() -> str:
 
 def _safe_next(target: str | None) -> str:
     """Only a path on this site: `?next=https://evil` must not turn login into a redirector."""
-    local = target and target.startswith("/") and not target.startswith(("//", "/\\"))
+    if target is None:
+        return url_for("ui.index")
+    local = target.startswith("/") and not target.startswith(("//", "/\\"))
     if local and not urlparse(target).netloc:
         return target
     return url_for("ui.index")

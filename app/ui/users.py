@@ -11,7 +11,7 @@ from sqlalchemy import or_, select
 
 from app.db import db
 from app.errors import BadRequest, DomainError
-from app.models import User
+from app.models import Campaign, User
 from app.models.base import utcnow
 from app.services import profiles, push_subscriptions, segments
 from app.services.audiences import audiences_of
@@ -69,6 +69,15 @@ def user(pid: int, user_id: str) -> Any:
     except ValueError:
         raise BadRequest("This page link is broken", {"cursor": ["malformed"]}) from None
     page = user_timeline(db.session, user_pk=row.id, limit=50, cursor=cursor, kinds=kinds)
+    campaign_ids = {i["campaignId"] for i in page.items if i.get("campaignId") is not None}
+    campaigns: dict[int, str] = {}
+    if campaign_ids:
+        rows = db.session.execute(
+            select(Campaign.id, Campaign.name).where(
+                Campaign.project_id == pid, Campaign.id.in_(campaign_ids)
+            )
+        ).all()
+        campaigns = {cid: name for cid, name in rows}
     return render_template(
         "ui/user.html",
         user=row,
@@ -79,4 +88,5 @@ def user(pid: int, user_id: str) -> Any:
         next_cursor=page.next_cursor,
         kinds=kinds or [],
         all_kinds=KINDS,
+        campaigns=campaigns,
     )
