@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -263,12 +264,23 @@ def record_audit(
         object_type=object_type,
         object_id=None if object_id is None else str(object_id),
         summary=summary,
-        before=dict(before) if before is not None else None,
-        after=dict(after) if after is not None else None,
+        before=_plain(before),
+        after=_plain(after),
     )
     session.add(entry)
     session.flush()
     return entry
+
+
+def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """JSON-safe (times as ISO text) for the log's JSON columns."""
+    if value is None:
+        return None
+    return json.loads(json.dumps(dict(value), default=_iso))
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def audit_entries(

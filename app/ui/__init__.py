@@ -25,7 +25,7 @@ from app.ui.blueprint import bp, limiter
 log = logging.getLogger(__name__)
 
 # One line per page module (each adds its views to `bp`).
-PAGES = ["auth", "home", "users", "segments", "audit"]
+PAGES = ["describe", "auth", "home", "users", "segments", "campaigns", "audit"]
 
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 

@@ -161,14 +161,44 @@ def test_a_marketer_session_in_the_console(browser, cairn):
     assert api("GET", "/v1/segments/pros")["stringForm"] == "plan:pro"
     expect(page.locator("#count")).to_have_text("2")  # the saved segment loads into the builder
 
+    # A broadcast from the wizard: dry run first, then activate and watch it finish.
+    page.get_by_role("link", name="Campaigns").click()
+    page.get_by_role("link", name="New campaign").click()
+    page.get_by_label("Name", exact=True).fill("spring")
+    page.get_by_role("radio", name="broadcast").check()
+    page.get_by_label("inapp", exact=True).select_option("promo")
+    page.get_by_label("segment pros").first.check()  # include (the first list)
+    page.get_by_label("Message lifetime").fill("2 hours")
+    page.get_by_role("button", name="Create as draft").click()
+    expect(page.locator(".field-error")).to_contain_text("not a duration")
+    page.get_by_label("Message lifetime").fill("2h")
+    page.get_by_role("button", name="Create as draft").click()
+    expect(page.get_by_role("heading", name="spring")).to_be_visible()
+    expect(page.locator("[data-state]")).to_have_text("draft")
+    page.get_by_role("button", name="Dry run").click()
+    # ann had her one message this hour (the cap), bob gets it; nothing was sent by the dry run.
+    expect(page.locator("[data-figure=reached]")).to_have_text("1")
+    expect(page.locator("[data-figure=skipped]")).to_contain_text("capped: 1")
+    _shot(page, "campaign-dry-run")
+    assert api("GET", "/v1/campaigns/spring/stats")["messages"] == 0
+    page.get_by_role("button", name="Activate").click()
+    expect(page.locator("[data-figure=percent]")).to_have_text(
+        re.compile(r"^100(\.0)?$"), timeout=60_000
+    )
+    page.reload()
+    expect(page.locator("[data-stat=sent]")).to_have_text("1")
+    expect(page.locator("[data-stat=suppressed]")).to_have_text("1")
+    expect(page.locator("figure.chart svg")).to_be_visible()
+    _shot(page, "campaign-results")
+
     # A user's timeline says why the second campaign did not reach ann.
     page.get_by_role("link", name="Users").click()
     page.get_by_label(re.compile("Find by userId")).fill("ann")
     page.get_by_role("button", name="Search").click()
     page.get_by_role("link", name="ann", exact=True).click()
-    held = page.locator(".tl-message", has_text="suppressed")
+    held = page.locator(".tl-message", has_text="campaign second")
+    expect(held).to_contain_text("suppressed")
     expect(held).to_contain_text("frequency cap: 1 per 3600 s reached")
-    expect(held).to_contain_text("campaign second")
     expect(page.locator(".tl-message", has_text="sent")).to_have_count(1)
     _shot(page, "user-timeline")
 
@@ -196,6 +226,20 @@ def test_a_marketer_session_in_the_console(browser, cairn):
     expect(viewer.locator("#count")).to_have_text("2")
     expect(viewer.get_by_role("button", name="Save segment")).to_have_count(0)
     expect(viewer.get_by_label("Name", exact=True)).to_have_attribute("readonly", "")
+    viewer.goto(cairn.url + "/projects/1/campaigns")
+    viewer.get_by_role("link", name="spring").click()
+    expect(viewer.get_by_role("button", name="Dry run")).to_be_visible()  # reading is fine
+    expect(viewer.get_by_role("button", name="Pause")).to_have_count(0)
+    paused = viewer.evaluate(
+        """async () => {
+            const token = document.querySelector('input[name=csrf_token]').value;
+            const r = await fetch(location.pathname + '/pause',
+                                  {method: 'POST', body: new URLSearchParams({csrf_token: token})});
+            return r.status;
+        }"""
+    )
+    assert paused == 403
+    viewer.goto(cairn.url + "/projects/1/segments/1")
     # Posting the form anyway (token included) is refused for the role.
     status = viewer.evaluate(
         """async () => {
