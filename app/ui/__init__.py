@@ -25,7 +25,17 @@ from app.ui.blueprint import bp, limiter
 log = logging.getLogger(__name__)
 
 # One line per page module (each adds its views to `bp`).
-PAGES = ["describe", "auth", "home", "users", "segments", "campaigns", "audit"]
+PAGES = [
+    "describe",
+    "auth",
+    "home",
+    "users",
+    "segments",
+    "templates_page",
+    "campaigns",
+    "messages",
+    "audit",
+]
 
 UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 

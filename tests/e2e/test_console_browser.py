@@ -161,6 +161,30 @@ def test_a_marketer_session_in_the_console(browser, cairn):
     assert api("GET", "/v1/segments/pros")["stringForm"] == "plan:pro"
     expect(page.locator("#count")).to_have_text("2")  # the saved segment loads into the builder
 
+    # A template with a live preview rendered for a chosen user.
+    page.get_by_role("link", name="Templates").click()
+    page.get_by_role("link", name="New template").click()
+    page.get_by_label("Name", exact=True).fill("welcome")
+    page.locator("#f-inapp-title").fill("Hi {{ user.userId }}, on {{ user.attributes.plan }}")
+    page.locator("#f-inapp-body").fill("Use {{ params.coupon }}")
+    page.get_by_label("Render for userId").fill("ann")
+    page.get_by_label("Params").fill("coupon=SPRING")
+    rendered = page.locator("[data-rendered=inapp]")
+    expect(rendered.locator("[data-field=title]")).to_have_text("title: Hi ann, on pro")
+    expect(rendered.locator("[data-field=body]")).to_have_text("body: Use SPRING")
+    page.locator("#f-inapp-body").fill("{{ ''.__class__ }}")  # the sandbox says no
+    expect(rendered).to_contain_text("sandbox violation")
+    page.locator("#f-inapp-body").fill("Use {{ params.coupon }}")
+    expect(rendered.locator("[data-field=body]")).to_have_text("body: Use SPRING")
+    _shot(page, "template-preview")
+    page.get_by_role("button", name="Save template").click()
+    expect(page.get_by_role("status")).to_have_text("Saved.")
+    saved = api("GET", "/v1/templates/welcome")["channels"]["inapp"]["en"]
+    assert saved == {
+        "title": "Hi {{ user.userId }}, on {{ user.attributes.plan }}",
+        "body": "Use {{ params.coupon }}",
+    }
+
     # A broadcast from the wizard: dry run first, then activate and watch it finish.
     page.get_by_role("link", name="Campaigns").click()
     page.get_by_role("link", name="New campaign").click()
@@ -201,6 +225,14 @@ def test_a_marketer_session_in_the_console(browser, cairn):
     expect(held).to_contain_text("frequency cap: 1 per 3600 s reached")
     expect(page.locator(".tl-message", has_text="sent")).to_have_count(1)
     _shot(page, "user-timeline")
+
+    # The message log keeps each message's history.
+    page.get_by_role("link", name="Messages").click()
+    page.get_by_label("userId").fill("ann")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("tr[data-message]")).to_have_count(3)
+    expect(page.locator("tr[data-message]", has_text="second")).to_contain_text("frequency cap")
+    _shot(page, "message-log")
 
     # The audit log has the segment.
     page.get_by_role("link", name="Audit log").click()
