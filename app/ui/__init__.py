@@ -31,6 +31,7 @@ PAGES = [
     "home",
     "users",
     "segments",
+    "audiences",
     "templates_page",
     "campaigns",
     "messages",

@@ -161,6 +161,25 @@ def test_a_marketer_session_in_the_console(browser, cairn):
     assert api("GET", "/v1/segments/pros")["stringForm"] == "plan:pro"
     expect(page.locator("#count")).to_have_text("2")  # the saved segment loads into the builder
 
+    # An audience filled from a CSV file, sent in chunks under a progress bar.
+    page.get_by_role("link", name="Audiences").click()
+    page.get_by_label("Name", exact=True).fill("vip")
+    page.get_by_role("button", name="Create audience").click()
+    expect(page.get_by_role("heading", name=re.compile("^vip"))).to_be_visible()
+    csv = "userId,plan\n" + "\n".join(f"csv-{i},pro" for i in range(2500)) + "\n"
+    page.get_by_label("CSV file").set_input_files(
+        files=[{"name": "vip.csv", "mimeType": "text/csv", "buffer": csv.encode()}]
+    )
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#csv-status")).to_have_text(
+        re.compile("^Done: 2500 userIds"), timeout=60_000
+    )
+    expect(page.get_by_role("progressbar", name="Upload progress")).to_have_attribute(
+        "aria-valuenow", "100"
+    )
+    _shot(page, "audience-upload")
+    assert api("GET", "/v1/audiences/vip")["memberCount"] == 2500
+
     # A template with a live preview rendered for a chosen user.
     page.get_by_role("link", name="Templates").click()
     page.get_by_role("link", name="New template").click()
