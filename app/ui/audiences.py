@@ -159,6 +159,5 @@ def audience_members(pid: int, aid: int) -> Any:
     )
     if body is not None:
         return outcome
-    return redirect(
-        url_for("ui.audience", pid=pid, aid=aid, **{f"r_{k}": v for k, v in outcome.items()})
-    )
+    counts: dict[str, Any] = {f"r_{k}": v for k, v in outcome.items()}
+    return redirect(url_for("ui.audience", pid=pid, aid=aid, **counts))

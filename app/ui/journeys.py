@@ -103,7 +103,9 @@ def duration(value: Any) -> str:
 # --- the definition in words ---------------------------------------------------------------
 
 
-def describe_trigger(trigger: Mapping[str, Any] | None, names: Names) -> str:
+def describe_trigger(
+    trigger: Mapping[str, Any] | None, names: Names, journey_id: Any = None
+) -> str:
     """`a user does cart_updated where plan is pro`, `a user enters audience Trial` ..."""
     trigger = trigger or {}
     if "event" in trigger:
@@ -116,7 +118,7 @@ def describe_trigger(trigger: Mapping[str, Any] | None, names: Names) -> str:
     if "segmentEntered" in trigger:
         return f"a user comes to match {describe_filter(trigger['segmentEntered'])}"
     if trigger.get("api"):
-        return "your backend enters a user (POST /v1/journeys/{id}/enter)"
+        return f"your backend enters a user (POST /v1/journeys/{journey_id or '{id}'}/enter)"
     return "—"
 
 
@@ -299,6 +301,8 @@ class Box:
     stats: Mapping[str, Any]
     edge: Edge | None = None
     columns: list[Column] = field(default_factory=list)
+    # Whether the lane goes on below the columns (at the step they all lead to).
+    joins: bool = False
     kind: str = "step"
 
 
@@ -312,10 +316,25 @@ class Jump:
 
 @dataclass
 class Column:
-    """One branch of a step: the edge into it and the steps along it."""
+    """One branch of a step: the edge into it, the steps along it, and whether it ends by
+    joining the step drawn below the columns (`joins`; `line` says which halves of the
+    joining line under it to draw: "left", "right", "both" or "")."""
 
     edge: Edge
     items: list[Box | Jump]
+    joins: bool = False
+    line: str = ""
+
+
+def _join_lines(columns: list[Column]) -> None:
+    """The line under the columns runs from the first joining column to the last."""
+    joined = [i for i, col in enumerate(columns) if col.joins]
+    if not joined:
+        return
+    first, last = joined[0], joined[-1]
+    for i, col in enumerate(columns):
+        left, right = first < i <= last, first <= i < last
+        col.line = "both" if left and right else "left" if left else "right" if right else ""
 
 
 EMPTY_STATS: Mapping[str, Any] = {
@@ -363,29 +382,36 @@ def layout(
     placed: set[str] = set()
     later: deque[str] = deque()
 
-    def reach(start: str, blocked: set[str]) -> list[str]:
-        """The steps reachable from `start` without entering `blocked`, in BFS order."""
+    def reach(start: str, stops: frozenset[str]) -> list[str]:
+        """The steps not yet drawn that `start` leads to, in BFS order; a step in `stops` is
+        reached but not gone through."""
         seen: list[str] = []
         queue = deque([start])
         while queue:
             current = queue.popleft()
-            if current in blocked or current in seen or current not in by_id:
+            if current in placed or current in seen or current not in by_id:
                 continue
             seen.append(current)
-            queue.extend(edge.target for edge in by_id[current][1])
+            if current not in stops:
+                queue.extend(edge.target for edge in by_id[current][1])
         return seen
 
-    def walk(start: str, stops: frozenset[str], join: str | None, depth: int) -> list[Box | Jump]:
+    def walk(
+        start: str, stops: frozenset[str], join: str | None, depth: int
+    ) -> tuple[list[Box | Jump], bool]:
+        """The lane from `start` until it ends, jumps, or meets a stop; and whether it ended
+        at `join` (the step its enclosing columns lead to)."""
         items: list[Box | Jump] = []
         current = start
         while True:
             if current in stops:
-                if current != join:
-                    items.append(Jump(current))
-                return items
+                if current == join:
+                    return items, True
+                items.append(Jump(current))
+                return items, False
             if current in placed or current not in by_id:
                 items.append(Jump(current))
-                return items
+                return items, False
             placed.add(current)
             raw, edges = by_id[current]
             box = Box(
@@ -396,7 +422,7 @@ def layout(
             )
             items.append(box)
             if not edges:
-                return items
+                return items, False
             if len(edges) == 1:
                 box.edge = edges[0]
                 current = edges[0].target
@@ -404,27 +430,30 @@ def layout(
             if depth >= MAX_NESTING:
                 box.columns = [Column(edge, [Jump(edge.target)]) for edge in edges]
                 later.extend(edge.target for edge in edges)
-                return items
-            blocked = placed | stops
-            reached = [reach(edge.target, blocked) for edge in edges]
+                return items, False
+            reached = [reach(edge.target, stops) for edge in edges]
             common = set(reached[0]).intersection(*reached[1:])
             meet = next((s for s in reached[0] if s in common), None)
             inner = stops | {meet} if meet is not None else stops
-            box.columns = [
-                Column(edge, walk(edge.target, inner, meet, depth + 1)) for edge in edges
-            ]
+            for edge in edges:
+                lane, joins = walk(edge.target, inner, meet, depth + 1)
+                box.columns.append(Column(edge, lane, joins=joins))
+            _join_lines(box.columns)
             if meet is None:
-                return items
+                return items, False
+            # The lane goes on below the columns at the step they lead to (or, when an
+            # enclosing lane draws that step, ends there: the loop's first test).
+            box.joins = any(col.joins for col in box.columns)
             current = meet
 
     flows: list[list[Box | Jump]] = []
     if steps:
-        flows.append(walk(steps[0]["id"], frozenset(), None, 0))
+        flows.append(walk(steps[0]["id"], frozenset(), None, 0)[0])
     later.extend(raw["id"] for raw in steps)
     while later:
         start = later.popleft()
         if start not in placed and start in by_id:
-            flows.append(walk(start, frozenset(), None, 0))
+            flows.append(walk(start, frozenset(), None, 0)[0])
     return flows
 
 
@@ -458,25 +487,24 @@ def journeys(pid: int) -> Any:
         status=status,
         statuses=STATUSES,
         live=_live_runs([row.id for row in rows]),
-        triggers={row.id: describe_trigger(row.definition.get("trigger"), names) for row in rows},
+        triggers={
+            row.id: describe_trigger(row.definition.get("trigger"), names, row.id) for row in rows
+        },
     )
 
 
 def _versions(journey: Journey) -> list[dict[str, Any]]:
-    runs = dict(
-        db.session.execute(
-            select(JourneyRun.version, func.count())
-            .where(JourneyRun.journey_id == journey.id)
-            .group_by(JourneyRun.version)
-        ).all()
-    )
-    live = dict(
-        db.session.execute(
-            select(JourneyRun.version, func.count())
-            .where(JourneyRun.journey_id == journey.id, JourneyRun.status.in_(LIVE_RUN_STATUSES))
-            .group_by(JourneyRun.version)
-        ).all()
-    )
+    """Every version, newest first, with how many runs entered on it and are still live."""
+    runs: dict[int, int] = {}
+    live: dict[int, int] = {}
+    for version, status, n in db.session.execute(
+        select(JourneyRun.version, JourneyRun.status, func.count())
+        .where(JourneyRun.journey_id == journey.id)
+        .group_by(JourneyRun.version, JourneyRun.status)
+    ):
+        runs[version] = runs.get(version, 0) + n
+        if status in LIVE_RUN_STATUSES:
+            live[version] = live.get(version, 0) + n
     rows = db.session.scalars(
         select(JourneyVersion)
         .where(JourneyVersion.journey_id == journey.id)
@@ -512,7 +540,7 @@ def _page(pid: int, journey: Journey, *, message: str | None = None) -> str:
         runs=rows,
         total_runs=total_runs,
         runs_shown=RUNS_SHOWN,
-        trigger=describe_trigger(definition.get("trigger"), names),
+        trigger=describe_trigger(definition.get("trigger"), names, journey.id),
         entry=describe_entry(definition.get("entry")),
         exits=[describe_exit(rule) for rule in definition.get("exit") or []],
         goal=describe_goal(definition.get("goal")),

@@ -20,7 +20,12 @@ from journeys.rules.definition import ACTION_KINDS, TRIGGER_KINDS
 
 FIRINGS_SHOWN = 50
 # The models an id in a rule may name, by the kind of what it names.
-REFERENCED: dict[str, Any] = {"audience": Audience, "campaign": Campaign, "journey": Journey}
+REFERENCED: dict[str, Any] = {
+    "audience": Audience,
+    "campaign": Campaign,
+    "journey": Journey,
+    "rule": Rule,
+}
 ACTION_REFERENCES = {
     "addToAudience": "audience",
     "removeFromAudience": "audience",
@@ -47,8 +52,14 @@ def _kind_of(node: Mapping[str, Any], kinds: Iterable[str]) -> str | None:
     return next((k for k in kinds if k in node), None)
 
 
-def names_for(pid: int, rules: Iterable[Rule], extra: Iterable[Mapping[str, Any]] = ()) -> Names:
-    """Look up every audience, campaign and journey the rules (and firings' actions) name."""
+def names_for(
+    pid: int,
+    rules: Iterable[Rule],
+    extra: Iterable[Mapping[str, Any]] = (),
+    chains: Iterable[Any] = (),
+) -> Names:
+    """Look up every audience, campaign and journey the rules (and firings' actions) name,
+    and the rules of the firings' chains."""
     wanted: dict[str, set[int]] = {kind: set() for kind in REFERENCED}
 
     def note(kind: str, ref: Any) -> None:
@@ -63,6 +74,8 @@ def names_for(pid: int, rules: Iterable[Rule], extra: Iterable[Mapping[str, Any]
         if trigger in ("audienceEntered", "audienceLeft"):
             note("audience", rule.when[trigger])
         actions.extend(rule.actions or [])
+    for ref in chains:
+        note("rule", ref)
     for action in actions:
         kind = _kind_of(action, ACTION_KINDS)
         if kind in ACTION_REFERENCES:
@@ -169,7 +182,7 @@ def describe_cause(cause: Mapping[str, Any] | None, names: Names) -> str:
         text = "—"
     chain = cause.get("chain") or []
     if chain:
-        text += f" (after rules {', '.join(str(c) for c in chain)})"
+        text += f" (after rules {', '.join(names.of('rule', c) for c in chain)})"
     return text
 
 
@@ -196,7 +209,12 @@ def rules(pid: int) -> Any:
 
 def _page(pid: int, rule: Rule, *, message: str | None = None) -> str:
     firings = db.session.execute(service.firings_query(rule).limit(FIRINGS_SHOWN)).all()
-    names = names_for(pid, [rule], [a for firing, _ in firings for a in firing.actions or []])
+    names = names_for(
+        pid,
+        [rule],
+        [a for firing, _ in firings for a in firing.actions or []],
+        [c for firing, _ in firings for c in (firing.cause or {}).get("chain") or []],
+    )
     shown = [
         {
             "firing": firing,
