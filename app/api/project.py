@@ -11,6 +11,7 @@ from app.api.guard import SECRET, current_project, require_key
 from app.models import Project
 from app.schemas.project import ProjectPatchSchema, ProjectSchema
 from app.services.identity import SETTING as IDENTITY_SETTING
+from app.services.projects import update_project
 
 blp = Blueprint("project", __name__, url_prefix="/v1/project", description="Project settings")
 
@@ -45,18 +46,5 @@ class ProjectSettings(MethodView):
     @blp.response(200, ProjectSchema)
     def patch(self, body: dict[str, Any]):
         """Change `name`, `defaultRegion` or merge `settings` (null removes one)."""
-        project = current_project()
-        if "name" in body:
-            project.name = body["name"].strip()
-        if "defaultRegion" in body:
-            region = body["defaultRegion"]
-            project.default_region = region.upper() if region else None
-        if "settings" in body:
-            merged = dict(project.settings or {})
-            for key, value in body["settings"].items():
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
-            project.settings = merged
+        project = update_project(current_project(), body)
         return project_view(project)

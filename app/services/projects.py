@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -87,6 +88,25 @@ def create_project(
     sk = create_key(session, project_id=project.id, kind="secret")
     pk = create_key(session, project_id=project.id, kind="publishable")
     return project, sk, pk
+
+
+def update_project(project: Project, changes: Mapping[str, Any]) -> Project:
+    """Apply a validated PATCH (`ProjectPatchSchema`): `name`, `defaultRegion`, and `settings`
+    merged key by key (a null value removes that setting)."""
+    if "name" in changes:
+        project.name = changes["name"].strip()
+    if "defaultRegion" in changes:
+        region = changes["defaultRegion"]
+        project.default_region = region.upper() if region else None
+    if "settings" in changes:
+        merged = dict(project.settings or {})
+        for key, value in changes["settings"].items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        project.settings = merged
+    return project
 
 
 def create_key(session: Session, *, project_id: int, kind: str) -> NewKey:

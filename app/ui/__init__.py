@@ -34,7 +34,10 @@ PAGES = [
     "audiences",
     "templates_page",
     "campaigns",
+    "journeys",
+    "rules",
     "messages",
+    "settings",
     "audit",
 ]
 
