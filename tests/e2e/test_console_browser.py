@@ -253,6 +253,26 @@ def test_a_marketer_session_in_the_console(browser, cairn):
     expect(page.locator("tr[data-message]", has_text="second")).to_contain_text("frequency cap")
     _shot(page, "message-log")
 
+    # A journey drawn as a flow with its counts, activated from the console.
+    from tests.ui.test_console_journeys import CART
+
+    api("POST", "/v1/journeys", json=CART)
+    page.get_by_role("link", name="Journeys").click()
+    page.get_by_role("link", name="abandoned cart").click()
+    expect(page.locator("[data-step=bought]")).to_contain_text(
+        "wait for purchase matched on cartId"
+    )
+    page.get_by_role("button", name="Activate").click()
+    api(
+        "POST",
+        "/v1/events",
+        json={"name": "cart_updated", "userId": "ann", "properties": {"cartId": "c1", "plan": "pro"}},
+    )
+    wait_for(lambda: api("GET", "/v1/journeys/abandoned cart/runs")["data"], 60)
+    page.reload()
+    expect(page.locator("[data-step=pause]")).to_contain_text("1")
+    _shot(page, "journey")
+
     # The audit log has the segment.
     page.get_by_role("link", name="Audit log").click()
     expect(page.locator("table.audit")).to_contain_text("segment.created")
@@ -310,6 +330,15 @@ def test_a_marketer_session_in_the_console(browser, cairn):
         }"""
     )
     assert status == 400
+    phone = browser.new_context(
+        viewport={"width": 390, "height": 844}, storage_state=context.storage_state()
+    )
+    small = phone.new_page()
+    small.goto(cairn.url + "/projects/1/users/ann")
+    expect(small.get_by_role("heading", name="ann")).to_be_visible()
+    expect(small.locator(".tl-journey")).to_contain_text("journey abandoned cart at step pause")
+    _shot(small, "phone-user")
+    phone.close()
     names = [s["name"] for s in api("GET", "/v1/segments")["data"]]
     assert names == ["pros"]
     context.close()
