@@ -35,6 +35,7 @@ PAGES = [
     "templates_page",
     "campaigns",
     "journeys",
+    "journeys_edit",
     "rules",
     "messages",
     "settings",

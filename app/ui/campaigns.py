@@ -14,6 +14,7 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 from marshmallow import ValidationError
 from sqlalchemy import func, select
+from werkzeug.datastructures import MultiDict
 
 from app.db import db
 from app.errors import DomainError, flatten_errors
@@ -28,6 +29,8 @@ from app.services.simulate import simulate
 from app.ui.access import audit, project_page
 from app.ui.blueprint import bp
 from app.ui.charts import line_chart
+from app.ui.describe import describe_seconds
+from app.ui.segments import filter_from_text, string_form
 from journeys.durations import parse_duration
 from journeys.filters import CHANNELS
 
@@ -64,6 +67,17 @@ def _number(raw: str, field: str, errors: dict[str, list[str]]) -> int | None:
     return int(raw)
 
 
+def _filter_lines(text: str, field: str, errors: dict[str, list[str]]) -> list[Any]:
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                out.append(filter_from_text(line))
+            except DomainError as err:
+                errors.setdefault(field, []).append(err.message)
+    return out
+
+
 def body_from_form(form: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """The campaign object (API field names) the wizard's plain fields describe, and the
     errors found reading them (a duration that is not one, a number that is not one)."""
@@ -76,10 +90,11 @@ def body_from_form(form: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
     }
     include: list[Any] = list(form.getlist("include_segment"))
     include += [{"audience": a} for a in form.getlist("include_audience")]
-    if form.get("include_filter", "").strip():
-        include.append(form["include_filter"].strip())
+    # One filter per line (string form or JSON of the object or tree form).
+    include += _filter_lines(form.get("include_filter", ""), "target.include", errors)
     exclude: list[Any] = list(form.getlist("exclude_segment"))
     exclude += [{"audience": a} for a in form.getlist("exclude_audience")]
+    exclude += _filter_lines(form.get("exclude_filter", ""), "target.exclude", errors)
     if include or exclude:
         body["target"] = {"include": include, "exclude": exclude}
     if body["kind"] == "triggered":
@@ -189,6 +204,147 @@ def campaign_new(pid: int) -> Any:
     ), (422 if errors else 200)
 
 
+def _audience_names(pid: int) -> dict[str, str]:
+    rows = db.session.execute(select(Audience.id, Audience.name).where(Audience.project_id == pid))
+    return {str(aid): name for aid, name in rows}
+
+
+def named(tree: Any, audiences: dict[str, str]) -> Any:
+    """A stored filter tree with audience ids shown by name (for reading, not for storing)."""
+    if isinstance(tree, list):
+        return [named(t, audiences) for t in tree]
+    if not isinstance(tree, dict):
+        return tree
+    out = {k: named(v, audiences) for k, v in tree.items()}
+    if "audience" in tree and not isinstance(tree["audience"], dict):
+        out["audience"] = audiences.get(str(tree["audience"]), tree["audience"])
+    return out
+
+
+def _filter_text(tree: Any) -> str:
+    import json
+
+    return string_form(tree) or json.dumps(tree) if isinstance(tree, dict) else str(tree)
+
+
+def form_of(campaign: Campaign, pid: int) -> MultiDict[str, Any]:
+    """The wizard's fields holding a stored campaign (to edit it)."""
+    templates = _template_names(pid)
+    audiences = _audience_names(pid)
+    form: MultiDict[str, Any] = MultiDict()
+    form["name"] = campaign.name
+    form["kind"] = campaign.kind
+    form["category"] = campaign.category
+    for channel, template_id in (campaign.channels or {}).items():
+        form[f"template_{channel}"] = templates.get(template_id, str(template_id))
+    filters: dict[str, list[str]] = {}
+    for side in ("include", "exclude"):
+        for item in (campaign.target or {}).get(side) or ():
+            if isinstance(item, dict) and "audience" in item and set(item) <= {"audience", "op"}:
+                name = audiences.get(str(item["audience"]), str(item["audience"]))
+                form.add(f"{side}_audience", name)
+            else:
+                filters.setdefault(side, []).append(_filter_text(named(item, audiences)))
+    for side, lines in filters.items():
+        form[f"{side}_filter"] = "\n".join(lines)
+    trigger = campaign.trigger or {}
+    form["trigger_event"] = trigger.get("event", "")
+    if trigger.get("where"):
+        form["trigger_where"] = _filter_text(trigger["where"])
+    schedule = campaign.schedule or {}
+    if schedule.get("sendAt"):
+        form["send_at"] = str(schedule["sendAt"])[:16]
+    form["cron"] = schedule.get("cron") or ""
+    form["timezone"] = schedule.get("timezone") or ""
+    if schedule.get("deliverIn") == "userTimezone":
+        form["deliver_in"] = "userTimezone"
+    if campaign.starts_at:
+        form["starts_at"] = campaign.starts_at.strftime("%Y-%m-%dT%H:%M")
+    if campaign.ends_at:
+        form["ends_at"] = campaign.ends_at.strftime("%Y-%m-%dT%H:%M")
+    form["ttl"] = describe_seconds(campaign.ttl_seconds) if campaign.ttl_seconds else ""
+    form["rate_per_minute"] = str(campaign.rate_per_minute or "")
+    form["holdout_percent"] = (
+        str(campaign.holdout_percent or "") if campaign.holdout_percent else ""
+    )
+    goal = campaign.goal or {}
+    form["goal_event"] = goal.get("event", "")
+    form["goal_within"] = describe_seconds(goal.get("within")) if goal.get("within") else ""
+    return form
+
+
+# What an emptied section of the wizard means when editing: that setting removed.
+CLEARED = (
+    "target",
+    "trigger",
+    "schedule",
+    "window",
+    "ttlSeconds",
+    "rateLimit",
+    "goal",
+    "holdoutPercent",
+)
+
+
+@bp.route("/projects/<int:pid>/campaigns/<int:cid>/edit", methods=["GET", "POST"])
+@project_page("marketer")
+def campaign_edit(pid: int, cid: int) -> Any:
+    """The wizard on a stored campaign; the API's editing rules for its state apply (an active
+    campaign refuses what can only change in draft or paused, naming the field)."""
+    from flask import g
+
+    row = service.get_campaign(db.session, project_id=pid, ref=cid)
+    errors: dict[str, list[str]] = {}
+    message = None
+    form: Any = form_of(row, pid)
+    code = 200
+    if request.method == "POST":
+        form = request.form
+        body, errors = body_from_form(form)
+        body.pop("kind", None)
+        for key in CLEARED:
+            body.setdefault(key, None)
+        if not errors:
+            before = service.campaign_fields(row)
+            try:
+                from app.schemas.campaigns import CampaignPatchSchema
+
+                loaded = CampaignPatchSchema().load(body)
+                service.update_campaign(db.session, project=g.project, ref=str(cid), changes=loaded)
+            except ValidationError as err:
+                errors = flatten_errors(err.messages)
+            except DomainError as err:
+                db.session.rollback()
+                errors, message, code = err.errors or {}, err.message, err.code
+            else:
+                row = service.get_campaign(db.session, project_id=pid, ref=cid)
+                audit(
+                    "campaign.edited",
+                    "campaign",
+                    cid,
+                    summary=f"edited campaign {row.name}",
+                    before=before,
+                    after=service.campaign_fields(row),
+                )
+                return redirect(url_for("ui.campaign", pid=pid, cid=cid, edited=1))
+        message = message or "Some fields need a change: see below"
+        code = code if code != 200 else 422
+    return render_template(
+        "ui/campaign_new.html",
+        form=form,
+        errors=errors,
+        message=message,
+        editing=row,
+        **_choices(pid),
+    ), code
+
+
+def _view_fields(row: Campaign, pid: int) -> dict[str, Any]:
+    fields = service.campaign_fields(row)
+    fields["target"] = named(fields["target"], _audience_names(pid))
+    return fields
+
+
 def _progress(campaign: Campaign) -> dict[str, Any]:
     """How far its sends are: messages ended of messages created, and whether fan-out goes on."""
     sends = select(Send.id).where(Send.campaign_id == campaign.id).scalar_subquery()
@@ -250,7 +406,7 @@ def campaign(pid: int, cid: int) -> Any:
     return render_template(
         "ui/campaign.html",
         c=row,
-        fields=service.campaign_fields(row),
+        fields=_view_fields(row, pid),
         stats=campaign_stats(db.session, row),
         progress=_progress(row),
         chart=_chart(row),
@@ -280,7 +436,7 @@ def campaign_simulate(pid: int, cid: int) -> Any:
     return render_template(
         "ui/campaign.html",
         c=row,
-        fields=service.campaign_fields(row),
+        fields=_view_fields(row, pid),
         stats=campaign_stats(db.session, row),
         progress=_progress(row),
         chart=_chart(row),
