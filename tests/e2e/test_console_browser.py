@@ -266,7 +266,11 @@ def test_a_marketer_session_in_the_console(browser, cairn):
     api(
         "POST",
         "/v1/events",
-        json={"name": "cart_updated", "userId": "ann", "properties": {"cartId": "c1", "plan": "pro"}},
+        json={
+            "name": "cart_updated",
+            "userId": "ann",
+            "properties": {"cartId": "c1", "plan": "pro"},
+        },
     )
     wait_for(lambda: api("GET", "/v1/journeys/abandoned cart/runs")["data"], 60)
     page.reload()
@@ -297,19 +301,24 @@ def test_a_marketer_session_in_the_console(browser, cairn):
     expect(viewer.locator("#count")).to_have_text("2")
     expect(viewer.get_by_role("button", name="Save segment")).to_have_count(0)
     expect(viewer.get_by_label("Name", exact=True)).to_have_attribute("readonly", "")
+    api(
+        "POST",
+        "/v1/campaigns",
+        json={"name": "later", "kind": "broadcast", "channels": {"inapp": "promo"}},
+    )
     viewer.goto(cairn.url + "/projects/1/campaigns")
-    viewer.get_by_role("link", name="spring").click()
+    viewer.get_by_role("link", name="later").click()
     expect(viewer.get_by_role("button", name="Dry run")).to_be_visible()  # reading is fine
-    expect(viewer.get_by_role("button", name="Pause")).to_have_count(0)
-    paused = viewer.evaluate(
+    expect(viewer.get_by_role("button", name="Activate")).to_have_count(0)
+    activated = viewer.evaluate(
         """async () => {
             const token = document.querySelector('input[name=csrf_token]').value;
-            const r = await fetch(location.pathname + '/pause',
+            const r = await fetch(location.pathname + '/activate',
                                   {method: 'POST', body: new URLSearchParams({csrf_token: token})});
             return r.status;
         }"""
     )
-    assert paused == 403
+    assert activated == 403 and api("GET", "/v1/campaigns/later")["status"] == "draft"
     viewer.goto(cairn.url + "/projects/1/segments/1")
     # Posting the form anyway (token included) is refused for the role.
     status = viewer.evaluate(
