@@ -1,21 +1,30 @@
-"""Rules: the list in words (when / if / then), one rule with its latest firings, and turning a
-rule on or off through the same service as PATCH /v1/rules/{id}."""
+"""Rules: the list in words (when / if / then), one rule with its latest firings, turning a rule
+on or off, and an editor of plain fields (no JSON) to create or change one.
+
+The editor's body (`app.ui.rule_form`) goes through the API's own `RuleInputSchema` /
+`RulePatchSchema` and `create_rule` / `update_rule`, so what POST or PATCH /v1/rules refuses is
+refused here with the same reason, shown next to the field (or action row) it is about."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flask import redirect, render_template, request, url_for
+from marshmallow import Schema, ValidationError
 from sqlalchemy import select
 
 from app.db import db
-from app.errors import DomainError
-from app.models import Audience, Campaign, Journey, Rule
+from app.errors import Conflict, DomainError, Forbidden, flatten_errors
+from app.models import Audience, Campaign, Journey, Rule, Segment
+from app.schemas.rules import RuleInputSchema, RulePatchSchema
 from app.services import rules as service
-from app.ui.access import audit, project_page
+from app.ui import rule_form
+from app.ui.access import audit, can, project_page
 from app.ui.blueprint import bp
 from app.ui.describe import describe_filter, describe_seconds
+from journeys.rules import RuleError, parse_rule
 from journeys.rules.definition import ACTION_KINDS, TRIGGER_KINDS
 
 FIRINGS_SHOWN = 50
@@ -274,3 +283,189 @@ def rule_toggle(pid: int, rid: int) -> Any:
     if request.form.get("back") == "list":
         return redirect(url_for("ui.rules", pid=pid))
     return redirect(url_for("ui.rule", pid=pid, rid=rid))
+
+
+# --- the editor -------------------------------------------------------------------------------
+
+TRIGGER_WORDS = {
+    "event": "a user does an event",
+    "audienceEntered": "a user enters an audience",
+    "audienceLeft": "a user leaves an audience",
+    "attributeChanged": "an attribute of a user changes",
+}
+ACTION_LABELS = {
+    "addToAudience": "add to an audience",
+    "removeFromAudience": "remove from an audience",
+    "setAttributes": "set attributes",
+    "sendCampaign": "send a campaign",
+    "startJourney": "start a journey",
+}
+CHECKED = "Some fields need a change: see below"
+
+
+def _choices(pid: int) -> dict[str, Any]:
+    def rows(model: Any, *extra: Any) -> list[Any]:
+        return list(
+            db.session.execute(
+                select(model.id, model.name, *extra)
+                .where(model.project_id == pid)
+                .order_by(model.name)
+            ).all()
+        )
+
+    return {
+        "audiences": rows(Audience),
+        "campaigns": rows(Campaign, Campaign.status),
+        "journeys": rows(Journey, Journey.status),
+        "segment_rows": rows(Segment),
+        "trigger_words": TRIGGER_WORDS,
+        "action_labels": ACTION_LABELS,
+    }
+
+
+def _segment_filters(pid: int) -> dict[int, Any]:
+    rows = db.session.execute(
+        select(Segment.id, Segment.filter).where(Segment.project_id == pid)
+    ).all()
+    return {sid: tree for sid, tree in rows}
+
+
+def rule_fields(rule: Rule) -> dict[str, Any]:
+    """The rule as the API shows it (for the audit log's before / after)."""
+    return copy.deepcopy(
+        {
+            "name": rule.name,
+            "enabled": rule.enabled,
+            "priority": rule.priority,
+            "when": rule.when,
+            "if": rule.condition,
+            "then": rule.actions,
+        }
+    )
+
+
+def _editor(
+    pid: int,
+    rule: Rule | None,
+    values: Mapping[str, Any],
+    rows: list[dict[str, str]],
+    errors: Mapping[str, Any] | None = None,
+    message: str | None = None,
+) -> Any:
+    errors = errors or {}
+    return render_template(
+        "ui/rule_edit.html",
+        r=rule,
+        v=values,
+        rows=rows,
+        slots=rule_form.slots(errors),
+        message=message or (CHECKED if errors else None),
+        readonly=not can("marketer"),
+        **_choices(pid),
+    ), (422 if errors or message else 200)
+
+
+def _need_marketer() -> None:
+    if not can("marketer"):
+        raise Forbidden("Viewers cannot change rules")
+
+
+def _with_row(values: Mapping[str, Any], rows: list[dict[str, str]]) -> Any:
+    """The form again with one more (empty) action row: the no-JavaScript "Add an action"."""
+    after = max((int(row["n"]) for row in rows), default=-1) + 1
+    return values, [*rows, rule_form.blank_row() | {"n": str(after)}]
+
+
+def _checked(draft: rule_form.Draft, schema: type[Schema]) -> tuple[Any, dict[str, list[str]]]:
+    """The body as the API's schema loads it (service names), or every field's errors: those
+    reading the fields, the schema's, and the rule validator's (so all show at once)."""
+    errors = {key: list(why) for key, why in draft.errors.items()}
+    loaded = None
+    try:
+        loaded = schema().load(draft.body)
+    except ValidationError as err:
+        for key, why in flatten_errors(err.messages).items():
+            errors.setdefault(draft.form_key(key), why if isinstance(why, list) else [why])
+    if errors:
+        try:
+            parse_rule({k: v for k, v in draft.body.items() if k != "name"})
+        except RuleError as err:
+            for key, why in err.errors.items():
+                errors.setdefault(draft.form_key(key), why)
+        return None, errors
+    assert isinstance(loaded, dict)
+    return {("if" if key == "if_" else key): value for key, value in loaded.items()}, {}
+
+
+def _refused(draft: rule_form.Draft, err: DomainError) -> dict[str, list[str]]:
+    db.session.rollback()
+    if isinstance(err, Conflict):
+        return {"name": ["another rule already has this name"]}
+    errors = {draft.form_key(key): why for key, why in (err.errors or {}).items()}
+    return errors or {"_schema": [err.message]}
+
+
+@bp.route("/projects/<int:pid>/rules/new", methods=["GET", "POST"])
+@project_page("viewer")
+def rule_new(pid: int) -> Any:
+    """A new rule from plain fields: name, when, if, then (a viewer sees the form read-only)."""
+    if request.method == "GET":
+        values = {"enabled": True, "priority": "0", "when_kind": "event"}
+        return _editor(pid, None, values, [rule_form.blank_row("addToAudience") | {"n": "0"}])
+    _need_marketer()
+    values, rows = rule_form.values_from_form(request.form)
+    if request.form.get("add_row"):
+        return _editor(pid, None, *_with_row(values, rows))
+    draft = rule_form.body_from_form(request.form, _segment_filters(pid))
+    body, errors = _checked(draft, RuleInputSchema)
+    if not errors:
+        try:
+            made = service.create_rule(db.session, project_id=pid, body=body)
+        except DomainError as err:
+            errors = _refused(draft, err)
+        else:
+            audit(
+                "rule.created",
+                "rule",
+                made.id,
+                summary=f"created rule {made.name}",
+                after=rule_fields(made),
+            )
+            return redirect(url_for("ui.rule", pid=pid, rid=made.id, saved=1))
+    return _editor(pid, None, values, rows, errors)
+
+
+@bp.route("/projects/<int:pid>/rules/<int:rid>/edit", methods=["GET", "POST"])
+@project_page("viewer")
+def rule_edit(pid: int, rid: int) -> Any:
+    """Change a rule's fields (its id, firings and place in the audit log stay)."""
+    row = service.get_rule(db.session, project_id=pid, ref=str(rid))
+    if request.method == "GET":
+        values, rows = rule_form.values_from_rule(row, _segment_filters(pid))
+        if not rows:
+            rows = [rule_form.blank_row() | {"n": "0"}]
+        return _editor(pid, row, values, rows)
+    _need_marketer()
+    values, rows = rule_form.values_from_form(request.form)
+    if request.form.get("add_row"):
+        return _editor(pid, row, *_with_row(values, rows))
+    before = rule_fields(row)
+    draft = rule_form.body_from_form(request.form, _segment_filters(pid))
+    body, errors = _checked(draft, RulePatchSchema)
+    if not errors:
+        try:
+            service.update_rule(db.session, project_id=pid, ref=str(rid), body=body, replace=False)
+        except DomainError as err:
+            errors = _refused(draft, err)
+            row = service.get_rule(db.session, project_id=pid, ref=str(rid))
+        else:
+            audit(
+                "rule.edited",
+                "rule",
+                rid,
+                summary=f"edited rule {row.name}",
+                before=before,
+                after=rule_fields(row),
+            )
+            return redirect(url_for("ui.rule", pid=pid, rid=rid, saved=1))
+    return _editor(pid, row, values, rows, errors)

@@ -72,4 +72,5 @@ def suppression_change(pid: int) -> Any:
         f"{body['channel']}:{body['address']}",
         summary=f"{verb} {body['address']} on {body['channel']}" + ("" if n else " (no change)"),
     )
-    return redirect(url_for("ui.suppressions", pid=pid, **{verb: n}))
+    outcome: dict[str, Any] = {verb: n}
+    return redirect(url_for("ui.suppressions", pid=pid, **outcome))
