@@ -16,7 +16,7 @@ from app.models.base import utcnow
 from app.services import audiences as service
 from app.ui.access import audit, project_page
 from app.ui.blueprint import bp
-from journeys.durations import parse_duration
+from app.ui.fields import read_seconds
 
 PAGE = 100
 # The most userIds one request adds or removes (as the API's members endpoints).
@@ -24,15 +24,11 @@ CHUNK = 1000
 
 
 def _ttl(raw: Any) -> int | None:
-    text = str(raw or "").strip()
-    if not text:
-        return None
-    if text.isdigit():
-        return int(text)
-    try:
-        return int(parse_duration(text).total_seconds())
-    except ValueError as err:
-        raise InvalidInput("Not a duration", {"ttlSeconds": [str(err)]}) from None
+    errors: dict[str, list[str]] = {}
+    seconds = read_seconds(str(raw or ""), "ttlSeconds", errors)
+    if errors:
+        raise InvalidInput("Not a duration", errors)
+    return seconds
 
 
 def _ids(raw: Any) -> list[str]:

@@ -30,8 +30,8 @@ from app.ui.access import audit, project_page
 from app.ui.blueprint import bp
 from app.ui.charts import line_chart
 from app.ui.describe import describe_seconds
+from app.ui.fields import read_int, read_seconds
 from app.ui.segments import filter_from_text, string_form
-from journeys.durations import parse_duration
 from journeys.filters import CHANNELS
 
 # The series of the results chart, in funnel order.
@@ -42,29 +42,6 @@ KIND_HELP = {
     "broadcast": "sent once to everyone targeted, now or at a time",
     "recurring": "sent on a schedule (cron)",
 }
-
-
-def _duration_seconds(raw: str, field: str, errors: dict[str, list[str]]) -> int | None:
-    raw = raw.strip()
-    if not raw:
-        return None
-    if raw.isdigit():
-        return int(raw)
-    try:
-        return int(parse_duration(raw).total_seconds())
-    except ValueError as err:
-        errors.setdefault(field, []).append(str(err))
-        return None
-
-
-def _number(raw: str, field: str, errors: dict[str, list[str]]) -> int | None:
-    raw = raw.strip()
-    if not raw:
-        return None
-    if not raw.lstrip("-").isdigit():
-        errors.setdefault(field, []).append("a whole number")
-        return None
-    return int(raw)
 
 
 def _filter_lines(text: str, field: str, errors: dict[str, list[str]]) -> list[Any]:
@@ -119,13 +96,13 @@ def body_from_form(form: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
     }
     if window:
         body["window"] = window
-    ttl = _duration_seconds(form.get("ttl", ""), "ttlSeconds", errors)
+    ttl = read_seconds(form.get("ttl", ""), "ttlSeconds", errors)
     if ttl is not None:
         body["ttlSeconds"] = ttl
-    rate = _number(form.get("rate_per_minute", ""), "rateLimit.perMinute", errors)
+    rate = read_int(form.get("rate_per_minute", ""), "rateLimit.perMinute", errors)
     if rate is not None:
         body["rateLimit"] = {"perMinute": rate}
-    holdout = _number(form.get("holdout_percent", ""), "holdoutPercent", errors)
+    holdout = read_int(form.get("holdout_percent", ""), "holdoutPercent", errors)
     if holdout is not None:
         body["holdoutPercent"] = holdout
     if form.get("goal_event", "").strip():
@@ -398,11 +375,7 @@ def _template_names(pid: int) -> dict[int, str]:
     return {tid: name for tid, name in rows}
 
 
-@bp.get("/projects/<int:pid>/campaigns/<int:cid>")
-@project_page("viewer")
-def campaign(pid: int, cid: int) -> Any:
-    """One campaign: what it is, its state and actions, progress and results."""
-    row = service.get_campaign(db.session, project_id=pid, ref=cid)
+def _campaign_page(row: Campaign, pid: int, simulation: dict[str, Any] | None) -> Any:
     return render_template(
         "ui/campaign.html",
         c=row,
@@ -410,9 +383,17 @@ def campaign(pid: int, cid: int) -> Any:
         stats=campaign_stats(db.session, row),
         progress=_progress(row),
         chart=_chart(row),
-        simulation=None,
+        simulation=simulation,
         template_names=_template_names(pid),
     )
+
+
+@bp.get("/projects/<int:pid>/campaigns/<int:cid>")
+@project_page("viewer")
+def campaign(pid: int, cid: int) -> Any:
+    """One campaign: what it is, its state and actions, progress and results."""
+    row = service.get_campaign(db.session, project_id=pid, ref=cid)
+    return _campaign_page(row, pid, None)
 
 
 @bp.get("/projects/<int:pid>/campaigns/<int:cid>/progress")
@@ -433,16 +414,7 @@ def campaign_simulate(pid: int, cid: int) -> Any:
     row = service.get_campaign(db.session, project_id=pid, ref=cid)
     result = simulate(db.session, project=g.project, campaign=row, now=utcnow())
     db.session.rollback()
-    return render_template(
-        "ui/campaign.html",
-        c=row,
-        fields=_view_fields(row, pid),
-        stats=campaign_stats(db.session, row),
-        progress=_progress(row),
-        chart=_chart(row),
-        simulation=result,
-        template_names=_template_names(pid),
-    )
+    return _campaign_page(row, pid, result)
 
 
 ACTIONS: dict[str, Any] = {

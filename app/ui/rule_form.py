@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.ui.describe import describe_seconds
-from journeys.durations import parse_duration
+from app.ui.fields import read_seconds
 from journeys.filters import parse_filter, to_json, to_string_form
 from journeys.rules.definition import ACTION_KINDS, TRIGGER_KINDS
 
@@ -133,19 +133,6 @@ def _reference(raw: str) -> int | str | None:
     return int(raw) if raw.isdigit() else raw
 
 
-def _duration(raw: str, key: str, errors: dict[str, list[str]]) -> int | None:
-    raw = raw.strip()
-    if not raw:
-        return None
-    if raw.isdigit():
-        return int(raw)
-    try:
-        return int(parse_duration(raw).total_seconds())
-    except ValueError as err:
-        errors.setdefault(key, []).append(str(err))
-        return None
-
-
 def pairs(raw: str, key: str, errors: dict[str, list[str]]) -> dict[str, Any]:
     """`key=value` lines (blank lines skipped) as an object; values typed as `scalar` reads."""
     out: dict[str, Any] = {}
@@ -231,7 +218,7 @@ def _action(form: Mapping[str, Any], i: int, kind: str, errors: dict[str, list[s
         if action[kind] is None:
             errors[f"{path}.{kind}"] = ["choose an audience"]
         if kind == "addToAudience":
-            ttl = _duration(get("ttl"), f"{path}.ttlSeconds", errors)
+            ttl = read_seconds(get("ttl"), f"{path}.ttlSeconds", errors)
             if ttl is not None:
                 action["ttlSeconds"] = ttl
         return action

@@ -22,30 +22,7 @@ from app.services import projects as service
 from app.services.vapid import current_key
 from app.ui.access import audit, project_page
 from app.ui.blueprint import bp
-from journeys.durations import parse_duration
-
-
-def _seconds(raw: str, field: str, errors: dict[str, list[str]]) -> int | None:
-    raw = raw.strip()
-    if not raw:
-        return None
-    if raw.isdigit():
-        return int(raw)
-    try:
-        return int(parse_duration(raw).total_seconds())
-    except ValueError as err:
-        errors.setdefault(field, []).append(str(err))
-        return None
-
-
-def _int(raw: str, field: str, errors: dict[str, list[str]]) -> int | None:
-    raw = raw.strip()
-    if not raw:
-        return None
-    if not raw.isdigit():
-        errors.setdefault(field, []).append("a whole number")
-        return None
-    return int(raw)
+from app.ui.fields import read_int, read_seconds
 
 
 def _section(existing: Any, form: Any, fields: dict[str, str]) -> dict[str, Any] | None:
@@ -81,13 +58,13 @@ def body_from_form(
         settings["quietHours"] = quiet
     else:
         settings["quietHours"] = None
-    count = _int(form.get("cap_count", ""), "settings.frequencyCap.count", errors)
-    window = _seconds(form.get("cap_window", ""), "settings.frequencyCap.windowSeconds", errors)
+    count = read_int(form.get("cap_count", ""), "settings.frequencyCap.count", errors)
+    window = read_seconds(form.get("cap_window", ""), "settings.frequencyCap.windowSeconds", errors)
     if count is not None or window is not None:
         settings["frequencyCap"] = {"count": count, "windowSeconds": window}
     else:
         settings["frequencyCap"] = None
-    stack = _seconds(form.get("stack_window", ""), "settings.stackWindowSeconds", errors)
+    stack = read_seconds(form.get("stack_window", ""), "settings.stackWindowSeconds", errors)
     if stack is not None:
         settings["stackWindowSeconds"] = stack
     settings["identityVerification"] = form.get("identity") or "optional"
