@@ -277,6 +277,31 @@ def test_a_marketer_session_in_the_console(browser, cairn):
     expect(page.locator("[data-step=pause]")).to_contain_text("1")
     _shot(page, "journey")
 
+    # The journey editor: an error shows on its step; fixed, it saves a new version.
+    page.get_by_role("link", name="Edit", exact=True).click()
+    first = page.locator("[data-step-form='0']")
+    first.get_by_label("Duration").fill("soon")
+    page.get_by_role("button", name="Save journey").click()
+    expect(page.locator("[data-step-form='0'] .field-error")).to_contain_text("not a duration")
+    page.locator("[data-step-form='0']").get_by_label("Duration").fill("2d")
+    _shot(page, "journey-editor")
+    page.get_by_role("button", name="Save journey").click()
+    expect(page.locator("[data-step=pause]")).to_contain_text("wait 2d")
+    assert api("GET", "/v1/journeys/abandoned cart")["version"] == 2
+
+    # A rule from plain fields.
+    page.get_by_role("link", name="Rules").click()
+    page.get_by_role("link", name="New rule").click()
+    page.locator("#r-name").fill("vip buyers")
+    page.locator("#w-event").fill("purchase")
+    page.locator("#a0-kind").select_option("addToAudience")
+    page.locator("#a0-audience").select_option(label="vip")
+    page.locator("#a0-ttl").fill("7d")
+    _shot(page, "rule-editor")
+    page.get_by_role("button", name="Create rule").click()
+    rule = api("GET", "/v1/rules/vip buyers")
+    assert rule["when"]["event"] == "purchase" and rule["then"][0]["ttlSeconds"] == 7 * 86400
+
     # The audit log has the segment.
     page.get_by_role("link", name="Audit log").click()
     expect(page.locator("table.audit")).to_contain_text("segment.created")
