@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any, TypeVar
 
 from flask import g
 from flask_login import current_user, login_required
+from sqlalchemy import select
 
 from app.db import db
 from app.errors import Forbidden, NotFound
@@ -45,6 +46,24 @@ def project_page(needed: str = "viewer") -> Callable[[F], F]:
 def can(needed: str) -> bool:
     """Whether the current page's role allows `needed` (templates hide what it does not)."""
     return accounts.may(g.get("role"), needed)
+
+
+def require(needed: str, message: str) -> None:
+    """Refuse (403, `message`) a change the current page's role does not allow."""
+    if not can(needed):
+        raise Forbidden(message)
+
+
+def names_by_id(model: Any, pid: int, ids: Iterable[int] | None = None) -> dict[int, str]:
+    """`{id: name}` of a project's named rows (templates, audiences, campaigns...), all of them
+    or only `ids` (one query; none for an empty `ids`)."""
+    stmt = select(model.id, model.name).where(model.project_id == pid)
+    if ids is not None:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        stmt = stmt.where(model.id.in_(wanted))
+    return {row_id: name for row_id, name in db.session.execute(stmt)}
 
 
 def audit(action: str, object_type: str, object_id: Any = None, **kwargs: Any) -> None:

@@ -14,7 +14,7 @@ from app.errors import DomainError, InvalidInput
 from app.models import Audience, Rule
 from app.models.base import utcnow
 from app.services import audiences as service
-from app.ui.access import audit, project_page
+from app.ui.access import audit, project_page, require
 from app.ui.blueprint import bp
 from app.ui.fields import read_seconds
 
@@ -60,9 +60,7 @@ def audiences(pid: int) -> Any:
     message = None
     code = 200
     if request.method == "POST":
-        from app.ui.segments import _need_marketer
-
-        _need_marketer()
+        require("marketer", "Viewers cannot create audiences")
         try:
             made = service.create_audience(
                 db.session,

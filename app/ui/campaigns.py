@@ -26,12 +26,12 @@ from app.schemas.campaigns import CampaignInputSchema
 from app.services import campaigns as service
 from app.services.campaign_stats import campaign_stats
 from app.services.simulate import simulate
-from app.ui.access import audit, project_page
+from app.ui.access import audit, names_by_id, project_page
 from app.ui.blueprint import bp
 from app.ui.charts import line_chart
 from app.ui.describe import describe_seconds
 from app.ui.fields import read_int, read_seconds
-from app.ui.segments import filter_from_text, string_form
+from app.ui.segments import filter_from_text, filter_text
 from journeys.filters import CHANNELS
 
 # The series of the results chart, in funnel order.
@@ -182,8 +182,8 @@ def campaign_new(pid: int) -> Any:
 
 
 def _audience_names(pid: int) -> dict[str, str]:
-    rows = db.session.execute(select(Audience.id, Audience.name).where(Audience.project_id == pid))
-    return {str(aid): name for aid, name in rows}
+    """Audience names by id as filter trees hold it (a string)."""
+    return {str(aid): name for aid, name in names_by_id(Audience, pid).items()}
 
 
 def named(tree: Any, audiences: dict[str, str]) -> Any:
@@ -198,15 +198,9 @@ def named(tree: Any, audiences: dict[str, str]) -> Any:
     return out
 
 
-def _filter_text(tree: Any) -> str:
-    import json
-
-    return string_form(tree) or json.dumps(tree) if isinstance(tree, dict) else str(tree)
-
-
 def form_of(campaign: Campaign, pid: int) -> MultiDict[str, Any]:
     """The wizard's fields holding a stored campaign (to edit it)."""
-    templates = _template_names(pid)
+    templates = names_by_id(Template, pid)
     audiences = _audience_names(pid)
     form: MultiDict[str, Any] = MultiDict()
     form["name"] = campaign.name
@@ -221,13 +215,13 @@ def form_of(campaign: Campaign, pid: int) -> MultiDict[str, Any]:
                 name = audiences.get(str(item["audience"]), str(item["audience"]))
                 form.add(f"{side}_audience", name)
             else:
-                filters.setdefault(side, []).append(_filter_text(named(item, audiences)))
+                filters.setdefault(side, []).append(filter_text(named(item, audiences)))
     for side, lines in filters.items():
         form[f"{side}_filter"] = "\n".join(lines)
     trigger = campaign.trigger or {}
     form["trigger_event"] = trigger.get("event", "")
     if trigger.get("where"):
-        form["trigger_where"] = _filter_text(trigger["where"])
+        form["trigger_where"] = filter_text(trigger["where"])
     schedule = campaign.schedule or {}
     if schedule.get("sendAt"):
         form["send_at"] = str(schedule["sendAt"])[:16]
@@ -368,13 +362,6 @@ def _chart(campaign: Campaign) -> str | None:
     )
 
 
-def _template_names(pid: int) -> dict[int, str]:
-    rows = db.session.execute(
-        select(Template.id, Template.name).where(Template.project_id == pid)
-    ).all()
-    return {tid: name for tid, name in rows}
-
-
 def _campaign_page(row: Campaign, pid: int, simulation: dict[str, Any] | None) -> Any:
     return render_template(
         "ui/campaign.html",
@@ -384,7 +371,7 @@ def _campaign_page(row: Campaign, pid: int, simulation: dict[str, Any] | None) -
         progress=_progress(row),
         chart=_chart(row),
         simulation=simulation,
-        template_names=_template_names(pid),
+        template_names=names_by_id(Template, pid),
     )
 
 

@@ -9,21 +9,19 @@ durations as `30m`, `1d`; lists one item per line (`plan:pro => upsell` for a br
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from flask import redirect, render_template, request, url_for
-from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
 from app.db import db
 from app.errors import DomainError
 from app.models import Audience, Journey, Template
 from app.services import journeys as service
-from app.ui.access import audit, project_page
+from app.ui.access import audit, names_by_id, project_page
 from app.ui.blueprint import bp
-from app.ui.segments import filter_from_text, string_form
+from app.ui.segments import filter_from_text, filter_text
 from journeys.filters import CHANNELS
 
 STEP_TYPES = (
@@ -205,14 +203,8 @@ def body_from_form(form: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
 
 
 def _names(model: Any, pid: int) -> dict[str, str]:
-    rows = db.session.execute(select(model.id, model.name).where(model.project_id == pid))
-    return {str(i): name for i, name in rows}
-
-
-def _text(tree: Any) -> str:
-    if tree is None:
-        return ""
-    return string_form(tree) or json.dumps(tree) if isinstance(tree, dict) else str(tree)
+    """Names by id as a stored definition holds it (a string)."""
+    return {str(i): name for i, name in names_by_id(model, pid).items()}
 
 
 def form_of(journey: Journey, pid: int) -> MultiDict[str, Any]:
@@ -224,14 +216,14 @@ def form_of(journey: Journey, pid: int) -> MultiDict[str, Any]:
     if "event" in trigger:
         form["trigger_kind"] = "event"
         form["trigger_event"] = trigger["event"]
-        form["trigger_where"] = _text(trigger.get("where"))
+        form["trigger_where"] = filter_text(trigger.get("where"))
     elif "audienceEntered" in trigger:
         form["trigger_kind"] = "audienceEntered"
         ref = str(trigger["audienceEntered"])
         form["trigger_audience"] = audiences.get(ref, ref)
     elif "segmentEntered" in trigger:
         form["trigger_kind"] = "segmentEntered"
-        form["trigger_segment"] = _text(trigger["segmentEntered"])
+        form["trigger_segment"] = filter_text(trigger["segmentEntered"])
     else:
         form["trigger_kind"] = "api"
     entry = d.get("entry") or {}
@@ -243,7 +235,7 @@ def form_of(journey: Journey, pid: int) -> MultiDict[str, Any]:
     exits = []
     for item in d.get("exit") or ():
         if "leftSegment" in item:
-            exits.append("left " + _text(item["leftSegment"]))
+            exits.append("left " + filter_text(item["leftSegment"]))
         else:
             match = f" matched on {item['matchOn']}" if item.get("matchOn") else ""
             exits.append(f"{item['event']}{match}")
@@ -270,17 +262,17 @@ def form_of(journey: Journey, pid: int) -> MultiDict[str, Any]:
                 form[p + "duration"] = str(step.get("duration", ""))
         elif kind == "waitForEvent":
             form[p + "event"] = step.get("event", "")
-            form[p + "where"] = _text(step.get("where"))
+            form[p + "where"] = filter_text(step.get("where"))
             form[p + "match_on"] = step.get("matchOn") or ""
             form[p + "timeout"] = str(step.get("timeout", ""))
             form[p + "on_timeout"] = step.get("onTimeout", "")
         elif kind == "waitForSegment":
-            form[p + "filter"] = _text(step.get("filter"))
+            form[p + "filter"] = filter_text(step.get("filter"))
             form[p + "timeout"] = str(step.get("timeout", ""))
             form[p + "on_timeout"] = step.get("onTimeout", "")
         elif kind == "branch":
             form[p + "branches"] = "\n".join(
-                f"{_text(b['if'])} => {b['next']}" for b in step.get("branches") or ()
+                f"{filter_text(b['if'])} => {b['next']}" for b in step.get("branches") or ()
             )
             form[p + "default"] = step.get("default", "")
         elif kind == "split":

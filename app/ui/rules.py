@@ -16,12 +16,12 @@ from marshmallow import Schema, ValidationError
 from sqlalchemy import select
 
 from app.db import db
-from app.errors import Conflict, DomainError, Forbidden, flatten_errors
+from app.errors import Conflict, DomainError, flatten_errors
 from app.models import Audience, Campaign, Journey, Rule, Segment
 from app.schemas.rules import RuleInputSchema, RulePatchSchema
 from app.services import rules as service
 from app.ui import rule_form
-from app.ui.access import audit, can, project_page
+from app.ui.access import audit, can, project_page, require
 from app.ui.blueprint import bp
 from app.ui.describe import describe_filter, describe_seconds
 from journeys.rules import RuleError, parse_rule
@@ -365,11 +365,6 @@ def _editor(
     ), (422 if errors or message else 200)
 
 
-def _need_marketer() -> None:
-    if not can("marketer"):
-        raise Forbidden("Viewers cannot change rules")
-
-
 def _with_row(values: Mapping[str, Any], rows: list[dict[str, str]]) -> Any:
     """The form again with one more (empty) action row: the no-JavaScript "Add an action"."""
     after = max((int(row["n"]) for row in rows), default=-1) + 1
@@ -412,7 +407,7 @@ def rule_new(pid: int) -> Any:
     if request.method == "GET":
         values = {"enabled": True, "priority": "0", "when_kind": "event"}
         return _editor(pid, None, values, [rule_form.blank_row("addToAudience") | {"n": "0"}])
-    _need_marketer()
+    require("marketer", "Viewers cannot change rules")
     values, rows = rule_form.values_from_form(request.form)
     if request.form.get("add_row"):
         return _editor(pid, None, *_with_row(values, rows))
@@ -445,7 +440,7 @@ def rule_edit(pid: int, rid: int) -> Any:
         if not rows:
             rows = [rule_form.blank_row() | {"n": "0"}]
         return _editor(pid, row, values, rows)
-    _need_marketer()
+    require("marketer", "Viewers cannot change rules")
     values, rows = rule_form.values_from_form(request.form)
     if request.form.get("add_row"):
         return _editor(pid, row, *_with_row(values, rows))

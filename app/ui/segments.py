@@ -13,7 +13,7 @@ from app.db import db
 from app.errors import DomainError, InvalidInput
 from app.models import Audience, Segment
 from app.services import segments as service
-from app.ui.access import audit, can, project_page
+from app.ui.access import audit, project_page, require
 from app.ui.blueprint import bp
 from journeys.filters import CHANNELS, parse_filter, to_string_form
 
@@ -38,12 +38,21 @@ def _submitted_filter() -> Any:
         raise InvalidInput("The builder sent no filter", {"filter": ["not JSON"]}) from None
 
 
-def string_form(tree: dict[str, Any]) -> str | None:
-    """The segment's string form (`plan:pro,role:admin`) when it has one."""
+def string_form(raw: Any) -> str | None:
+    """A filter's string form (`plan:pro,role:admin`) when it has one (any input form)."""
     try:
-        return to_string_form(parse_filter(tree))
+        return to_string_form(parse_filter(raw))
     except ValueError:
         return None
+
+
+def filter_text(tree: Any) -> str:
+    """A stored filter as a marketer types it: the string form, else JSON ("" for none)."""
+    if tree is None:
+        return ""
+    if not isinstance(tree, dict):
+        return str(tree)
+    return string_form(tree) or json.dumps(tree)
 
 
 def _audience_names(pid: int) -> list[str]:
@@ -88,7 +97,7 @@ def segment_new(pid: int) -> Any:
     """Build a new segment."""
     if request.method == "GET":
         return _editor(pid, None)
-    _need_marketer()
+    require("marketer", "Viewers cannot change segments")
     try:
         segment = service.create_segment(
             db.session, project_id=pid, name=request.form.get("name"), filter=_submitted_filter()
@@ -113,7 +122,7 @@ def segment_edit(pid: int, sid: int) -> Any:
     segment = service.get_segment(db.session, project_id=pid, ref=str(sid))
     if request.method == "GET":
         return _editor(pid, segment, saved=bool(request.args.get("saved")))
-    _need_marketer()
+    require("marketer", "Viewers cannot change segments")
     before = {"name": segment.name, "filter": segment.filter}
     try:
         service.update_segment(
@@ -169,19 +178,5 @@ def segment_preview(pid: int) -> Any:
     except DomainError as err:
         db.session.rollback()
         return {"message": err.message, "errors": err.errors or {}}, err.code
-    result["stringForm"] = _string_form_of(raw)
+    result["stringForm"] = string_form(raw)
     return result
-
-
-def _string_form_of(raw: Any) -> str | None:
-    try:
-        return to_string_form(service.parse_segment_filter(raw))
-    except (ValueError, DomainError):
-        return None
-
-
-def _need_marketer() -> None:
-    if not can("marketer"):
-        from app.errors import Forbidden
-
-        raise Forbidden("Viewers cannot change segments")

@@ -19,7 +19,7 @@ from app.models import Template
 from app.rendering import CHANNELS, RenderError, build_context, render
 from app.services import templates as service
 from app.services.profiles import get_user
-from app.ui.access import audit, project_page
+from app.ui.access import audit, project_page, require
 from app.ui.blueprint import bp
 
 
@@ -133,7 +133,7 @@ def template_new(pid: int) -> Any:
     """A new template."""
     if request.method == "GET":
         return _editor(pid, None)
-    _need("marketer")
+    require("marketer", "Viewers cannot change templates: this needs marketer or above")
     return _save(pid, None)
 
 
@@ -144,7 +144,7 @@ def template_edit(pid: int, tid: int) -> Any:
     template = service.get_template(db.session, project_id=pid, ref=tid)
     if request.method == "GET":
         return _editor(pid, template, saved=bool(request.args.get("saved")))
-    _need("marketer")
+    require("marketer", "Viewers cannot change templates: this needs marketer or above")
     return _save(pid, template)
 
 
@@ -204,11 +204,3 @@ def template_test_send(pid: int, tid: int) -> Any:
     audit("template.test_sent", "template", tid, summary=f"test of {template.name} to {user_id}")
     sent = len(result.message_ids)
     return redirect(url_for("ui.template_edit", pid=pid, tid=tid, tested=user_id, messages=sent))
-
-
-def _need(role: str) -> None:
-    from app.errors import Forbidden
-    from app.ui.access import can
-
-    if not can(role):
-        raise Forbidden(f"Viewers cannot change templates: this needs {role} or above")

@@ -16,7 +16,7 @@ from app.models.base import utcnow
 from app.services import profiles, push_subscriptions, segments
 from app.services.audiences import audiences_of
 from app.services.timeline import KINDS, decode_cursor, user_timeline
-from app.ui.access import project_page
+from app.ui.access import names_by_id, project_page
 from app.ui.blueprint import bp
 
 PAGE = 50
@@ -70,14 +70,7 @@ def user(pid: int, user_id: str) -> Any:
         raise BadRequest("This page link is broken", {"cursor": ["malformed"]}) from None
     page = user_timeline(db.session, user_pk=row.id, limit=50, cursor=cursor, kinds=kinds)
     campaign_ids = {i["campaignId"] for i in page.items if i.get("campaignId") is not None}
-    campaigns: dict[int, str] = {}
-    if campaign_ids:
-        rows = db.session.execute(
-            select(Campaign.id, Campaign.name).where(
-                Campaign.project_id == pid, Campaign.id.in_(campaign_ids)
-            )
-        ).all()
-        campaigns = {cid: name for cid, name in rows}
+    campaigns = names_by_id(Campaign, pid, campaign_ids)
     return render_template(
         "ui/user.html",
         user=row,
